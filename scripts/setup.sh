@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# One-time machine set-up for building and testing flower-init (Debian 12). Idempotent:
+# installs only what is missing. Called by `make setup`, which every top-level target runs.
+set -euo pipefail
+pkgs=(
+    musl-tools        # musl-gcc: ring's C code for the static binary
+    file              # checks that the binary is statically linked
+    cpio              # the initramfs archive
+    xorriso           # context CD images, as OpenNebula builds them
+    qemu-system-x86   # VM tests (KVM when usable, else TCG)
+    qemu-utils        # qemu-img for state/data disks
+    e2fsprogs         # mkfs.ext4 -d for state/data disks
+    squashfs-tools    # the read-only appliance image
+    erofs-utils       # (alternative image format, measured in BENCHMARKS.md)
+    mmdebstrap        # the Debian base of the container rootfs
+    runc              # the OCI runtime flower-init drives
+    iproute2          # network namespaces and veth pairs for host tests
+    python3-venv      # Debian's python for the image's venv tooling
+)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl; then
+    echo "setup: adding the musl target"
+    rustup target add x86_64-unknown-linux-musl
+fi

@@ -1,0 +1,1 @@
+//! The Flower run config rendered from validated variables, and run submission/following. Issue #7.

@@ -1,0 +1,159 @@
+//! What the init knows about itself: the boot timeline and the state served on the health port.
+//!
+//! The boot sequence records each step here ([`Timeline`]); the health server renders
+//! `GET /health` from [`Status::health`] and `GET /status` from [`Status::to_json`]. Other
+//! concerns (OneGate publication, the container, the training run, the gateway) report into
+//! [`Status::sections`] under their own key, so this type does not grow a field per module.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Running,
+    Ok,
+    /// Finished, with a problem worth an operator's attention (e.g. GPU fallback to CPU).
+    Warning,
+    Skipped,
+    Failed,
+}
+
+/// One boot step: when it started (seconds since boot) and how long it took.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub name: String,
+    pub start_s: f64,
+    pub duration_s: Option<f64>,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// The ordered list of boot steps.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timeline {
+    pub steps: Vec<Step>,
+}
+
+impl Timeline {
+    /// Open a step at time `now` (seconds since boot); returns its index for [`Timeline::end`].
+    pub fn begin(&mut self, name: &str, now: Duration) -> usize {
+        self.steps.push(Step {
+            name: name.to_string(),
+            start_s: now.as_secs_f64(),
+            duration_s: None,
+            outcome: Outcome::Running,
+            detail: String::new(),
+        });
+        self.steps.len() - 1
+    }
+
+    /// Close step `idx` at time `now`.
+    pub fn end(&mut self, idx: usize, now: Duration, outcome: Outcome, detail: impl Into<String>) {
+        if let Some(s) = self.steps.get_mut(idx) {
+            s.duration_s = Some((now.as_secs_f64() - s.start_s).max(0.0));
+            s.outcome = outcome;
+            s.detail = detail.into();
+        }
+    }
+
+    /// One line per step, for the console summary at the end of boot.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for s in &self.steps {
+            let d = s.duration_s.map(|d| format!("{d:8.3}s")).unwrap_or_else(|| "     ...".into());
+            out.push_str(&format!("  {:>9.3}s {d}  {:<9} {}", s.start_s, format!("{:?}", s.outcome).to_lowercase(), s.name));
+            if !s.detail.is_empty() {
+                out.push_str(&format!(" ({})", s.detail));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Where the appliance is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Booting,
+    /// Flower answers and READY was reported (or would have been).
+    Ready,
+    /// A step failed; the init stays up so an operator can read why.
+    Failed,
+    ShuttingDown,
+}
+
+/// Everything `/health` and `/status` show.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub phase: Phase,
+    /// The step that failed and why (set with `Phase::Failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+    pub timeline: Timeline,
+    /// Per-concern details, e.g. `"onegate"`, `"container"`, `"run"`, `"gateway"`.
+    pub sections: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub step: String,
+    pub reason: String,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status { phase: Phase::Booting, failure: None, timeline: Timeline::default(), sections: BTreeMap::new() }
+    }
+}
+
+impl Status {
+    /// Mark the boot failed at `step`: `/health` turns 503 with this reason.
+    pub fn fail(&mut self, step: &str, reason: impl Into<String>) {
+        self.phase = Phase::Failed;
+        self.failure = Some(Failure { step: step.to_string(), reason: reason.into() });
+    }
+
+    /// HTTP status code and one-line body for `GET /health`.
+    pub fn health(&self) -> (u16, String) {
+        match (&self.phase, &self.failure) {
+            (Phase::Ready, _) => (200, "ready".into()),
+            (Phase::Failed, Some(f)) => (503, format!("failed at {}: {}", f.step, f.reason)),
+            (Phase::Failed, None) => (503, "failed".into()),
+            (Phase::ShuttingDown, _) => (503, "shutting down".into()),
+            (Phase::Booting, _) => {
+                let step = self.timeline.steps.iter().rev().find(|s| s.outcome == Outcome::Running);
+                (503, format!("booting: {}", step.map(|s| s.name.as_str()).unwrap_or("starting")))
+            }
+        }
+    }
+
+    /// The JSON document served on `GET /status`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_follows_phase() {
+        let mut st = Status::default();
+        let i = st.timeline.begin("context", Duration::from_millis(1500));
+        assert_eq!(st.health(), (503, "booting: context".into()));
+        st.timeline.end(i, Duration::from_millis(1750), Outcome::Failed, "");
+        st.fail("validate", "FL_NUM_ROUNDS='0': must be an integer >= 1");
+        assert_eq!(st.health().0, 503);
+        assert!(st.health().1.contains("FL_NUM_ROUNDS"));
+        st.phase = Phase::Ready;
+        assert_eq!(st.health(), (200, "ready".into()));
+        assert!((st.timeline.steps[0].duration_s.unwrap() - 0.25).abs() < 1e-9);
+        assert!(st.to_json().contains("\"phase\": \"ready\""));
+    }
+}
