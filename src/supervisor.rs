@@ -1,2 +1,728 @@
 //! The single reaper and event loop: signalfd + sockets + timers in one `poll()`, children
 //! with a clean signal mask, restart with exponential backoff. Issue #3.
+//!
+//! The structure is catatonit's and tini's (research/init.md §3.2-3.3): every signal but the
+//! kernel-fault set is blocked before any child exists and read from a signalfd; on SIGCHLD,
+//! `waitpid(-1, WNOHANG)` runs until 0 or ECHILD and each exit goes to the table entry of its
+//! pid. This module owns every `waitpid` of the process: code running under it starts helpers
+//! with [`Supervisor::spawn`] or [`Supervisor::run`], never `Command::status()`/`output()` or
+//! `Child::wait()`, which would race the reaper (the kata `WAIT_PID_LOCKER` lesson).
+//!
+//! Single-threaded: the boot code, the health server and the reaper share one loop, so the
+//! [`Status`] the health port serves is a plain field and needs no lock. Long boot steps keep
+//! the loop turning by calling [`Supervisor::run`], [`Supervisor::run_until`] or
+//! [`Supervisor::sleep`] instead of blocking.
+
+mod cli;
+mod output;
+mod policy;
+
+pub use cli::cli_supervise;
+pub use output::{LineBuf, MAX_LINE};
+pub use policy::{
+    Backoff, EXIT_CANNOT_EXECUTE, EXIT_INIT_FAILURE, EXIT_NOT_FOUND, describe_wait_status, exit_code_from_spawn_errno,
+    exit_code_from_wait_status,
+};
+
+use crate::error::{Ctx, Error, Result};
+use crate::status::Status;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Signals the kernel raises for a fault in this very process. Blocked, they would be fatal
+/// without a message (or hang), so they stay unblocked (catatonit `kernel_signals[]`).
+const KERNEL_FAULT_SIGNALS: [Signal; 7] =
+    [Signal::SIGFPE, Signal::SIGILL, Signal::SIGSEGV, Signal::SIGBUS, Signal::SIGABRT, Signal::SIGTRAP, Signal::SIGSYS];
+
+/// systemd's "power off" signal: SIGRTMIN+4 as glibc numbers it (SIGRTMIN = 34). A fixed number
+/// because musl's SIGRTMIN is 35, while `kill -RTMIN+4 1` from a glibc tool sends 38.
+pub const SIGRTMIN_PLUS_4: i32 = 38;
+
+/// Lines of [`Output::Events`] children kept while nobody takes them; older ones are dropped.
+const MAX_QUEUED_LINES: usize = 2000;
+/// Bytes of each stream a [`Supervisor::run`] helper keeps (the tail).
+const RUN_OUTPUT_CAP: usize = 64 * 1024;
+/// Bytes read from one pipe per loop turn, so a chatty child cannot starve the rest.
+const PIPE_READ_BUDGET: usize = 64 * 1024;
+/// How long a helper killed on timeout gets to be reaped before `run` gives up on it.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Proof that [`block_signals`] ran: [`Supervisor::new`] takes it, so the order cannot be wrong.
+#[derive(Debug)]
+pub struct SignalsBlocked {
+    original: SigSet,
+    blocked: SigSet,
+}
+
+impl SignalsBlocked {
+    /// The mask the process had before (children get an empty mask, not this one).
+    pub fn original(&self) -> &SigSet {
+        &self.original
+    }
+}
+
+/// Block every signal except the kernel-fault set, so they queue for the signalfd.
+///
+/// Must run before any thread or child exists: the mask is per thread, and a thread created
+/// earlier would keep signals unblocked and swallow them (SIGCHLD's default is to discard).
+pub fn block_signals() -> Result<SignalsBlocked> {
+    let mut set = SigSet::all();
+    for s in KERNEL_FAULT_SIGNALS {
+        set.remove(s);
+    }
+    let mut original = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&set), Some(&mut original)).ctx("block signals")?;
+    Ok(SignalsBlocked { original, blocked: set })
+}
+
+/// Where a spawned child's stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The same as flower-init's (the console as PID 1).
+    Inherit,
+    /// /dev/null.
+    Null,
+    /// Through pipes, each line logged as `NAME: line` at info level.
+    Log,
+    /// Through pipes, each line delivered as [`Event::Line`].
+    Events,
+}
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Why the machine (or the service) should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownReason {
+    /// SIGTERM, SIGINT (Ctrl-Alt-Del once CAD is off), SIGPWR or SIGRTMIN+4 (number given).
+    Signal(i32),
+    /// The ACPI power button (`onevm terminate`, qemu `system_powerdown`).
+    PowerButton,
+    /// Asked for by flower-init itself (e.g. the workload finished for good).
+    Requested,
+}
+
+impl std::fmt::Display for ShutdownReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShutdownReason::Signal(libc::SIGINT) => write!(f, "SIGINT (Ctrl-Alt-Del)"),
+            ShutdownReason::Signal(SIGRTMIN_PLUS_4) => write!(f, "SIGRTMIN+4 (poweroff)"),
+            ShutdownReason::Signal(n) => write!(f, "{}", signal_name(*n)),
+            ShutdownReason::PowerButton => write!(f, "ACPI power button"),
+            ShutdownReason::Requested => write!(f, "requested"),
+        }
+    }
+}
+
+/// A timer set with [`Supervisor::set_timer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId(u64);
+
+/// Something that happened, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A child started with [`Supervisor::spawn`] exited (its output was delivered first).
+    Exited { pid: Pid, name: String, status: WaitStatus },
+    /// A line of an [`Output::Events`] child.
+    Line { pid: Pid, name: String, stream: Stream, line: String },
+    /// The first shutdown request (later ones are only logged).
+    Shutdown(ShutdownReason),
+    /// A timer fired.
+    Timer(TimerId),
+}
+
+/// What a helper started with [`Supervisor::run`] did.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    pub status: WaitStatus,
+    /// [`exit_code_from_wait_status`] of `status`.
+    pub code: i32,
+    /// The last 64 KiB of each stream, one `\n`-ended line at a time.
+    pub stdout: String,
+    pub stderr: String,
+    /// It ran past its timeout and was killed.
+    pub timed_out: bool,
+}
+
+impl RunOutput {
+    /// Exited with code 0 in time.
+    pub fn success(&self) -> bool {
+        self.code == 0 && !self.timed_out
+    }
+}
+
+/// What the reaper does with an exit.
+#[derive(Debug, PartialEq, Eq)]
+enum Track {
+    /// Queue [`Event::Exited`].
+    Events,
+    /// Keep the status for [`Supervisor::run`].
+    Run,
+    /// `run` gave up on it: log the exit when it comes.
+    Abandoned,
+}
+
+#[derive(Debug)]
+struct Child {
+    name: String,
+    track: Track,
+    status: Option<WaitStatus>,
+    stdout: String,
+    stderr: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    Log,
+    Events,
+    Collect,
+}
+
+#[derive(Debug)]
+struct Pipe {
+    id: u64,
+    fd: OwnedFd,
+    /// The child it belongs to; None once that child exited and someone else (a grandchild that
+    /// inherited the pipe, e.g. a container started by `runc create`) still writes to it.
+    pid: Option<Pid>,
+    name: String,
+    stream: Stream,
+    sink: Sink,
+    buf: LineBuf,
+}
+
+/// What poll() reported ready.
+#[derive(Debug, Clone, Copy)]
+enum Token {
+    Signal,
+    Acpi,
+    Pipe(u64),
+    Health(crate::health::Token),
+}
+
+/// The reaper, signal handler, health server and timer wheel of flower-init.
+pub struct Supervisor {
+    /// What `/health` and `/status` serve; boot code updates it between loop turns.
+    pub status: Status,
+    sfd: SignalFd,
+    children: HashMap<Pid, Child>,
+    pipes: Vec<Pipe>,
+    events: VecDeque<Event>,
+    queued_lines: usize,
+    dropped_lines: u64,
+    timers: Vec<(Instant, TimerId)>,
+    next_id: u64,
+    health: Option<crate::health::Server>,
+    acpi: Option<crate::acpi::Listener>,
+    shutdown: Option<ShutdownReason>,
+    forward_to: Option<Pid>,
+    orphans_reaped: u64,
+    no_children: bool,
+}
+
+impl Supervisor {
+    /// The loop, with nothing registered yet but the signalfd.
+    pub fn new(blocked: SignalsBlocked) -> Result<Self> {
+        let flags = SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC;
+        let sfd = SignalFd::with_flags(&blocked.blocked, flags).ctx("create signalfd")?;
+        let mut sv = Supervisor {
+            status: Status::default(),
+            sfd,
+            children: HashMap::new(),
+            pipes: Vec::new(),
+            events: VecDeque::new(),
+            queued_lines: 0,
+            dropped_lines: 0,
+            timers: Vec::new(),
+            next_id: 0,
+            health: None,
+            acpi: None,
+            shutdown: None,
+            forward_to: None,
+            orphans_reaped: 0,
+            no_children: false,
+        };
+        sv.reap(); // children that exited before the signalfd existed
+        Ok(sv)
+    }
+
+    /// Serve the health port from this loop; returns the bound address (port 0 picks one).
+    pub fn listen_health(&mut self, cfg: &crate::health::Config) -> Result<std::net::SocketAddr> {
+        let server = crate::health::Server::bind(cfg)?;
+        let addr = server.local_addr();
+        self.health = Some(server);
+        Ok(addr)
+    }
+
+    /// The health server's counters, when it listens.
+    pub fn health_stats(&self) -> Option<crate::health::Stats> {
+        self.health.as_ref().map(|h| h.stats())
+    }
+
+    /// Turn an ACPI power-button press into a shutdown request. `Err(NotAvailable)` when the
+    /// kernel has no `acpi_event` family (no ACPI, or button.ko not loaded): log and go on.
+    pub fn watch_acpi(&mut self) -> std::result::Result<(), crate::acpi::AcpiError> {
+        self.acpi = Some(crate::acpi::Listener::open()?);
+        Ok(())
+    }
+
+    /// Start `cmd` as a tracked child: empty signal mask, its own session, output per `output`.
+    /// Its exit arrives as [`Event::Exited`]. On failure to execute, the error carries the errno
+    /// ([`exit_code_from_spawn_errno`] turns it into 127/126).
+    pub fn spawn(&mut self, name: &str, cmd: Command, output: Output) -> Result<Pid> {
+        let sink = match output {
+            Output::Inherit | Output::Null => None,
+            Output::Log => Some(Sink::Log),
+            Output::Events => Some(Sink::Events),
+        };
+        self.spawn_tracked(name, cmd, output == Output::Null, sink, Track::Events)
+    }
+
+    fn spawn_tracked(&mut self, name: &str, mut cmd: Command, null: bool, sink: Option<Sink>, track: Track) -> Result<Pid> {
+        let empty = SigSet::empty();
+        // SAFETY: the closure runs in the forked child before exec, where only
+        // async-signal-safe work is allowed (another thread could have held a lock at fork):
+        // 1. it calls only sigprocmask(2) and setsid(2), both async-signal-safe (signal-safety(7));
+        // 2. it allocates nothing and takes no lock: the empty set was built before the fork and
+        //    is moved in by value, and an io::Error made from a raw errno does not allocate;
+        // 3. it touches no state shared with the parent, which keeps running unaffected;
+        // 4. std already restored SIGPIPE to its default; the empty mask undoes the parent's
+        //    blocking, which std's Command inherits (rust-lang/rust#101077, research/init.md §3.3).
+        unsafe {
+            cmd.pre_exec(move || {
+                sigprocmask(SigmaskHow::SIG_SETMASK, Some(&empty), None)?;
+                nix::unistd::setsid()?;
+                Ok(())
+            });
+        }
+        if null {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+        let mut readers = Vec::new();
+        if sink.is_some() {
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("create output pipe")?;
+                set_nonblocking(&r).ctx("set output pipe non-blocking")?;
+                match stream {
+                    Stream::Stdout => cmd.stdout(Stdio::from(w)),
+                    Stream::Stderr => cmd.stderr(Stdio::from(w)),
+                };
+                readers.push((stream, r));
+            }
+        }
+        let child = cmd.spawn().with_ctx(|| format!("start {name}"))?;
+        drop(cmd); // closes our copies of the pipes' write ends, so EOF can come
+        let pid = Pid::from_raw(child.id() as i32);
+        drop(child); // std's Child neither waits nor kills on drop: the reaper owns the pid
+        log::debug!("started {name} (pid {pid})");
+        for (stream, fd) in readers {
+            let id = self.next_id();
+            let sink = sink.unwrap_or(Sink::Log);
+            self.pipes.push(Pipe { id, fd, pid: Some(pid), name: name.to_string(), stream, sink, buf: LineBuf::default() });
+        }
+        let child = Child { name: name.to_string(), track, status: None, stdout: String::new(), stderr: String::new() };
+        self.children.insert(pid, child);
+        self.no_children = false;
+        Ok(pid)
+    }
+
+    /// Run a helper (e.g. `runc create`) to completion while the loop keeps serving health and
+    /// recording signals; its output is captured. Killed (with its process group) after
+    /// `timeout`. A shutdown request does not interrupt it: check
+    /// [`Supervisor::shutdown_requested`] afterwards. Err only if it could not be started.
+    pub fn run(&mut self, name: &str, mut cmd: Command, timeout: Duration) -> Result<RunOutput> {
+        cmd.stdin(Stdio::null());
+        let pid = self.spawn_tracked(name, cmd, false, Some(Sink::Collect), Track::Run)?;
+        let done = |sv: &Self| sv.children.get(&pid).is_none_or(|c| c.status.is_some());
+        let mut timed_out = false;
+        if !self.run_until(Instant::now() + timeout, done) {
+            timed_out = true;
+            log::warn!("{name} (pid {pid}) still running after {}s: killing it", timeout.as_secs_f32());
+            let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
+            self.run_until(Instant::now() + KILL_WAIT, done);
+        }
+        match self.children.remove(&pid) {
+            Some(Child { status: Some(status), stdout, stderr, .. }) => {
+                let code = exit_code_from_wait_status(status);
+                log::debug!("{name} (pid {pid}) finished: {}", describe_wait_status(status));
+                Ok(RunOutput { status, code, stdout, stderr, timed_out })
+            }
+            Some(mut c) => {
+                c.track = Track::Abandoned;
+                self.children.insert(pid, c);
+                Err(Error::msg(format!("run {name}"), "it did not exit after SIGKILL"))
+            }
+            None => Err(Error::msg(format!("run {name}"), "its exit was lost")), // invariant: only run() removes it
+        }
+    }
+
+    /// Turn the loop until `done` holds (true) or `deadline` passes (false). `done` is checked
+    /// first and after every turn; include `sv.shutdown_requested().is_some()` to stop early.
+    pub fn run_until(&mut self, deadline: Instant, mut done: impl FnMut(&Self) -> bool) -> bool {
+        loop {
+            if done(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.pump(Some(deadline));
+        }
+    }
+
+    /// Turn the loop for `d`, or less: false as soon as a shutdown is (or was already) requested.
+    pub fn sleep(&mut self, d: Duration) -> bool {
+        !self.run_until(Instant::now() + d, |sv| sv.shutdown.is_some())
+    }
+
+    /// The next event, turning the loop until one comes or `deadline` (None: wait for ever).
+    pub fn next_event(&mut self, deadline: Option<Instant>) -> Option<Event> {
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                if matches!(e, Event::Line { .. }) {
+                    self.queued_lines -= 1;
+                }
+                return Some(e);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
+            self.pump(deadline);
+        }
+    }
+
+    /// Wait for a spawned child's exit, taking its [`Event::Exited`] out of the queue (other
+    /// events stay queued). None if the deadline passed or `pid` is not a child of ours.
+    pub fn wait_exit(&mut self, pid: Pid, deadline: Option<Instant>) -> Option<WaitStatus> {
+        loop {
+            let found = self.events.iter().position(|e| matches!(e, Event::Exited { pid: p, .. } if *p == pid));
+            if let Some(Event::Exited { status, .. }) = found.and_then(|i| self.events.remove(i)) {
+                return Some(status);
+            }
+            if !self.children.contains_key(&pid) || deadline.is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
+            self.pump(deadline);
+        }
+    }
+
+    /// Fire [`Event::Timer`] at `at`.
+    pub fn set_timer(&mut self, at: Instant) -> TimerId {
+        let id = TimerId(self.next_id());
+        self.timers.push((at, id));
+        id
+    }
+
+    /// Forget a timer (no-op if it already fired).
+    pub fn cancel_timer(&mut self, id: TimerId) {
+        self.timers.retain(|(_, t)| *t != id);
+    }
+
+    /// The first shutdown request, if any (sticky: it stays set once made).
+    pub fn shutdown_requested(&self) -> Option<ShutdownReason> {
+        self.shutdown
+    }
+
+    /// Ask for a shutdown from inside flower-init; only the first request counts.
+    pub fn request_shutdown(&mut self, reason: ShutdownReason) {
+        if let Some(first) = self.shutdown {
+            log::info!("{reason}: shutdown already requested ({first})");
+            return;
+        }
+        log::warn!("shutdown requested: {reason}");
+        self.shutdown = Some(reason);
+        self.events.push_back(Event::Shutdown(reason));
+    }
+
+    /// Forward signals that are not shutdown requests (SIGHUP, SIGUSR1, SIGQUIT …) to `pid`.
+    pub fn forward_signals_to(&mut self, pid: Option<Pid>) {
+        self.forward_to = pid;
+    }
+
+    /// Children that exited without being ours to track (orphans re-parented to us).
+    pub fn orphans_reaped(&self) -> u64 {
+        self.orphans_reaped
+    }
+
+    /// Pids of the children started here that have not exited yet.
+    pub fn tracked(&self) -> Vec<Pid> {
+        self.children.iter().filter(|(_, c)| c.status.is_none()).map(|(p, _)| *p).collect()
+    }
+
+    /// Reap now (without waiting) and say whether any child, tracked or orphan, is left.
+    pub fn has_children(&mut self) -> bool {
+        self.reap();
+        !self.no_children
+    }
+
+    /// One turn: wait for readiness or the next deadline (the caller's, a timer's, a health
+    /// connection's), then handle everything ready, signals first.
+    pub fn pump(&mut self, deadline: Option<Instant>) {
+        let now = Instant::now();
+        let health_deadline = self.health.as_ref().and_then(|h| h.next_deadline());
+        let timer = self.timers.iter().map(|(t, _)| *t).min();
+        let wake = [deadline, health_deadline, timer].into_iter().flatten().min();
+        let timeout = match wake {
+            None => PollTimeout::NONE,
+            Some(t) => {
+                // Round up, or we would wake a little early and spin until the deadline.
+                let ms = t.saturating_duration_since(now).as_micros().div_ceil(1000);
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let ready = {
+            let mut tokens = vec![Token::Signal];
+            let mut fds = vec![PollFd::new(self.sfd.as_fd(), PollFlags::POLLIN)];
+            if let Some(a) = &self.acpi {
+                tokens.push(Token::Acpi);
+                fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+            }
+            for p in &self.pipes {
+                tokens.push(Token::Pipe(p.id));
+                fds.push(PollFd::new(p.fd.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(h) = &self.health {
+                let mut interest = Vec::new();
+                h.poll_fds(now, &mut interest);
+                for (tok, fd, ev) in interest {
+                    tokens.push(Token::Health(tok));
+                    fds.push(PollFd::new(fd, ev));
+                }
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => log::warn!("poll: {}", e.desc()),
+            }
+            let ready: Vec<(Token, PollFlags)> = tokens
+                .into_iter()
+                .zip(fds.iter().map(|f| f.revents().unwrap_or(PollFlags::empty())))
+                .filter(|(_, r)| !r.is_empty())
+                .collect();
+            ready
+        };
+        for (token, revents) in ready {
+            match token {
+                Token::Signal => self.on_signals(),
+                Token::Acpi => self.on_acpi(),
+                Token::Pipe(id) => self.on_pipe(id),
+                Token::Health(tok) => {
+                    if let Some(h) = self.health.as_mut() {
+                        h.on_ready(tok, revents, &self.status, Instant::now());
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        if let Some(h) = self.health.as_mut() {
+            h.expire(now);
+        }
+        let (due, rest): (Vec<_>, Vec<_>) = self.timers.drain(..).partition(|(t, _)| *t <= now);
+        self.timers = rest;
+        self.events.extend(due.into_iter().map(|(_, id)| Event::Timer(id)));
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Drain the signalfd: reap on SIGCHLD, turn the shutdown set into a request, forward the rest.
+    fn on_signals(&mut self) {
+        loop {
+            let info = match self.sfd.read_signal() {
+                Ok(Some(info)) => info,
+                Ok(None) => return,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return log::warn!("read signalfd: {}", e.desc()),
+            };
+            let signo = info.ssi_signo as i32;
+            match signo {
+                libc::SIGCHLD => self.reap(),
+                libc::SIGTERM | libc::SIGINT | libc::SIGPWR | SIGRTMIN_PLUS_4 => {
+                    log::info!("received {} from pid {}", signal_name(signo), info.ssi_pid);
+                    self.request_shutdown(ShutdownReason::Signal(signo));
+                }
+                // Terminal job control and broken pipes are not for the workload.
+                libc::SIGPIPE | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {}
+                _ => self.forward(signo),
+            }
+        }
+    }
+
+    fn forward(&self, signo: i32) {
+        let Some(pid) = self.forward_to else {
+            return log::debug!("ignoring {} (no workload to forward it to)", signal_name(signo));
+        };
+        // SAFETY: kill(2) takes two integers and touches no memory of ours; nix's kill cannot
+        // name real-time signals, hence libc.
+        let r = Errno::result(unsafe { libc::kill(pid.as_raw(), signo) });
+        match r {
+            Ok(_) => log::debug!("forwarded {} to {pid}", signal_name(signo)),
+            Err(e) => log::warn!("forward {} to {pid}: {}", signal_name(signo), e.desc()),
+        }
+    }
+
+    /// `waitpid(-1, WNOHANG)` until nothing more has exited, dispatching each exit.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::StillAlive) => {
+                    self.no_children = false;
+                    return;
+                }
+                Ok(st @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))) => self.on_exit(pid, st),
+                Ok(_) => {} // stops and continues are not reported without WUNTRACED/WCONTINUED
+                Err(Errno::EINTR) => {}
+                Err(Errno::ECHILD) => {
+                    self.no_children = true;
+                    return;
+                }
+                Err(e) => return log::warn!("waitpid: {}", e.desc()),
+            }
+        }
+    }
+
+    fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
+        if self.forward_to == Some(pid) {
+            self.forward_to = None; // the pid may be reused: never signal a stranger
+        }
+        if !self.children.contains_key(&pid) {
+            self.orphans_reaped += 1;
+            return log::debug!("reaped orphan {pid}: {}", describe_wait_status(status));
+        }
+        // Everything the child wrote is in the pipes now: deliver it before its exit.
+        let ids: Vec<u64> = self.pipes.iter().filter(|p| p.pid == Some(pid)).map(|p| p.id).collect();
+        for id in ids {
+            self.drain_after_exit(id);
+        }
+        let Some(child) = self.children.get_mut(&pid) else { return };
+        match child.track {
+            Track::Run => child.status = Some(status),
+            Track::Events => {
+                let name = child.name.clone();
+                self.children.remove(&pid);
+                log::debug!("{name} (pid {pid}) exited: {}", describe_wait_status(status));
+                self.events.push_back(Event::Exited { pid, name, status });
+            }
+            Track::Abandoned => {
+                log::info!("{} (pid {pid}) finally exited: {}", child.name, describe_wait_status(status));
+                self.children.remove(&pid);
+            }
+        }
+    }
+
+    fn on_acpi(&mut self) {
+        let Some(acpi) = &self.acpi else { return };
+        for ev in acpi.read_events() {
+            if ev.is_power_button() {
+                log::info!("ACPI event {ev}");
+                self.request_shutdown(ShutdownReason::PowerButton);
+            } else {
+                log::debug!("ignoring ACPI event {ev}");
+            }
+        }
+    }
+
+    fn on_pipe(&mut self, id: u64) {
+        if self.read_pipe(id, PIPE_READ_BUDGET) {
+            self.close_pipe(id);
+        }
+    }
+
+    /// The child of this pipe exited: take what is there now; if a grandchild still holds the
+    /// pipe, keep reading it after all, logging its lines under the same name.
+    fn drain_after_exit(&mut self, id: u64) {
+        if self.read_pipe(id, 4 * PIPE_READ_BUDGET) {
+            return self.close_pipe(id);
+        }
+        let Some(i) = self.pipes.iter().position(|p| p.id == id) else { return };
+        let rest = self.pipes[i].buf.finish();
+        self.deliver(i, rest.into_iter().collect());
+        self.pipes[i].pid = None;
+        self.pipes[i].sink = Sink::Log;
+    }
+
+    /// Read up to `budget` bytes; true at end of file (or a read error).
+    fn read_pipe(&mut self, id: u64, budget: usize) -> bool {
+        let Some(i) = self.pipes.iter().position(|p| p.id == id) else { return false };
+        let mut chunk = [0u8; 16 * 1024];
+        let mut total = 0;
+        while total < budget {
+            match nix::unistd::read(&self.pipes[i].fd, &mut chunk) {
+                Ok(0) => return true,
+                Ok(n) => {
+                    total += n;
+                    let lines = self.pipes[i].buf.push(&chunk[..n]);
+                    self.deliver(i, lines);
+                }
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => return false,
+                Err(e) => {
+                    log::warn!("read output of {}: {}", self.pipes[i].name, e.desc());
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn close_pipe(&mut self, id: u64) {
+        let Some(i) = self.pipes.iter().position(|p| p.id == id) else { return };
+        let rest = self.pipes[i].buf.finish();
+        self.deliver(i, rest.into_iter().collect());
+        self.pipes.swap_remove(i);
+    }
+
+    fn deliver(&mut self, i: usize, lines: Vec<String>) {
+        let p = &self.pipes[i];
+        for line in lines {
+            match (p.sink, p.pid) {
+                (Sink::Collect, Some(pid)) => {
+                    if let Some(c) = self.children.get_mut(&pid) {
+                        let buf = if p.stream == Stream::Stdout { &mut c.stdout } else { &mut c.stderr };
+                        output::push_bounded(buf, &line, RUN_OUTPUT_CAP);
+                    }
+                }
+                (Sink::Events, Some(pid)) => {
+                    if self.queued_lines >= MAX_QUEUED_LINES {
+                        if let Some(i) = self.events.iter().position(|e| matches!(e, Event::Line { .. })) {
+                            self.events.remove(i);
+                            self.queued_lines -= 1;
+                        }
+                        if self.dropped_lines == 0 {
+                            log::warn!("output lines are not being taken: dropping the oldest");
+                        }
+                        self.dropped_lines += 1;
+                    }
+                    self.queued_lines += 1;
+                    self.events.push_back(Event::Line { pid, name: p.name.clone(), stream: p.stream, line });
+                }
+                _ => log::info!("{}: {line}", p.name),
+            }
+        }
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    let flags = OFlag::from_bits_truncate(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?);
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
+}
+
+/// "SIGTERM", or "signal 38" for numbers nix has no name for (real-time signals).
+pub fn signal_name(signo: i32) -> String {
+    Signal::try_from(signo).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {signo}"))
+}
