@@ -5,7 +5,7 @@ use super::names::San;
 use super::TlsError;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, PublicKeyData,
 };
 use std::time::{Duration, SystemTime};
 
@@ -22,8 +22,10 @@ pub const RENEW_BEFORE_DAYS: i64 = 30;
 /// local time instead of UTC (up to 14 h off), still accepts a certificate made a minute ago.
 pub const BACKDATE_SECS: i64 = DAY;
 
-/// Subject of the CA. Constant, so the issuer can be rebuilt from the CA key alone after a
-/// reboot (rcgen needs the issuer's name; parsing it back would need x509-parser).
+/// Subject CN of the CA, followed by a short id of its key (`flower-init SuperLink CA
+/// 1A2B3C4D`): derived from the key, so the issuer can be rebuilt from the CA key alone after
+/// a reboot (rcgen needs the issuer's name; parsing it back would need x509-parser), yet two
+/// clusters' CAs have different names, so trusting the wrong one reads "unknown issuer".
 pub const CA_COMMON_NAME: &str = "flower-init SuperLink CA";
 pub const ORGANIZATION: &str = "flower-init";
 /// Subject CN of the server certificate (clients match SANs only; this is for humans).
@@ -50,10 +52,11 @@ fn new_key(what: &'static str) -> Result<KeyPair, TlsError> {
 }
 
 /// The CA's name, usages and key-identifier method: what an [`Issuer`] is made of.
-fn ca_params() -> CertificateParams {
+fn ca_params(key: &KeyPair) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, CA_COMMON_NAME);
+    let key_id = super::verify::fingerprint(&key.subject_public_key_info()).replace(':', "");
+    p.distinguished_name.push(DnType::CommonName, format!("{CA_COMMON_NAME} {}", &key_id[..8]));
     p.distinguished_name.push(DnType::OrganizationName, ORGANIZATION);
     // pathLen 0: this CA signs server certificates, never another CA.
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -64,16 +67,16 @@ fn ca_params() -> CertificateParams {
 /// A new CA valid from `now - BACKDATE` for [`CA_VALIDITY_DAYS`]: (certificate PEM, key).
 pub fn generate_ca(now: i64) -> Result<(String, KeyPair), TlsError> {
     let key = new_key("CA key")?;
-    let mut p = ca_params();
+    let mut p = ca_params(&key);
     p.not_before = system_time(now - BACKDATE_SECS).into();
     p.not_after = system_time(now + days(CA_VALIDITY_DAYS)).into();
     let cert = p.self_signed(&key).map_err(|e| TlsError::Generate { what: "CA certificate", reason: e.to_string() })?;
     Ok((cert.pem(), key))
 }
 
-/// The issuer for an existing CA key (its name is the constant one [`generate_ca`] wrote).
+/// The issuer for an existing CA key (its name is derived from the key, as [`generate_ca`] wrote it).
 pub fn ca_issuer(ca_key: KeyPair) -> Issuer<'static, KeyPair> {
-    Issuer::new(ca_params(), ca_key)
+    Issuer::new(ca_params(&ca_key), ca_key)
 }
 
 /// A new server certificate for `sans`, signed by `issuer`, valid from `now - BACKDATE` for
