@@ -147,6 +147,39 @@ fn wait_for(what: &str, proc: &mut Flower, mut done: impl FnMut(&Flower) -> bool
     }
 }
 
+/// Start `flower-superlink` with the three TLS files on 127.0.0.1:<free port>; returns once
+/// https `/health` answers 200 to a client trusting `files.ca_cert`.
+fn start_superlink(bin: &Path, files: &tls::ContainerFiles, dir: &Path) -> (Flower, u16) {
+    let port = free_port();
+    let port_s = port.to_string();
+    let (ca, cert, key) =
+        (files.ca_cert.to_str().unwrap(), files.server_cert.to_str().unwrap(), files.server_key.to_str().unwrap());
+    let mut superlink = Flower::spawn(
+        "superlink",
+        bin,
+        &[
+            "flower-superlink",
+            "--ssl-ca-certfile",
+            ca,
+            "--ssl-certfile",
+            cert,
+            "--ssl-keyfile",
+            key,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port_s,
+            "--disable-runtime-dependency-installation",
+        ],
+        dir,
+    );
+    let ca_pem = fs::read(&files.ca_cert).unwrap();
+    wait_for("https /health", &mut superlink, |_| {
+        https_health(port, &ca_pem, "127.0.0.1").is_ok_and(|status| status.contains(" 200"))
+    });
+    (superlink, port)
+}
+
 #[test]
 #[ignore = "needs a Flower venv: make tls-flower-test"]
 fn flower_superlink_serves_generated_certificates_to_supernodes() {
@@ -164,32 +197,8 @@ fn flower_superlink_serves_generated_certificates_to_supernodes() {
     let other = tls::superlink_generated(&dir.join("other-state"), &dir.join("other-run"), &sans, ContainerUser::FLOWER).unwrap();
     assert_ne!(other.ca_fingerprint, sl.ca_fingerprint);
 
-    let port = free_port();
-    let port_s = port.to_string();
-    let (ca, cert, key) =
-        (sl.files.ca_cert.to_str().unwrap(), sl.files.server_cert.to_str().unwrap(), sl.files.server_key.to_str().unwrap());
-    let mut superlink = Flower::spawn(
-        "superlink",
-        &bin,
-        &[
-            "flower-superlink",
-            "--ssl-ca-certfile",
-            ca,
-            "--ssl-certfile",
-            cert,
-            "--ssl-keyfile",
-            key,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port_s,
-            "--disable-runtime-dependency-installation",
-        ],
-        dir,
-    );
-    wait_for("https /health", &mut superlink, |_| {
-        https_health(port, &ca_pem, "127.0.0.1").is_ok_and(|status| status.contains(" 200"))
-    });
+    let (mut superlink, port) = start_superlink(&bin, &sl.files, dir);
+    let ca = sl.files.ca_cert.to_str().unwrap();
     // The DNS SAN works against uvicorn too; a client trusting another CA is refused.
     let status = https_health(port, &ca_pem, "localhost").unwrap();
     assert!(status.contains(" 200"), "{status}");
@@ -233,4 +242,32 @@ fn flower_superlink_serves_generated_certificates_to_supernodes() {
     // Both are still fine: the SuperLink kept running and the good SuperNode too.
     superlink.assert_alive();
     good.assert_alive();
+}
+
+#[test]
+#[ignore = "needs a Flower venv: make tls-flower-test"]
+fn flower_superlink_loads_validated_operator_rsa_certificates() {
+    let bin = venv_bin();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // An operator's RSA PKI with a PKCS#1 key, validated and re-encoded by flower-init.
+    let pem = tls::OperatorPem {
+        ca: include_str!("../src/tls/testdata/rsa-ca.crt").into(),
+        cert: include_str!("../src/tls/testdata/rsa-server.crt").into(),
+        key: flower_init::secret::Secret::new(include_str!("../src/tls/testdata/rsa-server.key")),
+    };
+    let sl = tls::superlink_operator(&pem, &[], &dir.join("run"), ContainerUser::FLOWER).unwrap();
+    println!("{}", sl.summary());
+    let (mut superlink, port) = start_superlink(&bin, &sl.files, dir);
+    let sn_port = free_port().to_string();
+    let addr = format!("127.0.0.1:{port}");
+    let ca = sl.files.ca_cert.to_str().unwrap();
+    let mut node = Flower::spawn(
+        "supernode-rsa",
+        &bin,
+        &["flower-supernode", "--superlink", &addr, "--root-certificates", ca, "--host", "127.0.0.1", "--port", &sn_port],
+        dir,
+    );
+    wait_for("`SuperNode ID` in the SuperNode's log", &mut node, |p| p.log_text().contains("SuperNode ID"));
+    superlink.assert_alive();
 }

@@ -400,6 +400,22 @@ fn operator_certificates_that_are_right_are_installed() {
 }
 
 #[test]
+fn operator_rsa_certificates_with_a_pkcs1_key_are_accepted() {
+    require_root();
+    let (ca, cert, key) = (
+        include_str!("testdata/rsa-ca.crt"),
+        include_str!("testdata/rsa-server.crt"),
+        include_str!("testdata/rsa-server.key"),
+    );
+    let d = dirs();
+    let t = superlink_operator(&op(ca, cert, key), &[ip("10.0.0.5")], &d.run, ContainerUser::FLOWER).unwrap();
+    assert!(fs::read_to_string(&t.files.server_key).unwrap().starts_with("-----BEGIN RSA PRIVATE KEY-----\n"));
+    handshake("rsa", server_from(&t.files), &cas_from(&t.files.ca_cert), &dns("localhost")).unwrap();
+    let e = validate_operator(&op(ca, cert, key), &[ip("10.0.0.6")], unix_now()).err().unwrap().to_string();
+    assert!(e.contains("entries for IP:10.0.0.6 (") && e.contains("it has: IP:127.0.0.1, IP:::1, DNS:localhost, IP:10.0.0.5"), "{e}");
+}
+
+#[test]
 fn operator_certificates_that_are_wrong_fail_with_what_is_wrong() {
     let now = unix_now();
     let pki = make_pki("Example Corp Root");
