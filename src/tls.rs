@@ -8,7 +8,8 @@
 //!   [`superlink_operator`] validates them (chain, dates, key, SANs, a real handshake).
 //! - SuperNode: [`decide_supernode`] applies DESIGN.md's decision order, [`supernode_trust`]
 //!   validates the CA and writes it for `--root-certificates`.
-//! - FL_TLS_ENABLED=NO: nothing is generated; [`log_insecure`] says so loudly.
+//! - FL_TLS_ENABLED=NO: nothing is generated; [`log_insecure`] with [`insecure_warning`] says
+//!   so loudly.
 //!
 //! The container (uid 49999, read-only root) gets copies of ca.crt, server.pem and server.key
 //! in a runtime directory (tmpfs), never the CA key; see docs/tls.md.
@@ -179,7 +180,8 @@ pub fn superlink_operator(
 }
 
 /// SuperNode: validate the CA (parseable CA certificates, in their validity period) and
-/// write it to `runtime_dir/ca.crt` for `--root-certificates`.
+/// write it to `runtime_dir/ca.crt` for `--root-certificates`. `ca_pem` may also be the
+/// base64 of the PEM, as OneGate's FL_CA_CERT carries it.
 pub fn supernode_trust(ca_pem: &[u8], source: CaSource, runtime_dir: &Path) -> Result<SuperNodeTrust, TlsError> {
     supernode::trust_at(ca_pem, source, runtime_dir, unix_now())
 }
@@ -196,10 +198,11 @@ pub fn insecure_warning(role: Role) -> String {
     }
 }
 
-/// Log [`insecure_warning`] at warning level, framed so it stands out on the console.
-pub fn log_insecure(role: Role) {
+/// Log an insecure-mode warning ([`insecure_warning`] or [`InsecureReason::warning`]) at
+/// warning level, framed so it stands out on the console.
+pub fn log_insecure(warning: &str) {
     log::warn!("tls: ********************************************************************");
-    log::warn!("tls: {}", insecure_warning(role));
+    log::warn!("tls: {warning}");
     log::warn!("tls: ********************************************************************");
 }
 

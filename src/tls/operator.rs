@@ -115,7 +115,7 @@ pub fn resolve_operator_value(var: OperatorVar, value: &str, context_dir: &Path)
 }
 
 /// Base64 (padding optional, whitespace ignored) that decodes to PEM text, else `None`.
-fn decode_base64_pem(v: &str) -> Option<String> {
+pub(super) fn decode_base64_pem(v: &str) -> Option<String> {
     let compact: String = v.chars().filter(|c| !c.is_whitespace()).collect();
     let engine = base64::engine::GeneralPurpose::new(
         &base64::alphabet::STANDARD,
@@ -147,7 +147,11 @@ pub fn validate_operator(pem: &OperatorPem, endpoints: &[San], now: i64) -> Resu
     let config = server_config(cert_var, key_var, chain.clone(), key.clone_key())?;
     verify_chain(cert_var, ca_var, &chain, &cas, now)?;
     let mut wanted = vec![San::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST))];
-    wanted.extend(endpoints.iter().filter(|e| !wanted.contains(e)).cloned().collect::<Vec<_>>());
+    for e in endpoints {
+        if !wanted.contains(e) {
+            wanted.push(e.clone());
+        }
+    }
     let missing = missing_names(cert_var, &chain[0], &wanted)?;
     if !missing.is_empty() {
         let present = leaf.sans.iter().map(San::to_string).collect();

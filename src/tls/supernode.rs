@@ -138,7 +138,11 @@ impl SuperNodeTrust {
 /// re-encoded, to `runtime_dir/ca.crt` (0644).
 pub(super) fn trust_at(ca_pem: &[u8], source: CaSource, runtime_dir: &Path, now: i64) -> Result<SuperNodeTrust, TlsError> {
     let what = source.name();
-    let cas = certs_from_pem(what, ca_pem)?;
+    let decoded = match std::str::from_utf8(ca_pem) {
+        Ok(text) if !text.contains("-----BEGIN") => super::operator::decode_base64_pem(text),
+        _ => None,
+    };
+    let cas = certs_from_pem(what, decoded.as_ref().map_or(ca_pem, |d| d.as_bytes()))?;
     for der in &cas {
         let facts =
             x509::parse(der).map_err(|reason| TlsError::ParseCertificate { what: what.to_string(), reason })?;

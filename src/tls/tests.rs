@@ -145,6 +145,21 @@ fn permissions_and_the_container_never_sees_the_ca_key() {
     assert_eq!(mounts.len(), 3);
     assert!(mounts.iter().all(|m| m.read_only && !m.source.ends_with(CA_KEY) && m.destination.starts_with("/run/flower-tls/")));
     assert_eq!(mounts[2].destination, "/run/flower-tls/server.key");
+    // The container's user can read its three files, and not the CA key.
+    fs::set_permissions(d._tmp.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let read_as_flower = |p: &Path| {
+        use std::os::unix::process::CommandExt;
+        let u = ContainerUser::FLOWER;
+        std::process::Command::new("cat").arg(p).uid(u.uid).gid(u.gid).output().unwrap()
+    };
+    for p in [&t.files.ca_cert, &t.files.server_cert, &t.files.server_key] {
+        let out = read_as_flower(p);
+        assert!(out.status.success(), "uid 49999 cannot read {}: {}", p.display(), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout, fs::read(p).unwrap());
+    }
+    for p in [d.state.join(CA_KEY), d.state.join(SERVER_KEY)] {
+        assert!(!read_as_flower(&p).status.success(), "uid 49999 can read {}", p.display());
+    }
     // Nothing printable carries a key.
     assert!(!t.summary().contains("PRIVATE") && !format!("{t:?}").contains("PRIVATE"));
 
@@ -515,7 +530,10 @@ fn supernode_trusts_a_valid_ca_and_refuses_what_is_not_one() {
     let now = unix_now();
     let d = dirs();
     let pki = make_pki("Example Corp Root");
-    let t = supernode_trust(pki.ca_pem.as_bytes(), CaSource::OneGate, &d.run).unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&pki.ca_pem);
+    let t = supernode_trust(b64.as_bytes(), CaSource::OneGate, &d.run).unwrap();
+    assert_eq!(supernode_trust(pki.ca_pem.as_bytes(), CaSource::OneGate, &d.run).unwrap(), t);
     assert_eq!(t.ca_cert, d.run.join(CA_CERT));
     assert_eq!(fs::read_to_string(&t.ca_cert).unwrap(), pki.ca_pem.replace("\r\n", "\n"));
     assert_eq!(mode(&t.ca_cert), 0o644);
