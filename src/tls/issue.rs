@@ -31,6 +31,7 @@ pub const ORGANIZATION: &str = "flower-init";
 /// Subject CN of the server certificate (clients match SANs only; this is for humans).
 pub const SERVER_COMMON_NAME: &str = "flower-superlink";
 
+/// `n` days in seconds (validity arithmetic is in Unix seconds throughout).
 pub(crate) fn days(n: i64) -> i64 {
     n * DAY
 }
@@ -56,7 +57,8 @@ fn ca_params(key: &KeyPair) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
     let key_id = super::verify::fingerprint(&key.subject_public_key_info()).replace(':', "");
-    p.distinguished_name.push(DnType::CommonName, format!("{CA_COMMON_NAME} {}", &key_id[..8]));
+    let short: String = key_id.chars().take(8).collect();
+    p.distinguished_name.push(DnType::CommonName, format!("{CA_COMMON_NAME} {short}"));
     p.distinguished_name.push(DnType::OrganizationName, ORGANIZATION);
     // pathLen 0: this CA signs server certificates, never another CA.
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

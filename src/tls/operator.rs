@@ -22,6 +22,7 @@ pub enum OperatorVar {
 }
 
 impl OperatorVar {
+    /// The context variable, as error messages name it.
     pub fn name(self) -> &'static str {
         match self {
             OperatorVar::CaCert => "FL_SSL_CA_CERTFILE",

@@ -22,6 +22,7 @@ pub enum CaSource {
 }
 
 impl CaSource {
+    /// Where the CA came from, as error messages name it.
     pub fn name(self) -> &'static str {
         match self {
             CaSource::Context => "FL_SSL_CA_CERTFILE",

@@ -19,6 +19,7 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Unix seconds as rustls/webpki take the verification time (clamped at the epoch).
 fn unix_time(now: i64) -> UnixTime {
     UnixTime::since_unix_epoch(Duration::from_secs(now.max(0) as u64))
 }
