@@ -556,4 +556,4 @@ pub fn context_paths(path: &Path) -> crate::error::Result<(PathBuf, PathBuf)> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
