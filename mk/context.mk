@@ -6,7 +6,7 @@ FUZZ_SECONDS ?= 60
 
 ## context-test     root-only context tests: real ISO on a loop device, mounted in a private mount namespace
 context-test: setup
-	cargo test --locked --lib cdrom:: -- --ignored --nocapture --test-threads=1
+	cargo test --locked --lib cdrom::tests:: -- --ignored --skip vm_ --nocapture --test-threads=1
 TEST_TARGETS += context-test
 
 ## readme           regenerate README.md's "Context variables" reference from src/vars.rs
@@ -29,3 +29,8 @@ fuzz:
 			|| { tail -n 40 $(BUILD)/fuzz-$$t.log; echo "fuzz: $$t FAILED (crash input in fuzz/artifacts/$$t/)"; exit 1; }; \
 		grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' $(BUILD)/fuzz-$$t.log; \
 	done
+
+## context-vm-test  cdrom discovery on a real Debian kernel under qemu (user CD + context CD; KERNEL_DIR=…)
+.PHONY: context-vm-test
+context-vm-test: setup
+	scripts/context-vm-test.sh
