@@ -501,10 +501,12 @@ impl Context {
         self.vars.get(key).map(|e| e.line)
     }
 
+    /// Number of variables, empty ones included.
     pub fn len(&self) -> usize {
         self.vars.len()
     }
 
+    /// No variables at all.
     pub fn is_empty(&self) -> bool {
         self.vars.is_empty()
     }

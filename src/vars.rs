@@ -27,6 +27,7 @@ impl Applies {
         )
     }
 
+    /// The README's role column.
     pub fn as_str(self) -> &'static str {
         match self {
             Applies::Both => "both",
@@ -52,6 +53,7 @@ impl Group {
     pub const ALL: [Group; 7] =
         [Group::Flower, Group::Training, Group::Tls, Group::Gpu, Group::Network, Group::OneGate, Group::OpenNebula];
 
+    /// The README heading of the group.
     pub fn title(self) -> &'static str {
         match self {
             Group::Flower => "Flower and the appliance",

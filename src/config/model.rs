@@ -24,6 +24,7 @@ pub struct Config {
 }
 
 impl Config {
+    /// The role this configuration is for.
     pub fn role(&self) -> Role {
         self.role.role()
     }
@@ -61,6 +62,7 @@ pub enum RoleConfig {
 }
 
 impl RoleConfig {
+    /// Which role the settings are for.
     pub fn role(&self) -> Role {
         match self {
             RoleConfig::SuperLink(_) => Role::SuperLink,
@@ -68,6 +70,7 @@ impl RoleConfig {
         }
     }
 
+    /// The SuperLink settings, if this is a SuperLink.
     pub fn superlink(&self) -> Option<&SuperLink> {
         match self {
             RoleConfig::SuperLink(s) => Some(s),
@@ -75,6 +78,7 @@ impl RoleConfig {
         }
     }
 
+    /// The SuperNode settings, if this is a SuperNode.
     pub fn supernode(&self) -> Option<&SuperNode> {
         match self {
             RoleConfig::SuperNode(s) => Some(s),
@@ -155,7 +159,8 @@ pub struct Tls {
     /// `None` means "follow the SuperLink's OneGate FL_TLS".
     pub enabled: Option<bool>,
     /// SuperLink: FL_SSL_CA_CERTFILE, FL_SSL_CERTFILE, FL_SSL_KEYFILE resolved to PEM text
-    /// (all three, or `None`: generate). Still to be validated by `tls::validate_operator`.
+    /// (all three, or `None`: generate). Still to be validated by `tls::validate_operator`
+    /// (`check` does). Ignored when [`Tls::superlink_enabled`] is false (a warning says so).
     pub operator: Option<crate::tls::OperatorPem>,
     /// SuperNode: FL_SSL_CA_CERTFILE resolved to PEM text (the CA to trust).
     pub ca_pem: Option<String>,

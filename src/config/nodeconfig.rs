@@ -208,7 +208,10 @@ fn basic_string(inner: &str) -> Result<String, String> {
                     out.push(ch);
                 }
                 other => {
-                    return Err(format!("unknown escape \\{} in a string", other.map(String::from).unwrap_or_default()));
+                    return Err(format!(
+                        "unknown escape \\{} in a string",
+                        other.map(String::from).unwrap_or_default()
+                    ));
                 }
             },
             c if c.is_control() && c != '\t' => return Err("control characters are not allowed in a string".into()),

@@ -29,6 +29,19 @@ pub struct Rejected {
     pub warnings: Vec<String>,
 }
 
+impl std::fmt::Display for Rejected {
+    /// One problem per line (what `check` prints and what boot publishes as FL_ERROR).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Ports Flower itself listens on (SuperLink HTTP API; SuperNode Runtime API on loopback).
 const FLOWER_PORTS: [u16; 2] = [8000, 9094];
 
@@ -153,6 +166,7 @@ fn image_value<T: PartialEq + std::fmt::Display>(
     }
 }
 
+/// Settings of both roles; `None` when any is invalid (problems recorded).
 fn common(r: &mut Resolver, image: &ImageFacts) -> Option<Common> {
     let flower_version = image_value(
         r,
@@ -229,6 +243,7 @@ fn common(r: &mut Resolver, image: &ImageFacts) -> Option<Common> {
     })
 }
 
+/// OneGate inputs; whether they suffice is checked where they are needed.
 fn onegate(r: &mut Resolver) -> OneGate {
     let endpoint = r.value("ONEGATE_ENDPOINT", values::url, |e| json!(e.url)).ok().flatten();
     let vmid = r.int("VMID").ok().flatten().and_then(|v| u64::try_from(v).ok());
@@ -271,10 +286,12 @@ fn missing_onegate(og: &OneGate) -> String {
     }
 }
 
+/// Table ranges keep integers within u32; saturate rather than panic.
 fn u32_of(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
+/// SuperLink settings with the strategy rules; `None` when any is invalid.
 fn superlink(r: &mut Resolver, onegate: &OneGate) -> Option<SuperLink> {
     let num_rounds = r.int("FL_NUM_ROUNDS").ok().flatten().map(u32_of);
     let strategy = r.word::<Strategy>("FL_STRATEGY").ok().flatten();
@@ -368,6 +385,7 @@ fn superlink(r: &mut Resolver, onegate: &OneGate) -> Option<SuperLink> {
     })
 }
 
+/// SuperNode settings; a missing SuperLink address needs a usable OneGate.
 fn supernode(r: &mut Resolver, onegate: &OneGate, use_case: UseCase) -> Option<SuperNode> {
     let superlink = r.value("FL_SUPERLINK_ADDRESS", values::host_port, |a| json!(a.to_string()));
     let node_config = r.value("FL_NODE_CONFIG", NodeConfig::parse, |c| json!(c.to_arg()));
@@ -429,6 +447,7 @@ fn pem(r: &mut Resolver, var: OperatorVar, dir: &Path) -> Result<Option<Secret>,
     }
 }
 
+/// TLS inputs for the role (DESIGN.md's SuperNode decision order needs `enabled` as given).
 fn tls(r: &mut Resolver, role: Role, onegate: &OneGate) -> Option<Tls> {
     let explicit = r.yes_no("FL_TLS_ENABLED");
     let enabled = explicit.unwrap_or_default();
@@ -510,6 +529,7 @@ fn parse_sans(s: &str) -> Result<Vec<San>, String> {
     }
 }
 
+/// SuperNode GPU settings; the details only matter when FL_GPU_ENABLED=YES.
 fn gpu(r: &mut Resolver) -> Option<Gpu> {
     let enabled = r.yes_no("FL_GPU_ENABLED").ok().flatten()?;
     if !enabled {

@@ -94,6 +94,7 @@ fn same(rule: &Rule, a: &str, b: &str) -> bool {
 }
 
 impl<'a> Resolver<'a> {
+    /// A resolver with nothing read yet.
     pub fn new(ctx: &'a Context) -> Self {
         Resolver { ctx, problems: Vec::new(), warnings: Vec::new(), values: Vec::new() }
     }

@@ -475,6 +475,9 @@ fn every_problem_at_once() {
         ("ETH1_MAC", "02:00:00:00:00:01"),
     ]);
     assert_eq!(p.len(), 10, "{p:#?}");
+    let all =
+        resolve(&ctx(&[SL, ("FL_NUM_ROUNDS", "0"), ("FL_STRATEGY", "x")]), &image(), None).unwrap_err().to_string();
+    assert_eq!(all.lines().count(), 2, "{all}");
     for needle in [
         "FL_SSL_KEYFILE=<redacted 7 bytes>: \"key.pem\" is neither base64-encoded PEM nor the name of a file on the context CD",
         "FL_NUM_ROUNDS='0'",

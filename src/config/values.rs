@@ -107,6 +107,7 @@ fn host(s: &str) -> Result<Host, String> {
     }
 }
 
+/// A TCP port, 1-65535.
 fn port(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
         Ok(p) if p > 0 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
@@ -236,10 +237,12 @@ pub fn mac(s: &str) -> Result<[u8; 6], String> {
     Ok(out)
 }
 
+/// An IPv4 address (ETH<n>_IP, _GATEWAY).
 pub fn ipv4(s: &str) -> Result<Ipv4Addr, String> {
     s.trim().parse().map_err(|_| "must be an IPv4 address".into())
 }
 
+/// An IPv6 address (ETH<n>_IP6, _IP6_ULA, _IP6_GATEWAY).
 pub fn ipv6(s: &str) -> Result<Ipv6Addr, String> {
     s.trim().parse().map_err(|_| "must be an IPv6 address".into())
 }
