@@ -501,10 +501,12 @@ impl Context {
         self.vars.get(key).map(|e| e.line)
     }
 
+    /// Number of variables, empty ones included.
     pub fn len(&self) -> usize {
         self.vars.len()
     }
 
+    /// No variables at all.
     pub fn is_empty(&self) -> bool {
         self.vars.is_empty()
     }
@@ -556,4 +558,4 @@ pub fn context_paths(path: &Path) -> crate::error::Result<(PathBuf, PathBuf)> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

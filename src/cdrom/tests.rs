@@ -329,3 +329,27 @@ fn mount_failure_is_retried_then_reported() {
     drop(lo);
     r.unwrap();
 }
+
+/// The real thing, inside a VM booted by `make context-vm-test` (scripts/context-vm-test.sh):
+/// a Debian kernel whose CD drivers load just before this runs, a user CD on the first IDE
+/// slot and OpenNebula's context CD on the second. Real /sys, /dev and iso9660; the wait must
+/// cover the drivers' asynchronous probe.
+#[test]
+#[ignore = "runs inside a VM: make context-vm-test"]
+fn vm_discovers_the_context_cd() {
+    assert!(std::env::var_os("FI_CONTEXT_VM").is_some(), "run by `make context-vm-test` inside qemu");
+    let mut slept = Duration::ZERO;
+    let dir = discover(&mut |d| {
+        slept += d;
+        std::thread::sleep(d)
+    })
+    .unwrap();
+    eprintln!("context-vm: found and copied after {} ms of waiting", slept.as_millis());
+    let ctx = crate::context::Context::load_from(&dir).unwrap();
+    assert_eq!(ctx.get("FL_SSL_CERTFILE"), Some("server.pem"));
+    assert_eq!(ctx.token().map(|t| t.expose()), Some("yCxieDUS7kra7Vn9ILA0+g=="));
+    assert_eq!(ctx.file("server.pem").unwrap(), b"PEM\n");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains("iso9660"), "the CD is still mounted:\n{mounts}");
+    assert!(!Path::new(RUNTIME_DIR).with_extension("mnt").exists());
+}
