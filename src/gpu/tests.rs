@@ -391,3 +391,52 @@ fn devices_option_parses_like_fl_cuda_visible_devices() {
     assert_eq!(cli::parse_devices("0, 2"), Ok(Selection::Indices(vec![0, 2])));
     assert!(cli::parse_devices("0,x").is_err());
 }
+
+/// On a real kernel (qemu q35 + intel-iommu, `make gpu-vm-test`): an emulated ATI VGA (vendor
+/// AMD) and an HD-audio function in the same slot, both held by pci-stub, share an IOMMU group;
+/// `setup` must move both to vfio-pci through the real sysfs files, find the group's node that
+/// devtmpfs made, and hand exactly those nodes over. QEMU's standard VGA (1234:1111) is ignored.
+#[test]
+#[ignore = "runs inside a qemu VM: make gpu-vm-test"]
+fn vm_moves_a_real_display_function_and_its_audio_to_vfio() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert_eq!(std::env::var("FI_GPU_VM").as_deref(), Ok("1"), "run through make gpu-vm-test (changes drivers)");
+    let (gpu, audio) = ("0000:00:05.0", "0000:00:05.1");
+    let s = scan::scan().unwrap();
+    let r = Request { enabled: true, devices: Selection::All, memory_fraction: 1.0, nvidia_driver: None };
+    let p = plan::plan(&s, &r);
+    print!("{}", cli::render(&s, &p, &r, &container_env(&r, Some(Driver::VfioPci), p.gpus.len())));
+    assert_eq!(s.gpus.len(), 1, "{s:?}");
+    let g = &s.gpus[0];
+    assert_eq!((g.bdf.as_str(), g.vendor, g.class >> 8, g.driver.as_deref()), (gpu, 0x1002, 0x0300, Some("pci-stub")));
+    let group = g.iommu_group.expect("an IOMMU group (intel_iommu=on)");
+    assert_eq!(g.group_members.iter().map(|m| (m.bdf.as_str(), m.class >> 8)).collect::<Vec<_>>(), [(audio, 0x0403)]);
+    assert!(s.ignored.iter().any(|i| i.vendor == 0x1234), "QEMU's standard VGA is not a GPU: {:?}", s.ignored);
+    assert!(s.is_loaded("vfio-pci"), "the VM's init loads vfio-pci");
+
+    // With the NVIDIA driver in the image, an AMD GPU is a CPU fallback, and nothing changes.
+    let mut no_load = |name: &str| -> Result<()> { Err(crate::error::Error::msg(format!("load module {name}"), "not expected")) };
+    let n = setup(&Request { nvidia_driver: Some("/nonexistent".into()), ..r.clone() }, &mut no_load);
+    assert_eq!((n.available, n.reason.as_deref()), (false, Some("no NVIDIA GPU for the image's NVIDIA driver")));
+    assert_eq!(scan::driver_at(Path::new("/sys"), gpu).as_deref(), Some("pci-stub"));
+
+    let out = setup(&r, &mut no_load);
+    assert!(out.available, "{out:?}");
+    assert_eq!(out.warnings, Vec::<String>::new());
+    for bdf in [gpu, audio] {
+        assert_eq!(scan::driver_at(Path::new("/sys"), bdf).as_deref(), Some("vfio-pci"), "{bdf}");
+        assert_eq!(fs::read_to_string(format!("/sys/bus/pci/devices/{bdf}/driver_override")).unwrap().trim(), "vfio-pci");
+    }
+    let node_of = |p: &str| {
+        let m = fs::metadata(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(m.file_type().is_char_device(), "{p}");
+        (nix::sys::stat::major(m.rdev()) as u32, nix::sys::stat::minor(m.rdev()) as u32)
+    };
+    let gpath = format!("/dev/vfio/{group}");
+    let (gmaj, gmin) = node_of(&gpath);
+    let (cmaj, cmin) = node_of("/dev/vfio/vfio");
+    assert_eq!((cmaj, cmin), (10, 196));
+    assert_eq!(out.devices, vec![node("/dev/vfio/vfio", 10, 196, 0o666), node(&gpath, gmaj, gmin, 0o666)]);
+    assert_eq!(out.model, "AMD device 0x5046");
+    println!("gpu-vm: {} ({}) on vfio-pci, group {group}: {:?}", out.model, out.gpus.join(", "), out.devices);
+}
