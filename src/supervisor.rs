@@ -15,10 +15,15 @@
 
 mod cli;
 mod output;
+mod pipes;
 mod policy;
+#[cfg(test)]
+pub(crate) mod tests;
+mod waker;
 
 pub use cli::cli_supervise;
 pub use output::{LineBuf, MAX_LINE};
+pub use waker::Waker;
 pub use policy::{
     Backoff, EXIT_CANNOT_EXECUTE, EXIT_INIT_FAILURE, EXIT_NOT_FOUND, describe_wait_status, exit_code_from_spawn_errno,
     exit_code_from_wait_status,
@@ -34,7 +39,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,8 +57,6 @@ pub const SIGRTMIN_PLUS_4: i32 = 38;
 const MAX_QUEUED_LINES: usize = 2000;
 /// Bytes of each stream a [`Supervisor::run`] helper keeps (the tail).
 const RUN_OUTPUT_CAP: usize = 64 * 1024;
-/// Bytes read from one pipe per loop turn, so a chatty child cannot starve the rest.
-const PIPE_READ_BUDGET: usize = 64 * 1024;
 /// How long a helper killed on timeout gets to be reaped before `run` gives up on it.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -143,6 +146,24 @@ pub enum Event {
     Shutdown(ShutdownReason),
     /// A timer fired.
     Timer(TimerId),
+    /// An fd registered with [`Supervisor::watch_fd`] is readable (or hung up). It is not
+    /// polled again until [`Supervisor::rearm`], so an fd nobody reads cannot spin the loop.
+    Ready(WatchId),
+    /// A [`Waker`] was woken (by another thread) since this event was last taken.
+    Woken,
+}
+
+/// An fd registered with [`Supervisor::watch_fd`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WatchId(u64);
+
+#[derive(Debug)]
+struct Watch {
+    id: WatchId,
+    name: String,
+    fd: OwnedFd,
+    /// Reported ready and not re-armed yet.
+    fired: bool,
 }
 
 /// What a helper started with [`Supervisor::run`] did.
@@ -209,7 +230,9 @@ struct Pipe {
 #[derive(Debug, Clone, Copy)]
 enum Token {
     Signal,
+    Waker,
     Acpi,
+    Watch(WatchId),
     Pipe(u64),
     Health(crate::health::Token),
 }
@@ -220,6 +243,9 @@ pub struct Supervisor {
     pub status: Status,
     sfd: SignalFd,
     children: HashMap<Pid, Child>,
+    /// Process groups (= sessions: children call setsid) of the children we started, for the
+    /// service-mode shutdown; groups without members are pruned.
+    groups: Vec<Pid>,
     pipes: Vec<Pipe>,
     events: VecDeque<Event>,
     queued_lines: usize,
@@ -228,6 +254,8 @@ pub struct Supervisor {
     next_id: u64,
     health: Option<crate::health::Server>,
     acpi: Option<crate::acpi::Listener>,
+    watches: Vec<Watch>,
+    waker: Option<waker::WakeFd>,
     shutdown: Option<ShutdownReason>,
     forward_to: Option<Pid>,
     orphans_reaped: u64,
@@ -243,6 +271,7 @@ impl Supervisor {
             status: Status::default(),
             sfd,
             children: HashMap::new(),
+            groups: Vec::new(),
             pipes: Vec::new(),
             events: VecDeque::new(),
             queued_lines: 0,
@@ -251,6 +280,8 @@ impl Supervisor {
             next_id: 0,
             health: None,
             acpi: None,
+            watches: Vec::new(),
+            waker: None,
             shutdown: None,
             forward_to: None,
             orphans_reaped: 0,
@@ -274,10 +305,51 @@ impl Supervisor {
     }
 
     /// Turn an ACPI power-button press into a shutdown request. `Err(NotAvailable)` when the
-    /// kernel has no `acpi_event` family (no ACPI, or button.ko not loaded): log and go on.
+    /// kernel has no `acpi_event` family (no ACPI, or button.ko not loaded): warn and go on.
     pub fn watch_acpi(&mut self) -> std::result::Result<(), crate::acpi::AcpiError> {
         self.acpi = Some(crate::acpi::Listener::open()?);
         Ok(())
+    }
+
+    /// Poll `fd` in the loop too: when it is readable (or hung up), [`Event::Ready`] is queued
+    /// and [`Supervisor::is_ready`] turns true; the fd is then left alone until
+    /// [`Supervisor::rearm`], after the caller has read it. The supervisor owns the fd.
+    pub fn watch_fd(&mut self, name: &str, fd: OwnedFd) -> WatchId {
+        let id = WatchId(self.next_id());
+        self.watches.push(Watch { id, name: name.to_string(), fd, fired: false });
+        id
+    }
+
+    /// The watched fd, to read from.
+    pub fn watched_fd(&self, id: WatchId) -> Option<BorrowedFd<'_>> {
+        self.watches.iter().find(|w| w.id == id).map(|w| w.fd.as_fd())
+    }
+
+    /// It was reported ready and not re-armed yet (usable in `run_until` conditions).
+    pub fn is_ready(&self, id: WatchId) -> bool {
+        self.watches.iter().any(|w| w.id == id && w.fired)
+    }
+
+    /// Poll it again (call after reading what made it ready).
+    pub fn rearm(&mut self, id: WatchId) {
+        if let Some(w) = self.watches.iter_mut().find(|w| w.id == id) {
+            w.fired = false;
+        }
+    }
+
+    /// Stop watching; gives the fd back.
+    pub fn unwatch_fd(&mut self, id: WatchId) -> Option<OwnedFd> {
+        let i = self.watches.iter().position(|w| w.id == id)?;
+        Some(self.watches.swap_remove(i).fd)
+    }
+
+    /// A handle other threads use to make the loop turn (created on first use).
+    pub fn waker(&mut self) -> Result<Waker> {
+        if self.waker.is_none() {
+            self.waker = Some(waker::WakeFd::new().ctx("create eventfd")?);
+        }
+        // Invariant: set just above.
+        Ok(self.waker.as_ref().map(|w| w.waker()).expect("waker set"))
     }
 
     /// Start `cmd` as a tracked child: empty signal mask, its own session, output per `output`.
@@ -337,6 +409,8 @@ impl Supervisor {
         let child = Child { name: name.to_string(), track, status: None, stdout: String::new(), stderr: String::new() };
         self.children.insert(pid, child);
         self.no_children = false;
+        self.groups.retain(|g| group_alive(*g));
+        self.groups.push(pid);
         Ok(pid)
     }
 
@@ -407,16 +481,40 @@ impl Supervisor {
 
     /// Wait for a spawned child's exit, taking its [`Event::Exited`] out of the queue (other
     /// events stay queued). None if the deadline passed or `pid` is not a child of ours.
+    /// Shutdown requests do not end the wait (this is what stopping a workload uses).
     pub fn wait_exit(&mut self, pid: Pid, deadline: Option<Instant>) -> Option<WaitStatus> {
         loop {
-            let found = self.events.iter().position(|e| matches!(e, Event::Exited { pid: p, .. } if *p == pid));
-            if let Some(Event::Exited { status, .. }) = found.and_then(|i| self.events.remove(i)) {
+            if let Some(status) = self.take_exit(pid) {
                 return Some(status);
             }
             if !self.children.contains_key(&pid) || deadline.is_some_and(|d| Instant::now() >= d) {
                 return None;
             }
             self.pump(deadline);
+        }
+    }
+
+    /// Supervise one workload run: wait for `pid` to exit, or for a shutdown request, whichever
+    /// comes first (other events stay queued; after a shutdown the exit stays queued for
+    /// [`Supervisor::wait_exit`]). For a pid that is not ours this waits for a shutdown.
+    pub fn wait_exit_or_shutdown(&mut self, pid: Pid) -> std::result::Result<WaitStatus, ShutdownReason> {
+        loop {
+            if let Some(reason) = self.shutdown {
+                return Err(reason);
+            }
+            if let Some(status) = self.take_exit(pid) {
+                return Ok(status);
+            }
+            self.pump(None);
+        }
+    }
+
+    /// Remove `pid`'s [`Event::Exited`] from the queue, if it is there.
+    fn take_exit(&mut self, pid: Pid) -> Option<WaitStatus> {
+        let i = self.events.iter().position(|e| matches!(e, Event::Exited { pid: p, .. } if *p == pid))?;
+        match self.events.remove(i) {
+            Some(Event::Exited { status, .. }) => Some(status),
+            _ => None,
         }
     }
 
@@ -458,15 +556,26 @@ impl Supervisor {
         self.orphans_reaped
     }
 
+    /// Process groups of children started here that still have members (the children lead
+    /// their own sessions; grandchildren stay in them unless they move out).
+    pub fn live_groups(&self) -> Vec<Pid> {
+        self.groups.iter().copied().filter(|g| group_alive(*g)).collect()
+    }
+
     /// Pids of the children started here that have not exited yet.
     pub fn tracked(&self) -> Vec<Pid> {
         self.children.iter().filter(|(_, c)| c.status.is_none()).map(|(p, _)| *p).collect()
     }
 
-    /// Reap now (without waiting) and say whether any child, tracked or orphan, is left.
-    pub fn has_children(&mut self) -> bool {
-        self.reap();
+    /// Whether any child, tracked or orphan, was left at the last reap (every SIGCHLD reaps,
+    /// so this is current once the loop has turned).
+    pub fn has_children(&self) -> bool {
         !self.no_children
+    }
+
+    /// Collect exits now without waiting for SIGCHLD (e.g. before counting what is left).
+    pub fn reap_now(&mut self) {
+        self.reap();
     }
 
     /// One turn: wait for readiness or the next deadline (the caller's, a timer's, a health
@@ -487,9 +596,17 @@ impl Supervisor {
         let ready = {
             let mut tokens = vec![Token::Signal];
             let mut fds = vec![PollFd::new(self.sfd.as_fd(), PollFlags::POLLIN)];
+            if let Some(w) = &self.waker {
+                tokens.push(Token::Waker);
+                fds.push(PollFd::new(w.as_fd(), PollFlags::POLLIN));
+            }
             if let Some(a) = &self.acpi {
                 tokens.push(Token::Acpi);
                 fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
+            }
+            for w in self.watches.iter().filter(|w| !w.fired) {
+                tokens.push(Token::Watch(w.id));
+                fds.push(PollFd::new(w.fd.as_fd(), PollFlags::POLLIN));
             }
             for p in &self.pipes {
                 tokens.push(Token::Pipe(p.id));
@@ -517,7 +634,9 @@ impl Supervisor {
         for (token, revents) in ready {
             match token {
                 Token::Signal => self.on_signals(),
+                Token::Waker => self.on_wake(),
                 Token::Acpi => self.on_acpi(),
+                Token::Watch(id) => self.on_watch(id),
                 Token::Pipe(id) => self.on_pipe(id),
                 Token::Health(tok) => {
                     if let Some(h) = self.health.as_mut() {
@@ -625,6 +744,21 @@ impl Supervisor {
         }
     }
 
+    fn on_wake(&mut self) {
+        let woken = self.waker.as_ref().is_some_and(|w| w.clear());
+        if woken && !self.events.iter().any(|e| *e == Event::Woken) {
+            self.events.push_back(Event::Woken);
+        }
+    }
+
+    fn on_watch(&mut self, id: WatchId) {
+        if let Some(w) = self.watches.iter_mut().find(|w| w.id == id) {
+            w.fired = true;
+            log::trace!("{} is ready", w.name);
+            self.events.push_back(Event::Ready(id));
+        }
+    }
+
     fn on_acpi(&mut self) {
         let Some(acpi) = &self.acpi else { return };
         for ev in acpi.read_events() {
@@ -636,85 +770,19 @@ impl Supervisor {
             }
         }
     }
+}
 
-    fn on_pipe(&mut self, id: u64) {
-        if self.read_pipe(id, PIPE_READ_BUDGET) {
-            self.close_pipe(id);
-        }
-    }
+/// The group has a member. A group id cannot be reused while a member lives, so signalling a
+/// group right after this check reaches our processes and no stranger's.
+fn group_alive(pgid: Pid) -> bool {
+    !matches!(nix::sys::signal::killpg(pgid, None), Err(Errno::ESRCH))
+}
 
-    /// The child of this pipe exited: take what is there now; if a grandchild still holds the
-    /// pipe, keep reading it after all, logging its lines under the same name.
-    fn drain_after_exit(&mut self, id: u64) {
-        if self.read_pipe(id, 4 * PIPE_READ_BUDGET) {
-            return self.close_pipe(id);
-        }
-        let Some(i) = self.pipes.iter().position(|p| p.id == id) else { return };
-        let rest = self.pipes[i].buf.finish();
-        self.deliver(i, rest.into_iter().collect());
-        self.pipes[i].pid = None;
-        self.pipes[i].sink = Sink::Log;
-    }
-
-    /// Read up to `budget` bytes; true at end of file (or a read error).
-    fn read_pipe(&mut self, id: u64, budget: usize) -> bool {
-        let Some(i) = self.pipes.iter().position(|p| p.id == id) else { return false };
-        let mut chunk = [0u8; 16 * 1024];
-        let mut total = 0;
-        while total < budget {
-            match nix::unistd::read(&self.pipes[i].fd, &mut chunk) {
-                Ok(0) => return true,
-                Ok(n) => {
-                    total += n;
-                    let lines = self.pipes[i].buf.push(&chunk[..n]);
-                    self.deliver(i, lines);
-                }
-                Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => return false,
-                Err(e) => {
-                    log::warn!("read output of {}: {}", self.pipes[i].name, e.desc());
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    fn close_pipe(&mut self, id: u64) {
-        let Some(i) = self.pipes.iter().position(|p| p.id == id) else { return };
-        let rest = self.pipes[i].buf.finish();
-        self.deliver(i, rest.into_iter().collect());
-        self.pipes.swap_remove(i);
-    }
-
-    fn deliver(&mut self, i: usize, lines: Vec<String>) {
-        let p = &self.pipes[i];
-        for line in lines {
-            match (p.sink, p.pid) {
-                (Sink::Collect, Some(pid)) => {
-                    if let Some(c) = self.children.get_mut(&pid) {
-                        let buf = if p.stream == Stream::Stdout { &mut c.stdout } else { &mut c.stderr };
-                        output::push_bounded(buf, &line, RUN_OUTPUT_CAP);
-                    }
-                }
-                (Sink::Events, Some(pid)) => {
-                    if self.queued_lines >= MAX_QUEUED_LINES {
-                        if let Some(i) = self.events.iter().position(|e| matches!(e, Event::Line { .. })) {
-                            self.events.remove(i);
-                            self.queued_lines -= 1;
-                        }
-                        if self.dropped_lines == 0 {
-                            log::warn!("output lines are not being taken: dropping the oldest");
-                        }
-                        self.dropped_lines += 1;
-                    }
-                    self.queued_lines += 1;
-                    self.events.push_back(Event::Line { pid, name: p.name.clone(), stream: p.stream, line });
-                }
-                _ => log::info!("{}: {line}", p.name),
-            }
-        }
-    }
+/// Make orphaned descendants re-parent to us instead of to PID 1, so we reap them (service
+/// mode; PID 1 gets them anyway). `PR_SET_CHILD_SUBREAPER`, as catatonit and tini `-s`.
+pub fn become_subreaper() -> Result<()> {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes plain integers and touches no memory of ours.
+    Errno::result(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }).map(|_| ()).ctx("become child subreaper")
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
