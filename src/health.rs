@@ -178,6 +178,7 @@ impl Server {
             Token::Listener => self.accept(status, now),
             Token::Client(id) => {
                 // Errors and hang-ups surface as read/write results, so revents needs no case.
+                self.stats.active = self.clients.len();
                 if let Some(c) = self.clients.get_mut(&id) {
                     if let Next::Close = serve(c, &self.cfg, status, &mut self.stats) {
                         self.clients.remove(&id);
@@ -201,6 +202,7 @@ impl Server {
         }
     }
 
+    /// Accept up to [`ACCEPT_BUDGET`] connections and answer those whose request is there.
     fn accept(&mut self, status: &Status, now: Instant) {
         for _ in 0..ACCEPT_BUDGET {
             let stream = match self.listener.accept() {
@@ -223,6 +225,7 @@ impl Server {
                 continue; // dropped: closes it
             }
             let mut c = Client { stream, deadline: now + self.cfg.timeout, state: State::Reading(Vec::new()) };
+            self.stats.active = self.clients.len() + 1;
             // Most probes have sent their request by now: answer at once, without a poll turn.
             if let Next::Keep = serve(&mut c, &self.cfg, status, &mut self.stats) {
                 if self.clients.len() >= self.cfg.max_clients.max(1) {
@@ -234,6 +237,7 @@ impl Server {
         }
     }
 
+    /// Make room: the oldest connection is the likeliest idle or slow one.
     fn evict_oldest(&mut self) {
         if self.clients.pop_first().is_some() {
             self.stats.evicted += 1;
@@ -264,7 +268,7 @@ fn serve(c: &mut Client, cfg: &Config, status: &Status, stats: &mut Stats) -> Ne
             Parsed::Incomplete => return Next::Keep,
             Parsed::TooLarge => render(431, "text/plain", "request too large\n", false, None),
             Parsed::Bad => render(400, "text/plain", "bad request\n", false, None),
-            Parsed::Request { method, path } => respond(&method, &path, status),
+            Parsed::Request { method, path } => respond(&method, &path, status, stats),
         };
         c.state = State::Writing(reply, 0);
     }
@@ -325,8 +329,9 @@ pub fn parse_request(buf: &[u8], max: usize) -> Parsed {
     }
 }
 
-/// The whole response for a parsed request: `/health` 200/503, `/status` JSON, 404, 405.
-pub fn respond(method: &str, path: &str, status: &Status) -> Vec<u8> {
+/// The whole response for a parsed request: `/health` 200/503, `/status` JSON (with this
+/// port's counters under `"health_port"`), 404, 405.
+pub fn respond(method: &str, path: &str, status: &Status, stats: &Stats) -> Vec<u8> {
     let head = method == "HEAD";
     let known = matches!(path, "/health" | "/status");
     if known && method != "GET" && !head {
@@ -337,8 +342,19 @@ pub fn respond(method: &str, path: &str, status: &Status) -> Vec<u8> {
             let (code, line) = status.health();
             render(code, "text/plain; charset=utf-8", &format!("{line}\n"), head, None)
         }
-        "/status" => render(200, "application/json", &(status.to_json() + "\n"), head, None),
+        "/status" => render(200, "application/json", &(status_json(status, stats) + "\n"), head, None),
         _ => render(404, "text/plain", "not found\n", head, None),
+    }
+}
+
+/// [`Status::to_json`] plus the health port's own counters.
+fn status_json(status: &Status, stats: &Stats) -> String {
+    match serde_json::to_value(status) {
+        Ok(serde_json::Value::Object(mut doc)) => {
+            doc.insert("health_port".into(), serde_json::to_value(stats).unwrap_or_default());
+            serde_json::to_string_pretty(&doc).unwrap_or_else(|_| status.to_json())
+        }
+        _ => status.to_json(),
     }
 }
 
@@ -414,24 +430,24 @@ mod tests {
     fn health_answers_follow_the_status() {
         let mut st = Status::default();
         st.timeline.begin("network", Duration::from_secs(1));
-        let r = text(respond("GET", "/health", &st));
+        let r = text(respond("GET", "/health", &st, &Stats::default()));
         assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
         assert!(r.ends_with("\r\n\r\nbooting: network\n"), "{r}");
         assert!(r.contains("Connection: close\r\n"));
         assert!(r.contains("Content-Length: 17\r\n"));
         st.timeline.end(0, Duration::from_secs(2), Outcome::Ok, "");
         st.phase = Phase::Ready;
-        let r = text(respond("GET", "/health", &st));
+        let r = text(respond("GET", "/health", &st, &Stats::default()));
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nready\n"), "{r}");
         st.fail("validate", "FL_NUM_ROUNDS='0': must be an integer >= 1");
-        let r = text(respond("GET", "/health", &st));
+        let r = text(respond("GET", "/health", &st, &Stats::default()));
         assert!(r.starts_with("HTTP/1.1 503 ") && r.contains("failed at validate: FL_NUM_ROUNDS='0'"), "{r}");
     }
 
     #[test]
     fn head_has_headers_only() {
         let st = Status { phase: Phase::Ready, ..Status::default() };
-        let r = text(respond("HEAD", "/health", &st));
+        let r = text(respond("HEAD", "/health", &st, &Stats::default()));
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.contains("Content-Length: 6\r\n") && r.ends_with("\r\n\r\n"), "{r}");
     }
 
@@ -439,22 +455,23 @@ mod tests {
     fn status_is_the_json_document() {
         let mut st = Status::default();
         st.sections.insert("supervise".into(), serde_json::json!({"pid": 7}));
-        let r = text(respond("GET", "/status", &st));
+        let r = text(respond("GET", "/status", &st, &Stats { accepted: 3, ..Stats::default() }));
         assert!(r.starts_with("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"), "{r}");
         let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["phase"], "booting");
         assert_eq!(v["sections"]["supervise"]["pid"], 7);
+        assert_eq!(v["health_port"]["accepted"], 3);
     }
 
     #[test]
     fn unknown_paths_and_methods() {
         let st = Status::default();
-        assert!(text(respond("GET", "/", &st)).starts_with("HTTP/1.1 404 Not Found\r\n"));
-        assert!(text(respond("POST", "/other", &st)).starts_with("HTTP/1.1 404 "));
-        let r = text(respond("POST", "/health", &st));
+        assert!(text(respond("GET", "/", &st, &Stats::default())).starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(text(respond("POST", "/other", &st, &Stats::default())).starts_with("HTTP/1.1 404 "));
+        let r = text(respond("POST", "/health", &st, &Stats::default()));
         assert!(r.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && r.contains("Allow: GET, HEAD\r\n"), "{r}");
-        assert!(text(respond("DELETE", "/status", &st)).starts_with("HTTP/1.1 405 "));
+        assert!(text(respond("DELETE", "/status", &st, &Stats::default())).starts_with("HTTP/1.1 405 "));
     }
 
     /// Drive a real server on loopback without the supervisor: accept, answer, evict, expire.

@@ -17,41 +17,32 @@ mod cli;
 mod output;
 mod pipes;
 mod policy;
+mod reaper;
+mod spawn;
 #[cfg(test)]
 pub(crate) mod tests;
 mod waker;
 
 pub use cli::cli_supervise;
 pub use output::{LineBuf, MAX_LINE};
+pub use reaper::{SIGRTMIN_PLUS_4, SignalsBlocked, become_subreaper, block_signals, signal_name};
 pub use waker::Waker;
 pub use policy::{
     Backoff, EXIT_CANNOT_EXECUTE, EXIT_INIT_FAILURE, EXIT_NOT_FOUND, describe_wait_status, exit_code_from_spawn_errno,
     exit_code_from_wait_status,
 };
 
-use crate::error::{Ctx, Error, Result};
+use crate::error::{Ctx, Result};
 use crate::status::Status;
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
+use reaper::group_alive;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Signals the kernel raises for a fault in this very process. Blocked, they would be fatal
-/// without a message (or hang), so they stay unblocked (catatonit `kernel_signals[]`).
-const KERNEL_FAULT_SIGNALS: [Signal; 7] =
-    [Signal::SIGFPE, Signal::SIGILL, Signal::SIGSEGV, Signal::SIGBUS, Signal::SIGABRT, Signal::SIGTRAP, Signal::SIGSYS];
-
-/// systemd's "power off" signal: SIGRTMIN+4 as glibc numbers it (SIGRTMIN = 34). A fixed number
-/// because musl's SIGRTMIN is 35, while `kill -RTMIN+4 1` from a glibc tool sends 38.
-pub const SIGRTMIN_PLUS_4: i32 = 38;
 
 /// Lines of [`Output::Events`] children kept while nobody takes them; older ones are dropped.
 const MAX_QUEUED_LINES: usize = 2000;
@@ -59,34 +50,6 @@ const MAX_QUEUED_LINES: usize = 2000;
 const RUN_OUTPUT_CAP: usize = 64 * 1024;
 /// How long a helper killed on timeout gets to be reaped before `run` gives up on it.
 const KILL_WAIT: Duration = Duration::from_secs(5);
-
-/// Proof that [`block_signals`] ran: [`Supervisor::new`] takes it, so the order cannot be wrong.
-#[derive(Debug)]
-pub struct SignalsBlocked {
-    original: SigSet,
-    blocked: SigSet,
-}
-
-impl SignalsBlocked {
-    /// The mask the process had before (children get an empty mask, not this one).
-    pub fn original(&self) -> &SigSet {
-        &self.original
-    }
-}
-
-/// Block every signal except the kernel-fault set, so they queue for the signalfd.
-///
-/// Must run before any thread or child exists: the mask is per thread, and a thread created
-/// earlier would keep signals unblocked and swallow them (SIGCHLD's default is to discard).
-pub fn block_signals() -> Result<SignalsBlocked> {
-    let mut set = SigSet::all();
-    for s in KERNEL_FAULT_SIGNALS {
-        set.remove(s);
-    }
-    let mut original = SigSet::empty();
-    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&set), Some(&mut original)).ctx("block signals")?;
-    Ok(SignalsBlocked { original, blocked: set })
-}
 
 /// Where a spawned child's stdout and stderr go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,7 +229,7 @@ impl Supervisor {
     /// The loop, with nothing registered yet but the signalfd.
     pub fn new(blocked: SignalsBlocked) -> Result<Self> {
         let flags = SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC;
-        let sfd = SignalFd::with_flags(&blocked.blocked, flags).ctx("create signalfd")?;
+        let sfd = SignalFd::with_flags(blocked.set(), flags).ctx("create signalfd")?;
         let mut sv = Supervisor {
             status: Status::default(),
             sfd,
@@ -350,98 +313,6 @@ impl Supervisor {
         }
         // Invariant: set just above.
         Ok(self.waker.as_ref().map(|w| w.waker()).expect("waker set"))
-    }
-
-    /// Start `cmd` as a tracked child: empty signal mask, its own session, output per `output`.
-    /// Its exit arrives as [`Event::Exited`]. On failure to execute, the error carries the errno
-    /// ([`exit_code_from_spawn_errno`] turns it into 127/126).
-    pub fn spawn(&mut self, name: &str, cmd: Command, output: Output) -> Result<Pid> {
-        let sink = match output {
-            Output::Inherit | Output::Null => None,
-            Output::Log => Some(Sink::Log),
-            Output::Events => Some(Sink::Events),
-        };
-        self.spawn_tracked(name, cmd, output == Output::Null, sink, Track::Events)
-    }
-
-    fn spawn_tracked(&mut self, name: &str, mut cmd: Command, null: bool, sink: Option<Sink>, track: Track) -> Result<Pid> {
-        let empty = SigSet::empty();
-        // SAFETY: the closure runs in the forked child before exec, where only
-        // async-signal-safe work is allowed (another thread could have held a lock at fork):
-        // 1. it calls only sigprocmask(2) and setsid(2), both async-signal-safe (signal-safety(7));
-        // 2. it allocates nothing and takes no lock: the empty set was built before the fork and
-        //    is moved in by value, and an io::Error made from a raw errno does not allocate;
-        // 3. it touches no state shared with the parent, which keeps running unaffected;
-        // 4. std already restored SIGPIPE to its default; the empty mask undoes the parent's
-        //    blocking, which std's Command inherits (rust-lang/rust#101077, research/init.md §3.3).
-        unsafe {
-            cmd.pre_exec(move || {
-                sigprocmask(SigmaskHow::SIG_SETMASK, Some(&empty), None)?;
-                nix::unistd::setsid()?;
-                Ok(())
-            });
-        }
-        if null {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        }
-        let mut readers = Vec::new();
-        if sink.is_some() {
-            for stream in [Stream::Stdout, Stream::Stderr] {
-                let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx("create output pipe")?;
-                set_nonblocking(&r).ctx("set output pipe non-blocking")?;
-                match stream {
-                    Stream::Stdout => cmd.stdout(Stdio::from(w)),
-                    Stream::Stderr => cmd.stderr(Stdio::from(w)),
-                };
-                readers.push((stream, r));
-            }
-        }
-        let child = cmd.spawn().with_ctx(|| format!("start {name}"))?;
-        drop(cmd); // closes our copies of the pipes' write ends, so EOF can come
-        let pid = Pid::from_raw(child.id() as i32);
-        drop(child); // std's Child neither waits nor kills on drop: the reaper owns the pid
-        log::debug!("started {name} (pid {pid})");
-        for (stream, fd) in readers {
-            let id = self.next_id();
-            let sink = sink.unwrap_or(Sink::Log);
-            self.pipes.push(Pipe { id, fd, pid: Some(pid), name: name.to_string(), stream, sink, buf: LineBuf::default() });
-        }
-        let child = Child { name: name.to_string(), track, status: None, stdout: String::new(), stderr: String::new() };
-        self.children.insert(pid, child);
-        self.no_children = false;
-        self.groups.retain(|g| group_alive(*g));
-        self.groups.push(pid);
-        Ok(pid)
-    }
-
-    /// Run a helper (e.g. `runc create`) to completion while the loop keeps serving health and
-    /// recording signals; its output is captured. Killed (with its process group) after
-    /// `timeout`. A shutdown request does not interrupt it: check
-    /// [`Supervisor::shutdown_requested`] afterwards. Err only if it could not be started.
-    pub fn run(&mut self, name: &str, mut cmd: Command, timeout: Duration) -> Result<RunOutput> {
-        cmd.stdin(Stdio::null());
-        let pid = self.spawn_tracked(name, cmd, false, Some(Sink::Collect), Track::Run)?;
-        let done = |sv: &Self| sv.children.get(&pid).is_none_or(|c| c.status.is_some());
-        let mut timed_out = false;
-        if !self.run_until(Instant::now() + timeout, done) {
-            timed_out = true;
-            log::warn!("{name} (pid {pid}) still running after {}s: killing it", timeout.as_secs_f32());
-            let _ = nix::sys::signal::killpg(pid, Signal::SIGKILL);
-            self.run_until(Instant::now() + KILL_WAIT, done);
-        }
-        match self.children.remove(&pid) {
-            Some(Child { status: Some(status), stdout, stderr, .. }) => {
-                let code = exit_code_from_wait_status(status);
-                log::debug!("{name} (pid {pid}) finished: {}", describe_wait_status(status));
-                Ok(RunOutput { status, code, stdout, stderr, timed_out })
-            }
-            Some(mut c) => {
-                c.track = Track::Abandoned;
-                self.children.insert(pid, c);
-                Err(Error::msg(format!("run {name}"), "it did not exit after SIGKILL"))
-            }
-            None => Err(Error::msg(format!("run {name}"), "its exit was lost")), // invariant: only run() removes it
-        }
     }
 
     /// Turn the loop until `done` holds (true) or `deadline` passes (false). `done` is checked
@@ -654,96 +525,13 @@ impl Supervisor {
         self.events.extend(due.into_iter().map(|(_, id)| Event::Timer(id)));
     }
 
+    /// Ids for pipes, timers and watches, unique for the life of the loop.
     fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
     }
 
-    /// Drain the signalfd: reap on SIGCHLD, turn the shutdown set into a request, forward the rest.
-    fn on_signals(&mut self) {
-        loop {
-            let info = match self.sfd.read_signal() {
-                Ok(Some(info)) => info,
-                Ok(None) => return,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return log::warn!("read signalfd: {}", e.desc()),
-            };
-            let signo = info.ssi_signo as i32;
-            match signo {
-                libc::SIGCHLD => self.reap(),
-                libc::SIGTERM | libc::SIGINT | libc::SIGPWR | SIGRTMIN_PLUS_4 => {
-                    log::info!("received {} from pid {}", signal_name(signo), info.ssi_pid);
-                    self.request_shutdown(ShutdownReason::Signal(signo));
-                }
-                // Terminal job control and broken pipes are not for the workload.
-                libc::SIGPIPE | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => {}
-                _ => self.forward(signo),
-            }
-        }
-    }
-
-    fn forward(&self, signo: i32) {
-        let Some(pid) = self.forward_to else {
-            return log::debug!("ignoring {} (no workload to forward it to)", signal_name(signo));
-        };
-        // SAFETY: kill(2) takes two integers and touches no memory of ours; nix's kill cannot
-        // name real-time signals, hence libc.
-        let r = Errno::result(unsafe { libc::kill(pid.as_raw(), signo) });
-        match r {
-            Ok(_) => log::debug!("forwarded {} to {pid}", signal_name(signo)),
-            Err(e) => log::warn!("forward {} to {pid}: {}", signal_name(signo), e.desc()),
-        }
-    }
-
-    /// `waitpid(-1, WNOHANG)` until nothing more has exited, dispatching each exit.
-    fn reap(&mut self) {
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
-                Ok(WaitStatus::StillAlive) => {
-                    self.no_children = false;
-                    return;
-                }
-                Ok(st @ (WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _))) => self.on_exit(pid, st),
-                Ok(_) => {} // stops and continues are not reported without WUNTRACED/WCONTINUED
-                Err(Errno::EINTR) => {}
-                Err(Errno::ECHILD) => {
-                    self.no_children = true;
-                    return;
-                }
-                Err(e) => return log::warn!("waitpid: {}", e.desc()),
-            }
-        }
-    }
-
-    fn on_exit(&mut self, pid: Pid, status: WaitStatus) {
-        if self.forward_to == Some(pid) {
-            self.forward_to = None; // the pid may be reused: never signal a stranger
-        }
-        if !self.children.contains_key(&pid) {
-            self.orphans_reaped += 1;
-            return log::debug!("reaped orphan {pid}: {}", describe_wait_status(status));
-        }
-        // Everything the child wrote is in the pipes now: deliver it before its exit.
-        let ids: Vec<u64> = self.pipes.iter().filter(|p| p.pid == Some(pid)).map(|p| p.id).collect();
-        for id in ids {
-            self.drain_after_exit(id);
-        }
-        let Some(child) = self.children.get_mut(&pid) else { return };
-        match child.track {
-            Track::Run => child.status = Some(status),
-            Track::Events => {
-                let name = child.name.clone();
-                self.children.remove(&pid);
-                log::debug!("{name} (pid {pid}) exited: {}", describe_wait_status(status));
-                self.events.push_back(Event::Exited { pid, name, status });
-            }
-            Track::Abandoned => {
-                log::info!("{} (pid {pid}) finally exited: {}", child.name, describe_wait_status(status));
-                self.children.remove(&pid);
-            }
-        }
-    }
-
+    /// The eventfd was written: clear it and queue one [`Event::Woken`] (wakes coalesce).
     fn on_wake(&mut self) {
         let woken = self.waker.as_ref().is_some_and(|w| w.clear());
         if woken && !self.events.iter().any(|e| *e == Event::Woken) {
@@ -751,6 +539,7 @@ impl Supervisor {
         }
     }
 
+    /// A watched fd is ready: report it once and stop polling it until re-armed.
     fn on_watch(&mut self, id: WatchId) {
         if let Some(w) = self.watches.iter_mut().find(|w| w.id == id) {
             w.fired = true;
@@ -759,6 +548,7 @@ impl Supervisor {
         }
     }
 
+    /// ACPI events arrived: a power-button press is a shutdown request, the rest is logged.
     fn on_acpi(&mut self) {
         let Some(acpi) = &self.acpi else { return };
         for ev in acpi.read_events() {
@@ -770,27 +560,4 @@ impl Supervisor {
             }
         }
     }
-}
-
-/// The group has a member. A group id cannot be reused while a member lives, so signalling a
-/// group right after this check reaches our processes and no stranger's.
-fn group_alive(pgid: Pid) -> bool {
-    !matches!(nix::sys::signal::killpg(pgid, None), Err(Errno::ESRCH))
-}
-
-/// Make orphaned descendants re-parent to us instead of to PID 1, so we reap them (service
-/// mode; PID 1 gets them anyway). `PR_SET_CHILD_SUBREAPER`, as catatonit and tini `-s`.
-pub fn become_subreaper() -> Result<()> {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes plain integers and touches no memory of ours.
-    Errno::result(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }).map(|_| ()).ctx("become child subreaper")
-}
-
-fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
-    let flags = OFlag::from_bits_truncate(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?);
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
-}
-
-/// "SIGTERM", or "signal 38" for numbers nix has no name for (real-time signals).
-pub fn signal_name(signo: i32) -> String {
-    Signal::try_from(signo).map(|s| s.as_str().to_string()).unwrap_or_else(|_| format!("signal {signo}"))
 }

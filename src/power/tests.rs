@@ -31,6 +31,10 @@ fn pid1_cannot_be_claimed_outside_pid_1() {
 #[test]
 fn panic_hook_runs_its_action_with_the_message() {
     child_test(|| {
+        // The hook writes the message to stderr by design; keep it out of the test output.
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null").unwrap();
+        // SAFETY: dup2 onto fd 2 of this forked child only; both fds are open.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 2) };
         static RAN: AtomicBool = AtomicBool::new(false);
         let msg = Arc::new(std::sync::Mutex::new(String::new()));
         let m = msg.clone();

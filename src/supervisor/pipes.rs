@@ -52,6 +52,7 @@ impl Supervisor {
         false
     }
 
+    /// End of file: deliver the unterminated rest as a last line and close the pipe.
     pub(super) fn close_pipe(&mut self, id: u64) {
         let Some(i) = self.pipes.iter().position(|p| p.id == id) else { return };
         let rest = self.pipes[i].buf.finish();
@@ -59,6 +60,7 @@ impl Supervisor {
         self.pipes.swap_remove(i);
     }
 
+    /// Hand lines of pipe `i` to its sink; the event queue keeps at most [`MAX_QUEUED_LINES`].
     pub(super) fn deliver(&mut self, i: usize, lines: Vec<String>) {
         let p = &self.pipes[i];
         for line in lines {

@@ -2,7 +2,10 @@
 //! in a forked child (see [`in_child`]), because the test harness has other threads.
 
 use super::*;
+use nix::sys::signal::Signal;
+use nix::sys::wait::waitpid;
 use std::io::{Read, Write};
+use std::process::Command;
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

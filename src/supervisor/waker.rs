@@ -24,10 +24,12 @@ impl WakeFd {
         Ok(WakeFd(Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })))
     }
 
+    /// A handle for threads, sharing the fd.
     pub(super) fn waker(&self) -> Waker {
         Waker(self.0.clone())
     }
 
+    /// For the poll set.
     pub(super) fn as_fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
     }
