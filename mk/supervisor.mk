@@ -8,3 +8,9 @@ supervisor-test: setup
 	cargo test --locked --test supervise -- --ignored
 	cargo test --locked --lib power::tests::pid1_shutdown_in_a_pid_namespace -- --ignored --exact
 TEST_TARGETS += supervisor-test
+
+.PHONY: supervisor-vm-test
+## supervisor-vm-test  the ACPI power button (qemu system_powerdown) reaches the supervisor loop on a real Debian kernel (KERNEL_DIR=…)
+supervisor-vm-test: setup
+	scripts/supervisor-vm-test.sh
+TEST_TARGETS += supervisor-vm-test

@@ -426,6 +426,24 @@ mod tests {
         assert_eq!((ev.kind, ev.data), (1, 2));
     }
 
+    /// In a VM (`make supervisor-vm-test`): a real `system_powerdown` from qemu's monitor
+    /// reaches the supervisor loop as a power-button shutdown request.
+    #[test]
+    #[ignore = "run inside qemu by make supervisor-vm-test"]
+    fn vm_power_button_is_a_shutdown_request() {
+        assert_eq!(std::env::var("FI_ACPI_VM").as_deref(), Ok("1"), "run through make supervisor-vm-test");
+        crate::supervisor::tests::child_test(|| {
+            use crate::supervisor::{ShutdownReason, Supervisor, block_signals};
+            let mut sv = Supervisor::new(block_signals().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+            sv.watch_acpi().map_err(|e| e.to_string())?;
+            println!("ACPI-VM-READY"); // the host presses the button when it sees this
+            let interrupted = !sv.sleep(std::time::Duration::from_secs(100));
+            let got = sv.shutdown_requested();
+            println!("ACPI-VM-SHUTDOWN={got:?}");
+            if interrupted && got == Some(ShutdownReason::PowerButton) { Ok(()) } else { Err(format!("{got:?}")) }
+        });
+    }
+
     /// On a kernel with ACPI events (this dev machine, most x86 VMs with button.ko) the real
     /// lookup and join work; elsewhere the error must be the clear NotAvailable one.
     #[test]

@@ -56,6 +56,7 @@ fn service_shutdown_stops_own_groups_and_nothing_else() {
     let outsider_pid = Pid::from_raw(outsider.id() as i32);
     let result = in_child(|| {
         let mut sv = Supervisor::new(block_signals().unwrap()).unwrap();
+        crate::supervisor::become_subreaper().unwrap(); // as `supervise` does: orphans are ours to reap
         let stubborn = sv.spawn("stubborn", sh("trap '' TERM; sleep 100 & sleep 100; wait"), Output::Null).unwrap();
         let polite = sv.spawn("polite", sh("sleep 100"), Output::Null).unwrap();
         sv.run_until(Instant::now() + Duration::from_millis(300), |_| false);
