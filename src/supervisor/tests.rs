@@ -90,6 +90,19 @@ fn run_captures_lines_and_the_exit_code() {
     });
 }
 
+/// `runc create` style: the helper exits while a process it started keeps its stdout open.
+/// run() returns at the helper's exit, not at the pipe's end of file.
+#[test]
+fn run_returns_when_the_helper_exits_even_if_its_pipe_lives_on() {
+    child_test(|| {
+        let mut sv = new_sv();
+        let out = sv.run("creator", sh("sleep 100 & echo $!"), Duration::from_secs(60)).unwrap();
+        let holder: i32 = out.stdout.trim().parse().map_err(|_| format!("{out:?}"))?;
+        let _ = nix::sys::signal::kill(Pid::from_raw(holder), Signal::SIGKILL);
+        check(out.success(), format!("{out:?}"))
+    });
+}
+
 #[test]
 fn run_kills_a_helper_past_its_timeout() {
     child_test(|| {
