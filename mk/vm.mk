@@ -10,3 +10,9 @@ build/kernel/.done: scripts/fetch-kernel.sh | setup
 initramfs: build/initramfs.cpio
 build/initramfs.cpio: build/kernel/.done initramfs/mkinitramfs.py initramfs/modules.txt build
 	$(PYTHON) initramfs/mkinitramfs.py --kernel build/kernel --init build/flower-init --out $@
+
+.PHONY: net-test
+## net-test         apply a network plan over real netlink inside a network namespace (root)
+net-test: setup
+	cargo test --locked --test net_netns -- --ignored --test-threads=1
+TEST_TARGETS += net-test
