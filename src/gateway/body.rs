@@ -1,0 +1,275 @@
+//! Streaming a message body from one side to the other, re-framed: never more than one
+//! buffer (64 KiB) in memory per request, and blocking writes give backpressure for free (a
+//! slow reader stops the gateway reading from the fast writer).
+
+use super::chunked::{encode_chunk, ChunkError, ChunkedDecoder, LAST_CHUNK};
+use super::http::BodyLen;
+use std::io::{self, Read, Write};
+
+/// Bytes read from a socket per call, and the most a body copy holds in memory.
+pub const BUFFER: usize = 64 * 1024;
+
+/// Why a body copy stopped. `Read` is the sending side, `Write` the receiving side: the
+/// caller decides whom to blame (client or Flower) from that.
+#[derive(Debug)]
+pub enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+    /// The sender's chunked framing is invalid.
+    Framing(ChunkError),
+    /// The body is larger than the limit.
+    TooLarge,
+}
+
+/// How the body leaves: as it came (Content-Length), or chunked (chunked in, or a
+/// close-delimited response out to a keep-alive client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutFraming {
+    Raw,
+    Chunked,
+}
+
+/// Copy one body framed as `framing` from `pre` (bytes already read past the head) then
+/// `src`, to `dst`, re-framed as `out`. Returns the body length and the bytes read past its
+/// end (the start of a pipelined next message). `limit` caps the decoded length (`u64::MAX`
+/// for none); `Content-Length` is checked before the call, so a chunked body is what can hit
+/// it here.
+pub fn copy_body(
+    src: &mut impl Read,
+    pre: Vec<u8>,
+    framing: BodyLen,
+    dst: &mut impl Write,
+    out: OutFraming,
+    limit: u64,
+) -> Result<(u64, Vec<u8>), CopyError> {
+    let mut stage = Stage { buf: pre, pos: 0 };
+    let mut encoded = Vec::new();
+    let mut total: u64 = 0;
+    match framing {
+        BodyLen::Empty => {}
+        BodyLen::Length(n) => {
+            let mut remaining = n;
+            while remaining > 0 {
+                if stage.is_empty() {
+                    stage.refill(src, remaining.min(BUFFER as u64) as usize, false)?;
+                }
+                let data = stage.take(remaining);
+                remaining -= data.len() as u64;
+                total += data.len() as u64;
+                send(dst, data, out, &mut encoded)?;
+            }
+        }
+        BodyLen::Chunked => {
+            let mut dec = ChunkedDecoder::default();
+            while !dec.is_done() {
+                if stage.is_empty() {
+                    stage.refill(src, BUFFER, false)?;
+                }
+                let d = dec.decode(stage.rest()).map_err(CopyError::Framing)?;
+                if let Some(r) = d.data {
+                    let data = stage.rest().get(r).unwrap_or_default();
+                    total = total.saturating_add(data.len() as u64);
+                    if total > limit {
+                        return Err(CopyError::TooLarge);
+                    }
+                    send(dst, data, out, &mut encoded)?;
+                }
+                stage.advance(d.consumed);
+            }
+        }
+        BodyLen::UntilClose => loop {
+            if stage.is_empty() && !stage.refill(src, BUFFER, true)? {
+                break;
+            }
+            let data = stage.take(u64::MAX);
+            total += data.len() as u64;
+            send(dst, data, out, &mut encoded)?;
+        },
+    }
+    if out == OutFraming::Chunked && framing != BodyLen::Empty {
+        dst.write_all(LAST_CHUNK).map_err(CopyError::Write)?;
+    }
+    dst.flush().map_err(CopyError::Write)?;
+    Ok((total, stage.into_rest()))
+}
+
+/// Write one piece of body, as is or as a chunk (one write, so TLS makes one record run).
+fn send(dst: &mut impl Write, data: &[u8], out: OutFraming, encoded: &mut Vec<u8>) -> Result<(), CopyError> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    match out {
+        OutFraming::Raw => dst.write_all(data).map_err(CopyError::Write),
+        OutFraming::Chunked => {
+            encoded.clear();
+            encode_chunk(encoded, data);
+            dst.write_all(encoded).map_err(CopyError::Write)
+        }
+    }
+}
+
+/// Bytes read but not yet used.
+struct Stage {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Stage {
+    fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn rest(&self) -> &[u8] {
+        self.buf.get(self.pos..).unwrap_or_default()
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.pos = self.pos.saturating_add(n).min(self.buf.len());
+    }
+
+    /// Up to `max` unused bytes, marked used.
+    fn take(&mut self, max: u64) -> &[u8] {
+        let n = (self.buf.len() - self.pos.min(self.buf.len())).min(usize::try_from(max).unwrap_or(usize::MAX));
+        let start = self.pos;
+        self.pos += n;
+        self.buf.get(start..start + n).unwrap_or_default()
+    }
+
+    /// Replace the (used-up) buffer with one read of at most `want` bytes. End of stream is
+    /// an error unless `eof_ok` (then `Ok(false)`). A TLS peer that closes without
+    /// close_notify counts as end of stream only when `eof_ok`.
+    fn refill(&mut self, src: &mut impl Read, want: usize, eof_ok: bool) -> Result<bool, CopyError> {
+        self.buf.clear();
+        self.buf.resize(want.clamp(1, BUFFER), 0);
+        self.pos = 0;
+        loop {
+            match src.read(&mut self.buf) {
+                Ok(0) => {
+                    self.buf.clear();
+                    return if eof_ok {
+                        Ok(false)
+                    } else {
+                        Err(CopyError::Read(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-body")))
+                    };
+                }
+                Ok(n) => {
+                    self.buf.truncate(n);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if eof_ok && e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.buf.clear();
+                    return Ok(false);
+                }
+                Err(e) => {
+                    self.buf.clear();
+                    return Err(CopyError::Read(e));
+                }
+            }
+        }
+    }
+
+    fn into_rest(mut self) -> Vec<u8> {
+        if self.pos == 0 {
+            return self.buf;
+        }
+        let rest = self.rest().to_vec();
+        self.buf.clear();
+        rest
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out at most `step` bytes per read.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    /// (what arrived, body length, bytes read past the body, bytes left unread).
+    type Copied = (Vec<u8>, u64, Vec<u8>, Vec<u8>);
+
+    fn copy(pre: &[u8], rest: &[u8], step: usize, framing: BodyLen, out: OutFraming, limit: u64) -> Result<Copied, CopyError> {
+        let mut src = Trickle { data: rest, step };
+        let mut dst = Vec::new();
+        let (n, left) = copy_body(&mut src, pre.to_vec(), framing, &mut dst, out, limit)?;
+        Ok((dst, n, left, src.data.to_vec()))
+    }
+
+    #[test]
+    fn content_length_body_stops_at_its_length() {
+        let (dst, n, left, unread) = copy(b"hel", b"lo world, GET / next", 2, BodyLen::Length(11), OutFraming::Raw, u64::MAX).unwrap();
+        assert_eq!(dst, b"hello world");
+        assert_eq!(n, 11);
+        // Reads never go past the body: the rest stays in the socket.
+        assert!(left.is_empty());
+        assert_eq!(unread, b", GET / next");
+        // A head read that already holds more than the body keeps the excess.
+        let (dst, _, left, _) = copy(b"abcGET /", b"", 1, BodyLen::Length(3), OutFraming::Raw, u64::MAX).unwrap();
+        assert_eq!((dst.as_slice(), left.as_slice()), (&b"abc"[..], &b"GET /"[..]));
+    }
+
+    #[test]
+    fn chunked_body_is_re_encoded_and_the_next_request_kept() {
+        let body = b"3;ext=1\r\nabc\r\n4\r\ndefg\r\n0\r\nTrailer: x\r\n\r\nPOST /next";
+        for step in [1, 5, 100] {
+            let (dst, n, left, unread) = copy(&body[..4], &body[4..], step, BodyLen::Chunked, OutFraming::Chunked, u64::MAX).unwrap();
+            assert_eq!(n, 7);
+            let text = String::from_utf8_lossy(&dst).into_owned();
+            assert!(!text.contains("ext") && !text.contains("Trailer"), "canonical chunks: {text:?}");
+            assert!(dst.ends_with(b"\r\n0\r\n\r\n"));
+            let mut dec = ChunkedDecoder::default();
+            let (mut data, mut rest) = (Vec::new(), &dst[..]);
+            while !dec.is_done() {
+                let d = dec.decode(rest).unwrap();
+                if let Some(r) = d.data {
+                    data.extend_from_slice(&rest[r]);
+                }
+                rest = &rest[d.consumed..];
+            }
+            assert_eq!(data, b"abcdefg");
+            let mut next = left;
+            next.extend_from_slice(&unread);
+            assert_eq!(next, b"POST /next", "step {step}");
+        }
+    }
+
+    #[test]
+    fn chunked_limit_and_framing_errors() {
+        let body = b"5\r\nhello\r\n5\r\nworld\r\n0\r\n\r\n";
+        assert!(matches!(copy(b"", body, 3, BodyLen::Chunked, OutFraming::Chunked, 9), Err(CopyError::TooLarge)));
+        assert!(copy(b"", body, 3, BodyLen::Chunked, OutFraming::Chunked, 10).is_ok());
+        assert!(matches!(copy(b"", b"5\r\nhelloXX", 3, BodyLen::Chunked, OutFraming::Raw, 100), Err(CopyError::Framing(_))));
+        assert!(matches!(copy(b"", b"5\r\nhel", 3, BodyLen::Chunked, OutFraming::Raw, 100), Err(CopyError::Read(_))));
+        assert!(matches!(copy(b"", b"short", 3, BodyLen::Length(10), OutFraming::Raw, 100), Err(CopyError::Read(_))));
+    }
+
+    #[test]
+    fn close_delimited_response_is_sent_chunked() {
+        let (dst, n, _, _) = copy(b"ab", b"cdef", 3, BodyLen::UntilClose, OutFraming::Chunked, u64::MAX).unwrap();
+        assert_eq!(n, 6);
+        assert_eq!(dst, b"2\r\nab\r\n3\r\ncde\r\n1\r\nf\r\n0\r\n\r\n");
+        let (dst, n, _, _) = copy(b"", b"", 3, BodyLen::Empty, OutFraming::Chunked, u64::MAX).unwrap();
+        assert!(dst.is_empty() && n == 0);
+    }
+
+    #[test]
+    fn a_large_body_streams_through_one_buffer() {
+        let data: Vec<u8> = (0..3 * BUFFER + 17).map(|i| (i % 251) as u8).collect();
+        let (dst, n, _, _) = copy(b"", &data, BUFFER, BodyLen::Length(data.len() as u64), OutFraming::Raw, u64::MAX).unwrap();
+        assert_eq!(n as usize, data.len());
+        assert!(dst == data);
+    }
+}
