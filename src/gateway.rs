@@ -34,6 +34,7 @@ pub mod route;
 mod stats;
 mod upstream;
 mod worker;
+mod workers;
 
 pub use cidr::{any_contains, loopback, parse_cidr_list, Cidr, CONTROL_ALLOW_VAR};
 pub use cli::cli;

@@ -16,6 +16,7 @@ use super::poller::{Epoll, Event, Interest};
 use super::route::{self, Api, Port};
 use super::stats::Reject;
 use super::worker::{self, Job, KeepAlive};
+use super::workers::WorkerPool;
 use super::Shared;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
@@ -35,6 +36,8 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 const ACCEPTS_PER_EVENT: usize = 64;
 /// A worker's stack: rustls and ring need little; this is address space, not memory.
 const WORKER_STACK: usize = 256 * 1024;
+/// How long an idle worker thread waits for another request before it exits.
+const WORKER_LINGER: Duration = Duration::from_secs(30);
 
 const WAKE: u64 = u64::MAX;
 const LISTENER_BASE: u64 = 1 << 62;
@@ -118,6 +121,7 @@ pub struct Reactor {
     wake_rx: UnixStream,
     head_limits: HeadLimits,
     last_sweep: Instant,
+    workers: WorkerPool,
 }
 
 impl Reactor {
@@ -144,6 +148,7 @@ impl Reactor {
             wake_rx,
             head_limits,
             last_sweep: Instant::now(),
+            workers: WorkerPool::new("gateway-worker", WORKER_LINGER, WORKER_STACK),
         })
     }
 
@@ -444,10 +449,10 @@ impl Reactor {
         *self.per_ip.entry(ip).or_insert(0) += 1;
         self.sh.stats.active.fetch_add(1, Relaxed);
         let (sh, tx) = (self.sh.clone(), self.done_tx.clone());
-        let spawned = std::thread::Builder::new().name("gateway-worker".into()).stack_size(WORKER_STACK).spawn(move || {
+        let spawned = self.workers.run(Box::new(move || {
             let back = worker::exchange(job, &sh);
             sh.finished(&tx, Done { id, ip, back });
-        });
+        }));
         if let Err(e) = spawned {
             // The job (and its connection) went down with the closure: count and go on.
             self.sh.stats.reject(Reject::Busy, false);
