@@ -23,6 +23,7 @@
 //! broken connection only ends itself.
 
 mod body;
+mod bufsock;
 pub mod chunked;
 mod cidr;
 mod cli;

@@ -1,13 +1,14 @@
 //! Streaming a message body from one side to the other, re-framed: never more than one
-//! buffer (64 KiB) in memory per request, and blocking writes give backpressure for free (a
+//! buffer (32 KiB) in memory per request, and blocking writes give backpressure for free (a
 //! slow reader stops the gateway reading from the fast writer).
 
 use super::chunked::{encode_chunk, ChunkError, ChunkedDecoder, LAST_CHUNK};
 use super::http::BodyLen;
 use std::io::{self, Read, Write};
 
-/// Bytes read from a socket per call, and the most a body copy holds in memory.
-pub const BUFFER: usize = 64 * 1024;
+/// Bytes read per call, and the most a body copy holds in memory (a TLS record carries at
+/// most 16 KiB, so larger reads would rarely fill).
+pub const BUFFER: usize = 32 * 1024;
 
 /// Why a body copy stopped. `Read` is the sending side, `Write` the receiving side: the
 /// caller decides whom to blame (client or Flower) from that.
@@ -42,7 +43,8 @@ pub fn copy_body(
     out: OutFraming,
     limit: u64,
 ) -> Result<(u64, Vec<u8>), CopyError> {
-    let mut stage = Stage { buf: pre, pos: 0 };
+    let end = pre.len();
+    let mut stage = Stage { buf: pre, pos: 0, end };
     let mut encoded = Vec::new();
     let mut total: u64 = 0;
     match framing {
@@ -108,44 +110,48 @@ fn send(dst: &mut impl Write, data: &[u8], out: OutFraming, encoded: &mut Vec<u8
     }
 }
 
-/// Bytes read but not yet used.
+/// Bytes read but not yet used: `buf[pos..end]`. `buf` is allocated once and reused
+/// without zeroing it again for every read.
 struct Stage {
     buf: Vec<u8>,
     pos: usize,
+    end: usize,
 }
 
 impl Stage {
     fn is_empty(&self) -> bool {
-        self.pos >= self.buf.len()
+        self.pos >= self.end
     }
 
     fn rest(&self) -> &[u8] {
-        self.buf.get(self.pos..).unwrap_or_default()
+        self.buf.get(self.pos..self.end).unwrap_or_default()
     }
 
     fn advance(&mut self, n: usize) {
-        self.pos = self.pos.saturating_add(n).min(self.buf.len());
+        self.pos = self.pos.saturating_add(n).min(self.end);
     }
 
     /// Up to `max` unused bytes, marked used.
     fn take(&mut self, max: u64) -> &[u8] {
-        let n = (self.buf.len() - self.pos.min(self.buf.len())).min(usize::try_from(max).unwrap_or(usize::MAX));
+        let n = (self.end - self.pos.min(self.end)).min(usize::try_from(max).unwrap_or(usize::MAX));
         let start = self.pos;
         self.pos += n;
         self.buf.get(start..start + n).unwrap_or_default()
     }
 
-    /// Replace the (used-up) buffer with one read of at most `want` bytes. End of stream is
-    /// an error unless `eof_ok` (then `Ok(false)`). A TLS peer that closes without
+    /// Replace the (used-up) contents with one read of at most `want` bytes. End of stream
+    /// is an error unless `eof_ok` (then `Ok(false)`). A TLS peer that closes without
     /// close_notify counts as end of stream only when `eof_ok`.
     fn refill(&mut self, src: &mut impl Read, want: usize, eof_ok: bool) -> Result<bool, CopyError> {
-        self.buf.clear();
-        self.buf.resize(want.clamp(1, BUFFER), 0);
+        let want = want.clamp(1, BUFFER);
+        if self.buf.len() < want {
+            self.buf.resize(BUFFER, 0);
+        }
         self.pos = 0;
+        self.end = 0;
         loop {
-            match src.read(&mut self.buf) {
+            match src.read(self.buf.get_mut(..want).unwrap_or_default()) {
                 Ok(0) => {
-                    self.buf.clear();
                     return if eof_ok {
                         Ok(false)
                     } else {
@@ -153,24 +159,18 @@ impl Stage {
                     };
                 }
                 Ok(n) => {
-                    self.buf.truncate(n);
+                    self.end = n.min(want);
                     return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if eof_ok && e.kind() == io::ErrorKind::UnexpectedEof => {
-                    self.buf.clear();
-                    return Ok(false);
-                }
-                Err(e) => {
-                    self.buf.clear();
-                    return Err(CopyError::Read(e));
-                }
+                Err(e) if eof_ok && e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
+                Err(e) => return Err(CopyError::Read(e)),
             }
         }
     }
 
     fn into_rest(mut self) -> Vec<u8> {
-        if self.pos == 0 {
+        if self.pos == 0 && self.end == self.buf.len() {
             return self.buf;
         }
         let rest = self.rest().to_vec();

@@ -5,6 +5,7 @@
 //! The open-connections gauge is decremented in `Drop`, so it stays right whichever thread
 //! ends the connection and however it ends.
 
+use super::bufsock::BufSock;
 use super::route::Port;
 use super::stats::Stats;
 use rustls::ServerConnection;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 pub struct ClientConn {
     pub id: u64,
-    pub sock: TcpStream,
+    pub sock: BufSock,
     /// `None` when the gateway runs without TLS (FL_TLS_ENABLED=NO).
     pub tls: Option<Box<ServerConnection>>,
     pub peer: SocketAddr,
@@ -39,7 +40,7 @@ impl ClientConn {
     pub fn new(id: u64, sock: TcpStream, tls: Option<Box<ServerConnection>>, peer: SocketAddr, port: Port, stats: Arc<Stats>) -> ClientConn {
         stats.connections_open.fetch_add(1, Relaxed);
         stats.connections_total.fetch_add(1, Relaxed);
-        ClientConn { id, sock, tls, peer, port, stats }
+        ClientConn { id, sock: BufSock::new(sock), tls, peer, port, stats }
     }
 
     pub fn peer_ip(&self) -> IpAddr {

@@ -8,6 +8,7 @@
 //! non-blocking peek shows it still open and silent; a request that finds its pooled
 //! connection dead before any of its body was read is re-sent once on a fresh one.
 
+use super::bufsock::BufSock;
 use super::stats::UpstreamError;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
@@ -27,7 +28,7 @@ pub struct UpstreamTarget {
 
 /// One connection to Flower.
 pub struct Upstream {
-    pub sock: TcpStream,
+    pub sock: BufSock,
     tls: Option<Box<ClientConnection>>,
     idle_since: Instant,
 }
@@ -52,6 +53,8 @@ impl UpstreamTarget {
             s.set_write_timeout(Some(io_timeout))
         };
         setup(&sock).map_err(|e| DialError { kind: UpstreamError::Connect, detail: format!("configure socket: {e}") })?;
+        let mut sock = BufSock::new(sock);
+        sock.set_buffered(true);
         let mut up = Upstream { sock, tls: None, idle_since: Instant::now() };
         if let Some((config, name)) = &self.tls {
             let mut conn = ClientConnection::new(config.clone(), name.clone())
@@ -86,7 +89,7 @@ impl Upstream {
             return false;
         }
         let mut byte = [0u8; 1];
-        let alive = matches!(self.sock.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        let alive = !self.sock.has_buffered() && matches!(self.sock.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         self.sock.set_nonblocking(false).is_ok() && alive
     }
 
@@ -142,6 +145,8 @@ impl Pool {
         loop {
             let up = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
             if up.idle_since.elapsed() < self.max_age && up.looks_alive() {
+                let mut up = up;
+                up.sock.set_buffered(true);
                 return Some(up);
             }
             up.close();
@@ -151,6 +156,7 @@ impl Pool {
     /// Return a connection whose last response was complete and framed.
     pub fn put(&self, mut up: Upstream) {
         up.idle_since = Instant::now();
+        up.sock.set_buffered(false);
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
             idle.push(up);

@@ -41,6 +41,7 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
         sh.log.debug(format!("gateway: configure connection from {}: {e}", conn.peer));
         return None;
     }
+    conn.sock.set_buffered(true);
     let up_timeout = if api == Api::Control { limits.control_upstream_timeout } else { limits.upstream_timeout };
     let forwarded = http::forward_request_head(&head, meta.body, &conn.peer_ip().to_string(), if conn.tls.is_some() { "https" } else { "http" });
 
@@ -163,6 +164,7 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
         conn.finish_blocking();
         return None;
     }
+    conn.sock.set_buffered(false);
     if conn.sock.set_nonblocking(true).is_err() {
         return None;
     }
