@@ -85,8 +85,13 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Keep-alive: how long a connection may wait for its next request.
     pub idle_timeout: Duration,
-    /// A request or response body may stall this long (no byte moved) before it is cut.
+    /// A request or response body may stall this long (no byte moved) before it is cut;
+    /// also the grace period before `min_body_rate` applies.
     pub body_timeout: Duration,
+    /// After `body_timeout`, a body must have moved at least this many bytes a second on
+    /// average (Fleet requests and responses, Control requests), so a trickle cannot hold a
+    /// worker for hours.
+    pub min_body_rate: u64,
     pub upstream_connect_timeout: Duration,
     /// Flower's answer to a Fleet request.
     pub upstream_timeout: Duration,
@@ -118,6 +123,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
+            min_body_rate: 8 * 1024,
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(300),
             control_upstream_timeout: Duration::from_secs(3600),
@@ -316,7 +322,7 @@ impl GatewayHandle {
 
 impl Drop for GatewayHandle {
     fn drop(&mut self) {
-        let bound = self.shared.limits.stop_grace + Duration::from_secs(1);
+        let bound = self.shared.limits.stop_grace.saturating_add(Duration::from_secs(1));
         self.stop(bound);
     }
 }
@@ -415,6 +421,22 @@ fn validate(config: &GatewayConfig) -> Result<()> {
     ];
     if let Some((name, _)) = zero.iter().find(|(_, bad)| *bad) {
         return Err(Error::msg("start the gateway", format!("limit {name} is too small")));
+    }
+    let week = Duration::from_secs(7 * 86_400);
+    let durations = [
+        ("header_timeout", l.header_timeout),
+        ("idle_timeout", l.idle_timeout),
+        ("body_timeout", l.body_timeout),
+        ("upstream_connect_timeout", l.upstream_connect_timeout),
+        ("upstream_timeout", l.upstream_timeout),
+        ("control_upstream_timeout", l.control_upstream_timeout),
+        ("queue_timeout", l.queue_timeout),
+        ("linger", l.linger),
+        ("stop_grace", l.stop_grace),
+        ("upstream_idle", l.upstream_idle),
+    ];
+    if let Some((name, _)) = durations.iter().find(|(_, d)| *d > week) {
+        return Err(Error::msg("start the gateway", format!("limit {name} is longer than a week")));
     }
     if !config.upstream.ip().is_loopback() {
         log::warn!("gateway: upstream {} is not a loopback address: Flower should bind 127.0.0.1 only", config.upstream);

@@ -5,6 +5,7 @@
 use super::chunked::{encode_chunk, ChunkError, ChunkedDecoder, LAST_CHUNK};
 use super::http::BodyLen;
 use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
 
 /// Bytes read per call, and the most a body copy holds in memory (a TLS record carries at
 /// most 16 KiB, so larger reads would rarely fill).
@@ -20,6 +21,28 @@ pub enum CopyError {
     Framing(ChunkError),
     /// The body is larger than the limit.
     TooLarge,
+    /// The body moved slower than the minimum rate (after the grace period).
+    TooSlow,
+}
+
+/// A floor under the transfer rate: after `grace`, on average at least `min_rate` bytes a
+/// second must have moved, so a client trickling a body (or reading a response) one byte a
+/// minute cannot hold a worker for hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    pub min_rate: u64,
+    pub grace: Duration,
+}
+
+impl Pace {
+    fn check(&self, start: Instant, moved: u64) -> Result<(), CopyError> {
+        let over = start.elapsed().saturating_sub(self.grace);
+        if over.is_zero() || moved >= (over.as_secs_f64() * self.min_rate as f64) as u64 {
+            Ok(())
+        } else {
+            Err(CopyError::TooSlow)
+        }
+    }
 }
 
 /// How the body leaves: as it came (Content-Length), or chunked (chunked in, or a
@@ -34,7 +57,7 @@ pub enum OutFraming {
 /// `src`, to `dst`, re-framed as `out`. Returns the body length and the bytes read past its
 /// end (the start of a pipelined next message). `limit` caps the decoded length (`u64::MAX`
 /// for none); `Content-Length` is checked before the call, so a chunked body is what can hit
-/// it here.
+/// it here. `pace`, if given, is checked after every piece.
 pub fn copy_body(
     src: &mut impl Read,
     pre: Vec<u8>,
@@ -42,11 +65,14 @@ pub fn copy_body(
     dst: &mut impl Write,
     out: OutFraming,
     limit: u64,
+    pace: Option<Pace>,
 ) -> Result<(u64, Vec<u8>), CopyError> {
     let end = pre.len();
     let mut stage = Stage { buf: pre, pos: 0, end };
     let mut encoded = Vec::new();
     let mut total: u64 = 0;
+    let start = Instant::now();
+    let paced = |total: u64| pace.map_or(Ok(()), |p| p.check(start, total));
     match framing {
         BodyLen::Empty => {}
         BodyLen::Length(n) => {
@@ -59,6 +85,7 @@ pub fn copy_body(
                 remaining -= data.len() as u64;
                 total += data.len() as u64;
                 send(dst, data, out, &mut encoded)?;
+                paced(total)?;
             }
         }
         BodyLen::Chunked => {
@@ -77,6 +104,7 @@ pub fn copy_body(
                     send(dst, data, out, &mut encoded)?;
                 }
                 stage.advance(d.consumed);
+                paced(total)?;
             }
         }
         BodyLen::UntilClose => loop {
@@ -86,6 +114,7 @@ pub fn copy_body(
             let data = stage.take(u64::MAX);
             total += data.len() as u64;
             send(dst, data, out, &mut encoded)?;
+            paced(total)?;
         },
     }
     if out == OutFraming::Chunked && framing != BodyLen::Empty {
@@ -204,7 +233,7 @@ mod tests {
     fn copy(pre: &[u8], rest: &[u8], step: usize, framing: BodyLen, out: OutFraming, limit: u64) -> Result<Copied, CopyError> {
         let mut src = Trickle { data: rest, step };
         let mut dst = Vec::new();
-        let (n, left) = copy_body(&mut src, pre.to_vec(), framing, &mut dst, out, limit)?;
+        let (n, left) = copy_body(&mut src, pre.to_vec(), framing, &mut dst, out, limit, None)?;
         Ok((dst, n, left, src.data.to_vec()))
     }
 
@@ -263,6 +292,34 @@ mod tests {
         assert_eq!(dst, b"2\r\nab\r\n3\r\ncde\r\n1\r\nf\r\n0\r\n\r\n");
         let (dst, n, _, _) = copy(b"", b"", 3, BodyLen::Empty, OutFraming::Chunked, u64::MAX).unwrap();
         assert!(dst.is_empty() && n == 0);
+    }
+
+    /// A reader that sleeps before every read.
+    struct Slow<'a> {
+        data: &'a [u8],
+        nap: Duration,
+    }
+
+    impl Read for Slow<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(self.nap);
+            let n = 1.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_trickled_body_is_cut_after_the_grace_period() {
+        let data = [b'x'; 100];
+        let pace = Pace { min_rate: 1000, grace: Duration::from_millis(50) };
+        let mut src = Slow { data: &data, nap: Duration::from_millis(20) };
+        let r = copy_body(&mut src, Vec::new(), BodyLen::Length(100), &mut Vec::new(), OutFraming::Raw, u64::MAX, Some(pace));
+        assert!(matches!(r, Err(CopyError::TooSlow)), "{r:?}");
+        let mut src = Slow { data: &data, nap: Duration::ZERO };
+        let pace = Pace { min_rate: 1000, grace: Duration::from_secs(60) };
+        assert!(copy_body(&mut src, Vec::new(), BodyLen::Length(100), &mut Vec::new(), OutFraming::Raw, u64::MAX, Some(pace)).is_ok());
     }
 
     #[test]

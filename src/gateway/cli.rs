@@ -88,8 +88,14 @@ fn parse(args: &mut Args) -> Result<Parsed, String> {
             .collect()
     };
     let secs = |name: &str, v: Option<String>| -> Result<Option<Duration>, String> {
-        v.map(|s| s.parse::<f64>().ok().filter(|x| x.is_finite() && *x > 0.0).map(Duration::from_secs_f64).ok_or(format!("{name} {s:?}: not a positive number of seconds")))
-            .transpose()
+        v.map(|s| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|x| *x > 0.0)
+                .and_then(|x| Duration::try_from_secs_f64(x).ok())
+                .ok_or(format!("{name} {s:?}: not a positive number of seconds"))
+        })
+        .transpose()
     };
     let num = |name: &str, v: Option<String>| -> Result<Option<u64>, String> {
         v.map(|s| s.parse::<u64>().ok().filter(|n| *n > 0).ok_or(format!("{name} {s:?}: not a positive integer"))).transpose()

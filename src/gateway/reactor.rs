@@ -205,7 +205,7 @@ impl Reactor {
                         let (fd, token) = (l.sock.as_raw_fd(), LISTENER_BASE + idx as u64);
                         let _ = self.ep.modify(fd, token, Interest::None);
                         if let Some(l) = self.listeners.get_mut(idx) {
-                            l.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                            l.paused_until = Some(after(Instant::now(), ACCEPT_PAUSE));
                         }
                         return;
                     }
@@ -255,7 +255,7 @@ impl Reactor {
                 buf: Vec::new(),
                 scan: HeadScanner::default(),
                 phase: Phase::Read,
-                deadline: now + self.sh.limits.header_timeout,
+                deadline: after(now, self.sh.limits.header_timeout),
                 idle: false,
                 last_active: now,
                 out: Vec::new(),
@@ -332,7 +332,7 @@ impl Reactor {
             w.last_active = now;
             if w.idle {
                 w.idle = false;
-                w.deadline = now + limits.header_timeout;
+                w.deadline = after(now, limits.header_timeout);
             }
         }
         let flushed = w.conn.flush_available(&mut w.out);
@@ -423,7 +423,7 @@ impl Reactor {
             self.start_worker(id, *p);
             return;
         }
-        let deadline = Instant::now() + self.sh.limits.queue_timeout;
+        let deadline = after(Instant::now(), self.sh.limits.queue_timeout);
         if let Some(w) = self.conns.get_mut(&id) {
             w.phase = Phase::Queued(p);
             w.deadline = deadline;
@@ -488,7 +488,7 @@ impl Reactor {
         }
         let now = Instant::now();
         let idle = left.is_empty();
-        let deadline = now + if idle { self.sh.limits.idle_timeout } else { self.sh.limits.header_timeout };
+        let deadline = after(now, if idle { self.sh.limits.idle_timeout } else { self.sh.limits.header_timeout });
         self.conns.insert(
             id,
             Waiting {
@@ -541,7 +541,7 @@ impl Reactor {
         w.conn.queue(&http::simple_response(status, text), &mut w.out);
         w.conn.queue_close_notify();
         w.phase = Phase::Flush;
-        w.deadline = Instant::now() + linger;
+        w.deadline = after(Instant::now(), linger);
         let action = self.advance_flush(id);
         self.apply(id, action);
     }
@@ -648,7 +648,7 @@ impl Reactor {
             self.close(id);
         }
         self.sh.cut_all();
-        let deadline = Instant::now() + self.sh.limits.stop_grace;
+        let deadline = after(Instant::now(), self.sh.limits.stop_grace);
         while self.active > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -663,6 +663,12 @@ impl Reactor {
         }
         self.sh.pool.clear();
     }
+}
+
+/// `now + d`, saturating instead of panicking on an absurd duration (limits are checked at
+/// start, this is the second line of defence in PID 1).
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).or_else(|| now.checked_add(Duration::from_secs(365 * 86_400))).unwrap_or(now)
 }
 
 /// The body of a 403: which APIs this port serves.

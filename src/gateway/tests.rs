@@ -122,6 +122,9 @@ enum Reply {
     OkThenClose,
     /// Read the request, never answer.
     Silent,
+    /// Answer the first request of a connection; on the second, close without a word (what
+    /// a server closing an idle keep-alive connection looks like from here).
+    DropSecond,
 }
 
 struct Seen {
@@ -178,7 +181,9 @@ impl Drop for FakeFlower {
 }
 
 fn serve<S: Read + Write>(mut w: Wire<S>, reply: Reply, seen: &Mutex<Vec<Seen>>) {
+    let mut nth = 0;
     while let Ok(Some(head)) = w.head() {
+        nth += 1;
         let Ok(body) = w.body(&head, false) else { return };
         let n = body.len();
         seen.lock().unwrap().push(Seen { head: head.clone(), body: body.clone() });
@@ -188,7 +193,8 @@ fn serve<S: Read + Write>(mut w: Wire<S>, reply: Reply, seen: &Mutex<Vec<Seen>>)
                 std::thread::sleep(Duration::from_secs(600));
                 return;
             }
-            Reply::Ok | Reply::OkThenClose => {
+            Reply::DropSecond if nth > 1 => return,
+            Reply::Ok | Reply::OkThenClose | Reply::DropSecond => {
                 let text = format!("ok:{n}");
                 let mut v = format!("HTTP/1.1 200 OK\r\ncontent-type: application/protobuf\r\ncontent-length: {}\r\nx-flower: 1\r\n\r\n", text.len()).into_bytes();
                 if !head_req {
@@ -300,6 +306,8 @@ fn forwards_fleet_requests_with_a_canonical_head() {
     assert!(!h.to_ascii_lowercase().contains("x-secret") && !h.contains("Keep-Alive"), "hop-by-hop headers are dropped: {h}");
     assert_eq!(seen[0].body, b"hello");
     drop(seen);
+    // The worker counts after each write, so the client may see the bytes first.
+    wait_until("the exchange counted", || gw.stats().active.load(SeqCst) == 0);
     let v = gw.stats_json();
     assert_eq!(v["requests"]["fleet"], 1);
     assert_eq!(v["bytes"]["in"].as_u64().unwrap() as usize, raw.len());
@@ -584,12 +592,30 @@ fn stale_pooled_upstream_connections_are_replaced() {
 }
 
 #[test]
+fn a_request_on_a_pooled_connection_closed_under_it_is_sent_again() {
+    let flower = FakeFlower::start(Reply::DropSecond, None);
+    let gw = start(config(flower.addr, Limits::default())).unwrap();
+    let mut c = connect(addr_of(&gw, Port::Fleet));
+    for i in 0..3 {
+        let (head, body) = exchange(&mut c, &post("/v1/fleet/pull-messages", &vec![b'p'; i + 1]));
+        assert_eq!((status_of(&head), body), (200, format!("ok:{}", i + 1).into_bytes()));
+        wait_until("the worker done", || gw.stats().active.load(SeqCst) == 0);
+    }
+    let v = gw.stats_json();
+    assert_eq!(v["upstream_errors"]["retried"], 2, "{v}");
+    assert_eq!(v["upstream_errors"]["total"], 0, "{v}");
+    assert_eq!(flower.conns.load(SeqCst), 3);
+}
+
+#[test]
 fn upstream_connections_are_reused() {
     let flower = FakeFlower::start(Reply::Ok, None);
     let gw = start(config(flower.addr, Limits::default())).unwrap();
     for _ in 0..3 {
         let mut c = connect(addr_of(&gw, Port::Fleet));
         assert_eq!(status_of(&exchange(&mut c, &post("/v1/fleet/pull-messages", b"x")).0), 200);
+        // The worker returns the connection to the pool just after the client has its answer.
+        wait_until("the worker done", || gw.stats().active.load(SeqCst) == 0);
     }
     assert_eq!(flower.conns.load(SeqCst), 1, "three clients, one pooled connection to Flower");
 }
@@ -643,6 +669,20 @@ fn stop_ends_requests_in_flight_within_its_bound() {
     assert!(TcpStream::connect(fleet).is_err(), "the port is closed");
     assert_eq!(gw.stats().connections_open.load(SeqCst), 0);
     assert!(gw.stop(T), "stopping twice is fine");
+}
+
+#[test]
+fn absurd_limits_are_refused_at_start() {
+    for (limits, name) in [
+        (Limits { max_connections: 0, ..Limits::default() }, "max_connections"),
+        (Limits { header_timeout: Duration::ZERO, ..Limits::default() }, "header_timeout"),
+        (Limits { idle_timeout: Duration::MAX, ..Limits::default() }, "idle_timeout"),
+    ] {
+        let e = start(config("127.0.0.1:1".parse().unwrap(), limits)).err().unwrap().to_string();
+        assert!(e.contains(name), "{e}");
+    }
+    let e = start(GatewayConfig { listen: vec![], ..config("127.0.0.1:1".parse().unwrap(), Limits::default()) }).err().unwrap().to_string();
+    assert!(e.contains("no Fleet listen address"), "{e}");
 }
 
 #[test]
@@ -718,6 +758,31 @@ fn tls_on_both_hops_with_the_cluster_ca() {
     let (head, _) = exchange(&mut c, &post("/v1/control/start-run", b"x"));
     assert_eq!(status_of(&head), 403);
     assert!(flower.seen.lock().unwrap()[0].head.contains("x-forwarded-proto: https\r\n"));
+}
+
+#[test]
+fn reload_tls_serves_the_new_certificate_to_new_connections() {
+    let (a, b) = (pki("gw-reload-a"), pki("gw-reload-b"));
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::copy(&a.files.server_cert, &cert).unwrap();
+    std::fs::copy(&a.files.server_key, &key).unwrap();
+    let flower = FakeFlower::start(Reply::Ok, None);
+    let gw = start(GatewayConfig { tls: Some(ServerTlsFiles { cert: cert.clone(), key: key.clone() }), ..config(flower.addr, Limits::default()) }).unwrap();
+    let fleet = addr_of(&gw, Port::Fleet);
+    let mut before = tls_connect(fleet, &a.ca_pem);
+    assert_eq!(status_of(&exchange(&mut before, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").0), 200);
+    std::fs::copy(&b.files.server_cert, &cert).unwrap();
+    std::fs::copy(&b.files.server_key, &key).unwrap();
+    gw.reload_tls().unwrap();
+    assert_eq!(status_of(&exchange(&mut tls_connect(fleet, &b.ca_pem), b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").0), 200);
+    let mut old_ca = tls_connect(fleet, &a.ca_pem);
+    assert!(old_ca.s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").and_then(|_| old_ca.s.flush()).is_err(), "new connections get the new certificate");
+    assert_eq!(status_of(&exchange(&mut before, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").0), 200, "existing connections keep theirs");
+    // A broken file is an error and changes nothing.
+    std::fs::write(&key, "not a key").unwrap();
+    assert!(gw.reload_tls().is_err());
+    assert_eq!(status_of(&exchange(&mut tls_connect(fleet, &b.ca_pem), b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").0), 200);
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub struct Upstream {
 pub struct DialError {
     pub kind: UpstreamError,
     pub detail: String,
+    /// The connection closed or reset before any byte of an answer (see `worker::resend`).
+    pub unanswered: bool,
 }
 
 impl UpstreamTarget {
@@ -46,19 +48,20 @@ impl UpstreamTarget {
         let sock = TcpStream::connect_timeout(&self.addr, self.connect_timeout).map_err(|e| DialError {
             kind: if e.kind() == io::ErrorKind::TimedOut { UpstreamError::Timeout } else { UpstreamError::Connect },
             detail: format!("connect to {}: {e}", self.addr),
+            unanswered: false,
         })?;
         let setup = |s: &TcpStream| -> io::Result<()> {
             s.set_nodelay(true)?;
             s.set_read_timeout(Some(io_timeout))?;
             s.set_write_timeout(Some(io_timeout))
         };
-        setup(&sock).map_err(|e| DialError { kind: UpstreamError::Connect, detail: format!("configure socket: {e}") })?;
+        setup(&sock).map_err(|e| DialError { kind: UpstreamError::Connect, detail: format!("configure socket: {e}"), unanswered: false })?;
         let mut sock = BufSock::new(sock);
         sock.set_buffered(true);
         let mut up = Upstream { sock, tls: None, idle_since: Instant::now() };
         if let Some((config, name)) = &self.tls {
             let mut conn = ClientConnection::new(config.clone(), name.clone())
-                .map_err(|e| DialError { kind: UpstreamError::Tls, detail: format!("TLS client: {e}") })?;
+                .map_err(|e| DialError { kind: UpstreamError::Tls, detail: format!("TLS client: {e}"), unanswered: false })?;
             while conn.is_handshaking() {
                 conn.complete_io(&mut up.sock).map_err(|e| DialError {
                     kind: match e.kind() {
@@ -67,6 +70,7 @@ impl UpstreamTarget {
                         _ => UpstreamError::Protocol,
                     },
                     detail: format!("TLS handshake with {}: {e}", self.addr),
+                    unanswered: false,
                 })?;
             }
             up.tls = Some(Box::new(conn));

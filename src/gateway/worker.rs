@@ -6,7 +6,7 @@
 //! with 4xx/5xx when no response has started, and the connection closed. Nothing a client or
 //! Flower sends can make this code panic, and one broken exchange never touches another.
 
-use super::body::{copy_body, CopyError, OutFraming};
+use super::body::{self, copy_body, CopyError, OutFraming, Pace};
 use super::conn::ClientConn;
 use super::http::{self, BodyLen, RequestHead, RequestMeta, ResponseHead};
 use super::route::Api;
@@ -47,8 +47,8 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
 
     // 1. A connection to Flower, and the request head on it. A pooled connection that turns
     //    out to be closed is replaced once: nothing of the body has been read yet.
-    let mut up = match open_and_send_head(sh, &forwarded, up_timeout) {
-        Ok(up) => up,
+    let (mut up, reused) = match open_and_send_head(sh, &forwarded, up_timeout) {
+        Ok(r) => r,
         Err(e) => {
             upstream_failed(sh, &e, &conn, &head);
             respond_and_close(&mut conn, 502, "bad gateway: Flower is not reachable\n");
@@ -67,13 +67,15 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
 
     // 3. The body, streamed.
     let out = if meta.body == BodyLen::Chunked { OutFraming::Chunked } else { OutFraming::Raw };
-    let leftover = match copy_body(&mut conn, pre, meta.body, &mut up, out, limits.max_body) {
+    let pace = Pace { min_rate: limits.min_body_rate, grace: limits.body_timeout };
+    let replay = (reused && pre.len() <= body::BUFFER).then(|| pre.clone());
+    let leftover = match copy_body(&mut conn, pre, meta.body, &mut up, out, limits.max_body, Some(pace)) {
         Ok((_, left)) => left,
         Err(e) => {
             up.close();
             match e {
                 CopyError::Write(e) => {
-                    let e = DialError { kind: kind_of(&e), detail: format!("send request body: {e}") };
+                    let e = DialError { kind: kind_of(&e), detail: format!("send request body: {e}"), unanswered: false };
                     upstream_failed(sh, &e, &conn, &head);
                     respond_and_close(&mut conn, 502, "bad gateway: Flower closed the connection\n");
                 }
@@ -86,6 +88,11 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
                     sh.stats.reject(Reject::BadRequest, true);
                     sh.log.debug(format!("gateway: 400 {} {} from {}: {e}", head.method, head.target, conn.peer));
                     respond_and_close(&mut conn, 400, "bad request: invalid chunked body\n");
+                }
+                CopyError::TooSlow => {
+                    sh.stats.reject(Reject::BodyTimeout, true);
+                    sh.log.warn(format!("gateway: 408 {} {} from {}: body slower than {} bytes/s", head.method, head.target, conn.peer, limits.min_body_rate));
+                    respond_and_close(&mut conn, 408, "request timeout: the body is too slow\n");
                 }
                 CopyError::Read(e) if is_timeout(&e) => {
                     sh.stats.reject(Reject::BodyTimeout, true);
@@ -104,6 +111,21 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
     // 4. The response head (interim 1xx responses are dropped).
     let (resp, resp_pre) = match read_response_head(&mut up) {
         Ok(r) => r,
+        Err(e) if e.unanswered && replay.is_some() => {
+            up.close();
+            match resend(sh, &forwarded, replay.unwrap_or_default(), meta.body, out, up_timeout) {
+                Some((fresh, resp, pre)) => {
+                    up = fresh;
+                    sh.register_upstream(conn.id, &up.sock);
+                    (resp, pre)
+                }
+                None => {
+                    upstream_failed(sh, &e, &conn, &head);
+                    respond_and_close(&mut conn, 502, "bad gateway: Flower's answer was unusable\n");
+                    return None;
+                }
+            }
+        }
         Err(e) => {
             upstream_failed(sh, &e, &conn, &head);
             up.close();
@@ -115,7 +137,7 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
     let framing = match http::response_body(&head.method, &resp) {
         Ok(f) => f,
         Err(e) => {
-            let e = DialError { kind: UpstreamError::Protocol, detail: format!("response framing: {e}") };
+            let e = DialError { kind: UpstreamError::Protocol, detail: format!("response framing: {e}"), unanswered: false };
             upstream_failed(sh, &e, &conn, &head);
             up.close();
             respond_and_close(&mut conn, 502, "bad gateway: Flower's answer was unusable\n");
@@ -132,11 +154,19 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
         up.close();
         return None;
     }
-    let up_left = match copy_body(&mut up, resp_pre, framing, &mut conn, out, u64::MAX) {
+    // Control responses may be long streams with quiet spells (`flwr log --stream`).
+    let resp_pace = (api != Api::Control).then_some(pace);
+    let up_left = match copy_body(&mut up, resp_pre, framing, &mut conn, out, u64::MAX, resp_pace) {
         Ok((_, left)) => left,
         Err(CopyError::Write(e)) => {
             sh.stats.client_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             sh.log.debug(format!("gateway: {} {} from {}: client went away mid-response: {e}", head.method, head.target, conn.peer));
+            up.close();
+            return None;
+        }
+        Err(CopyError::TooSlow) => {
+            sh.stats.client_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            sh.log.debug(format!("gateway: {} {} from {}: response moved slower than {} bytes/s; cut", head.method, head.target, conn.peer, limits.min_body_rate));
             up.close();
             return None;
         }
@@ -146,7 +176,7 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
                 CopyError::Framing(e) => format!("response body: {e}"),
                 _ => "response body".to_string(),
             };
-            upstream_failed(sh, &DialError { kind: UpstreamError::Protocol, detail }, &conn, &head);
+            upstream_failed(sh, &DialError { kind: UpstreamError::Protocol, detail, unanswered: false }, &conn, &head);
             up.close();
             return None; // the client sees a cut body (no final chunk / short length)
         }
@@ -172,38 +202,67 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
 }
 
 /// Take a pooled connection (or dial), send the head; on a pooled connection that fails,
-/// dial once more.
-fn open_and_send_head(sh: &Shared, head: &[u8], timeout: Duration) -> Result<Upstream, DialError> {
+/// dial once more. Also says whether the connection came from the pool.
+fn open_and_send_head(sh: &Shared, head: &[u8], timeout: Duration) -> Result<(Upstream, bool), DialError> {
     if let Some(mut up) = sh.pool.take() {
         if up.set_timeout(timeout).is_ok() && up.write_all(head).and_then(|_| up.flush()).is_ok() {
-            return Ok(up);
+            return Ok((up, true));
         }
         sh.stats.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         up.close();
     }
+    Ok((dial_and_send_head(sh, head, timeout)?, false))
+}
+
+fn dial_and_send_head(sh: &Shared, head: &[u8], timeout: Duration) -> Result<Upstream, DialError> {
     let mut up = sh.target.dial(timeout)?;
     up.write_all(head)
         .and_then(|_| up.flush())
-        .map_err(|e| DialError { kind: kind_of(&e), detail: format!("send request head: {e}") })?;
+        .map_err(|e| DialError { kind: kind_of(&e), detail: format!("send request head: {e}"), unanswered: false })?;
     Ok(up)
 }
 
+/// A pooled connection that Flower closed just as the request went out (before any byte of
+/// an answer): send the request again on a fresh connection, if its whole body is still at
+/// hand (`replay`: the bytes read with the head; small Fleet requests such as the poll
+/// arrive whole with their head). Flower never saw the first copy, as browsers assume too.
+fn resend(sh: &Shared, head: &[u8], replay: Vec<u8>, body: BodyLen, out: OutFraming, timeout: Duration) -> Option<(Upstream, ResponseHead, Vec<u8>)> {
+    let mut up = dial_and_send_head(sh, head, timeout).ok()?;
+    match copy_body(&mut io::empty(), replay, body, &mut up, out, u64::MAX, None) {
+        Ok(_) => {}
+        Err(_) => {
+            up.close();
+            return None;
+        }
+    }
+    sh.stats.upstream_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match read_response_head(&mut up) {
+        Ok((resp, pre)) => Some((up, resp, pre)),
+        Err(_) => {
+            up.close();
+            None
+        }
+    }
+}
+
 /// Read Flower's response head (skipping 1xx); returns it and the body bytes read with it.
+/// An error says whether nothing at all had arrived (`unanswered`: the connection was closed
+/// or reset under the request).
 fn read_response_head(up: &mut Upstream) -> Result<(ResponseHead, Vec<u8>), DialError> {
     let limits = http::HeadLimits { max_line: MAX_RESPONSE_HEAD, max_head: MAX_RESPONSE_HEAD, max_headers: MAX_RESPONSE_HEADERS };
+    let protocol = |detail: String| DialError { kind: UpstreamError::Protocol, detail, unanswered: false };
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut scanner = http::HeadScanner::default();
     let mut tmp = [0u8; 8192];
+    let mut received = false;
     loop {
-        let end = scanner
-            .scan(&buf, &limits)
-            .map_err(|e| DialError { kind: UpstreamError::Protocol, detail: format!("response head: {e}") })?;
+        let end = scanner.scan(&buf, &limits).map_err(|e| protocol(format!("response head: {e}")))?;
         if let Some(end) = end {
             let head = http::parse_response_head(buf.get(..end).unwrap_or_default(), MAX_RESPONSE_HEADERS)
-                .map_err(|e| DialError { kind: UpstreamError::Protocol, detail: format!("response head: {e}") })?;
+                .map_err(|e| protocol(format!("response head: {e}")))?;
             let rest = buf.get(end..).unwrap_or_default().to_vec();
             if head.status == 101 {
-                return Err(DialError { kind: UpstreamError::Protocol, detail: "unexpected 101 Switching Protocols".into() });
+                return Err(protocol("unexpected 101 Switching Protocols".into()));
             }
             if head.status < 200 {
                 // Interim response: drop it and read the final one.
@@ -215,11 +274,21 @@ fn read_response_head(up: &mut Upstream) -> Result<(ResponseHead, Vec<u8>), Dial
         }
         match up.read(&mut tmp) {
             Ok(0) => {
-                return Err(DialError { kind: UpstreamError::Protocol, detail: "Flower closed the connection before answering".into() });
+                return Err(DialError {
+                    kind: UpstreamError::Protocol,
+                    detail: "Flower closed the connection before answering".into(),
+                    unanswered: !received,
+                });
             }
-            Ok(n) => buf.extend_from_slice(tmp.get(..n).unwrap_or_default()),
+            Ok(n) => {
+                received = true;
+                buf.extend_from_slice(tmp.get(..n).unwrap_or_default());
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(DialError { kind: kind_of(&e), detail: format!("read response: {e}") }),
+            Err(e) => {
+                let reset = matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof | io::ErrorKind::BrokenPipe);
+                return Err(DialError { kind: kind_of(&e), detail: format!("read response: {e}"), unanswered: reset && !received });
+            }
         }
     }
 }
