@@ -203,18 +203,22 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether stop was asked for (workers then close instead of keeping connections).
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// The current server configuration (replaced by `reload_tls`), for a new connection.
     fn server_tls(&self) -> Option<Arc<ServerConfig>> {
         self.server_tls.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Remember the socket of a request handed to a worker, so that stop can cut it.
     fn register(&self, id: u64, client: TcpStream) {
         self.registry.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (client, None));
     }
 
+    /// Remember the upstream socket of a request in flight, so that stop can cut it too.
     fn register_upstream(&self, id: u64, up: &TcpStream) {
         if let Ok(clone) = up.try_clone() {
             if let Some(entry) = self.registry.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
@@ -223,12 +227,14 @@ impl Shared {
         }
     }
 
+    /// The request no longer uses that upstream connection (it went back to the pool).
     fn unregister_upstream(&self, id: u64) {
         if let Some(entry) = self.registry.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&id) {
             entry.1 = None;
         }
     }
 
+    /// The request is done: forget its sockets.
     fn unregister(&self, id: u64) {
         self.registry.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
@@ -251,6 +257,7 @@ impl Shared {
         }
     }
 
+    /// Wake the reactor out of epoll_wait.
     fn wake(&self) {
         // Non-blocking; a full pipe already means "wake up".
         let _ = (&self.wake).write(&[1]);
@@ -548,10 +555,12 @@ const LOG_BURST: u32 = 20;
 const LOG_WINDOW: Duration = Duration::from_secs(60);
 
 impl RateLog {
+    /// A fresh window.
     fn new() -> RateLog {
         RateLog { state: Mutex::new((Instant::now(), 0, 0)) }
     }
 
+    /// Whether one more line fits in this minute (and summarise the last one when it is over).
     fn allow(&self) -> bool {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.0.elapsed() >= LOG_WINDOW {
@@ -569,12 +578,14 @@ impl RateLog {
         }
     }
 
+    /// A warning, if the rate allows.
     pub(crate) fn warn(&self, msg: String) {
         if self.allow() {
             log::warn!("{msg}");
         }
     }
 
+    /// A debug line, if debug logging is on and the rate allows.
     pub(crate) fn debug(&self, msg: String) {
         if log::log_enabled!(log::Level::Debug) && self.allow() {
             log::debug!("{msg}");

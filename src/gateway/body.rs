@@ -35,6 +35,7 @@ pub struct Pace {
 }
 
 impl Pace {
+    /// `TooSlow` once the grace is over and fewer than `min_rate` bytes a second have moved.
     fn check(&self, start: Instant, moved: u64) -> Result<(), CopyError> {
         let over = start.elapsed().saturating_sub(self.grace);
         if over.is_zero() || moved >= (over.as_secs_f64() * self.min_rate as f64) as u64 {
@@ -148,14 +149,17 @@ struct Stage {
 }
 
 impl Stage {
+    /// Nothing left to use.
     fn is_empty(&self) -> bool {
         self.pos >= self.end
     }
 
+    /// The bytes not used yet.
     fn rest(&self) -> &[u8] {
         self.buf.get(self.pos..self.end).unwrap_or_default()
     }
 
+    /// Mark `n` more bytes used.
     fn advance(&mut self, n: usize) {
         self.pos = self.pos.saturating_add(n).min(self.end);
     }
@@ -198,6 +202,7 @@ impl Stage {
         }
     }
 
+    /// What was read past the body (the start of the next message), without copying when possible.
     fn into_rest(mut self) -> Vec<u8> {
         if self.pos == 0 && self.end == self.buf.len() {
             return self.buf;

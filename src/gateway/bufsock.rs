@@ -20,6 +20,7 @@ pub struct BufSock {
 }
 
 impl BufSock {
+    /// A socket with read-ahead off (and no buffer allocated).
     pub fn new(sock: TcpStream) -> BufSock {
         BufSock { sock, buf: Vec::new(), start: 0, end: 0, buffered: false }
     }
@@ -36,6 +37,7 @@ impl BufSock {
         self.start < self.end
     }
 
+    /// Free the buffer when read-ahead is off and nothing is left in it.
     fn release_if_drained(&mut self) {
         if !self.buffered && self.start >= self.end && !self.buf.is_empty() {
             self.buf = Vec::new();

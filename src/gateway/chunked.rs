@@ -136,6 +136,7 @@ impl ChunkedDecoder {
     }
 }
 
+/// The value of one hexadecimal digit.
 fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),

@@ -35,10 +35,12 @@ impl Cidr {
         Cidr { addr, prefix: max_prefix(addr) }
     }
 
+    /// The network address (host bits zero).
     pub fn addr(&self) -> IpAddr {
         self.addr
     }
 
+    /// The prefix length in bits.
     pub fn prefix(&self) -> u8 {
         self.prefix
     }
@@ -131,6 +133,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The address width of the family: 32 or 128.
 fn max_prefix(addr: IpAddr) -> u8 {
     match addr {
         IpAddr::V4(_) => 32,

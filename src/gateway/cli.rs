@@ -80,6 +80,7 @@ pub fn cli(args: &mut Args) -> i32 {
 
 type Parsed = (GatewayConfig, Option<Duration>, log::LevelFilter);
 
+/// The options → a configuration, the stats interval and the log level; errors name the option.
 fn parse(args: &mut Args) -> Result<Parsed, String> {
     let addrs = |v: String, what: &str| -> Result<Vec<SocketAddr>, String> {
         v.split(',')

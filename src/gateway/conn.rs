@@ -43,6 +43,7 @@ impl ClientConn {
         ClientConn { id, sock: BufSock::new(sock), tls, peer, port, stats }
     }
 
+    /// The client address, IPv4-mapped IPv6 shown as IPv4 (per-address limits, logs, X-Forwarded-For).
     pub fn peer_ip(&self) -> IpAddr {
         super::cidr::canonical(self.peer.ip())
     }

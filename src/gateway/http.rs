@@ -419,6 +419,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// The framing header the gateway itself writes for `body`.
 fn push_framing(out: &mut Vec<u8>, body: BodyLen) {
     match body {
         BodyLen::Length(n) => push_header(out, b"content-length", n.to_string().as_bytes()),
@@ -427,6 +428,7 @@ fn push_framing(out: &mut Vec<u8>, body: BodyLen) {
     }
 }
 
+/// One `name: value` line.
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -445,6 +447,7 @@ fn split_lines(head: &[u8]) -> Result<impl Iterator<Item = &[u8]>, HeadError> {
     Ok(lines.into_iter())
 }
 
+/// The pieces of `s` between CRLFs.
 fn split_crlf(mut s: &[u8]) -> impl Iterator<Item = &[u8]> {
     std::iter::from_fn(move || {
         if s.is_empty() {
@@ -496,6 +499,7 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// Without leading and trailing spaces and tabs (OWS).
 fn trim(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
     let end = v.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
@@ -507,6 +511,7 @@ fn ascii(v: &[u8]) -> String {
     String::from_utf8_lossy(v).into_owned()
 }
 
+/// How many bytes of empty lines precede the start line (at most four lines).
 fn skip_leading_crlf(buf: &[u8]) -> usize {
     let mut i = 0;
     while i < MAX_LEADING_EMPTY_LINES * 2 && buf.get(i..i + 2) == Some(b"\r\n") {

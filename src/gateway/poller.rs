@@ -19,6 +19,7 @@ pub enum Interest {
 }
 
 impl Interest {
+    /// The epoll event mask.
     fn bits(self) -> u32 {
         let base = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
         base | match self {
@@ -59,6 +60,7 @@ impl Epoll {
         Ok(Epoll { fd, events: vec![zero; max_events.max(1)] })
     }
 
+    /// One epoll_ctl call.
     fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         let mut ev = libc::epoll_event { events: interest.bits(), u64: token };
         // SAFETY: `ev` is a valid epoll_event on our stack for the duration of the call; the
@@ -67,10 +69,12 @@ impl Epoll {
         if r < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 
+    /// Start watching `fd`; its events carry `token`.
     pub fn add(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd, token, interest)
     }
 
+    /// Change what `fd` is watched for.
     pub fn modify(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_MOD, fd, token, interest)
     }

@@ -60,6 +60,7 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// A bound socket of `port`, at `addr`; `allow` matters for the Control port only.
     pub fn new(sock: TcpListener, port: Port, addr: SocketAddr, allow: Vec<Cidr>) -> Listener {
         Listener { sock, port, addr, allow, paused_until: None }
     }
@@ -125,6 +126,7 @@ pub struct Reactor {
 }
 
 impl Reactor {
+    /// Register the listeners and the wake-up socket; nothing is served until `run`.
     pub fn new(sh: Arc<Shared>, listeners: Vec<Listener>, wake_rx: UnixStream, done: (Sender<Done>, Receiver<Done>)) -> io::Result<Reactor> {
         let ep = Epoll::new(1024)?;
         wake_rx.set_nonblocking(true)?;
@@ -182,6 +184,7 @@ impl Reactor {
         }
     }
 
+    /// Empty the wake-up socket (the channel is read after every wake-up anyway).
     fn drain_wake(&mut self) {
         let mut buf = [0u8; 64];
         while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
@@ -189,6 +192,7 @@ impl Reactor {
 
     // ---- accepting ------------------------------------------------------------------
 
+    /// Accept what is pending on one listener, a bounded number at a time.
     fn accept_from(&mut self, idx: usize) {
         for _ in 0..ACCEPTS_PER_EVENT {
             let Some(l) = self.listeners.get(idx) else { return };
@@ -214,6 +218,7 @@ impl Reactor {
         }
     }
 
+    /// Take a new connection in: source check (Control port), connection limit, TLS state, epoll.
     fn admit(&mut self, idx: usize, sock: TcpStream, peer: SocketAddr) {
         let Some(l) = self.listeners.get(idx) else { return };
         let port = l.port;
@@ -287,6 +292,7 @@ impl Reactor {
 
     // ---- connection events --------------------------------------------------------------
 
+    /// A readiness event for a waiting connection: advance it in its phase.
     fn on_event(&mut self, id: u64, ev: Event) {
         #[derive(Clone, Copy)]
         enum Kind {
@@ -312,6 +318,7 @@ impl Reactor {
         self.apply(id, action);
     }
 
+    /// Carry out what looking at a connection decided.
     fn apply(&mut self, id: u64, action: Action) {
         match action {
             Action::Nothing => {}
@@ -432,10 +439,12 @@ impl Reactor {
         self.set_interest(id, Interest::None);
     }
 
+    /// Whether a request from `ip` may get a worker now (global and per-address limits).
     fn has_room(&self, ip: IpAddr) -> bool {
         self.active < self.sh.limits.max_active && self.per_ip.get(&ip).copied().unwrap_or(0) < self.sh.limits.max_active_per_ip
     }
 
+    /// Move the connection out of the epoll set and hand the request to a worker.
     fn start_worker(&mut self, id: u64, p: Pending) {
         let Some(w) = self.conns.remove(&id) else { return };
         let _ = self.ep.delete(w.conn.sock.as_raw_fd());
@@ -461,6 +470,7 @@ impl Reactor {
         }
     }
 
+    /// Take back every finished exchange.
     fn drain_done(&mut self) {
         while let Ok(done) = self.done_rx.try_recv() {
             self.finish(done);
@@ -508,6 +518,7 @@ impl Reactor {
         self.apply(id, action);
     }
 
+    /// Give freed workers to parked requests, oldest first, skipping addresses at their limit.
     fn dispatch_queued(&mut self) {
         let mut i = 0;
         while i < self.queue.len() && self.active < self.sh.limits.max_active {
@@ -534,6 +545,7 @@ impl Reactor {
 
     // ---- answers made here ------------------------------------------------------------
 
+    /// Answer a request ourselves (counted), then close after flushing and lingering.
     fn answer(&mut self, id: u64, status: u16, why: Reject, text: &'static str) {
         self.sh.stats.reject(why, true);
         let linger = self.sh.limits.linger;
@@ -546,6 +558,7 @@ impl Reactor {
         self.apply(id, action);
     }
 
+    /// Send what is queued of our answer; then half-close and linger.
     fn advance_flush(&mut self, id: u64) -> Action {
         let Some(w) = self.conns.get_mut(&id) else { return Action::Nothing };
         match w.conn.flush_available(&mut w.out) {
@@ -588,6 +601,7 @@ impl Reactor {
 
     // ---- housekeeping -------------------------------------------------------------------
 
+    /// Deadlines: idle and header timeouts, queue timeout, linger end; re-open paused listeners.
     fn sweep(&mut self) {
         let now = Instant::now();
         self.last_sweep = now;
@@ -624,6 +638,7 @@ impl Reactor {
         }
     }
 
+    /// Change what epoll reports for a connection, if it changed.
     fn set_interest(&mut self, id: u64, want: Interest) {
         let Some(w) = self.conns.get_mut(&id) else { return };
         if w.interest != want && self.ep.modify(w.conn.sock.as_raw_fd(), id, want).is_ok() {
@@ -631,6 +646,7 @@ impl Reactor {
         }
     }
 
+    /// Forget a waiting connection; dropping it closes the socket and counts it.
     fn close(&mut self, id: u64) {
         if let Some(w) = self.conns.remove(&id) {
             let _ = self.ep.delete(w.conn.sock.as_raw_fd());
@@ -679,6 +695,7 @@ fn forbidden_text(port: Port) -> &'static str {
     }
 }
 
+/// The body of an answer the gateway makes itself.
 fn answer_text(status: u16) -> &'static str {
     match status {
         400 => "bad request\n",

@@ -20,6 +20,7 @@ pub enum Port {
 }
 
 impl Port {
+    /// Its name in logs and metrics.
     pub fn name(self) -> &'static str {
         match self {
             Port::Fleet => "fleet",
@@ -37,6 +38,7 @@ pub enum Api {
 }
 
 impl Api {
+    /// Its name in logs and metrics.
     pub fn name(self) -> &'static str {
         match self {
             Api::Fleet => "fleet",

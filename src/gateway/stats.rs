@@ -74,6 +74,7 @@ pub const ALL_REJECTS: [Reject; 19] = [
 ];
 
 impl Reject {
+    /// Its key in the JSON.
     pub fn key(self) -> &'static str {
         match self {
             Reject::ForbiddenPath => "forbidden_path",
@@ -98,6 +99,7 @@ impl Reject {
         }
     }
 
+    /// Its counter.
     fn index(self) -> usize {
         ALL_REJECTS.iter().position(|r| *r == self).unwrap_or(0)
     }
@@ -145,6 +147,7 @@ pub const ALL_UPSTREAM_ERRORS: [UpstreamError; 4] =
     [UpstreamError::Connect, UpstreamError::Tls, UpstreamError::Timeout, UpstreamError::Protocol];
 
 impl UpstreamError {
+    /// Its key in the JSON.
     pub fn key(self) -> &'static str {
         match self {
             UpstreamError::Connect => "connect",
@@ -154,6 +157,7 @@ impl UpstreamError {
         }
     }
 
+    /// Its counter.
     fn index(self) -> usize {
         ALL_UPSTREAM_ERRORS.iter().position(|r| *r == self).unwrap_or(0)
     }
@@ -185,6 +189,7 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Count a request forwarded to `api`.
     pub fn request(&self, api: Api) {
         let i = match api {
             Api::Fleet => 0,
@@ -206,24 +211,29 @@ impl Stats {
         }
     }
 
+    /// Count a failure on Flower's side.
     pub fn upstream_error(&self, why: UpstreamError) {
         if let Some(c) = self.upstream.get(why.index()) {
             c.fetch_add(1, Relaxed);
         }
     }
 
+    /// Count bytes read from a client.
     pub fn add_in(&self, n: usize) {
         self.bytes_in.fetch_add(n as u64, Relaxed);
     }
 
+    /// Count bytes written to a client.
     pub fn add_out(&self, n: usize) {
         self.bytes_out.fetch_add(n as u64, Relaxed);
     }
 
+    /// One reject counter.
     pub fn rejects_of(&self, why: Reject) -> u64 {
         self.rejects.get(why.index()).map_or(0, |c| c.load(Relaxed))
     }
 
+    /// One request counter.
     pub fn requests_of(&self, api: Api) -> u64 {
         let i = match api {
             Api::Fleet => 0,

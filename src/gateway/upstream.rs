@@ -140,6 +140,7 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// An empty pool keeping at most `max_idle` connections, each for at most `max_age`.
     pub fn new(max_idle: usize, max_age: Duration) -> Pool {
         Pool { idle: Mutex::new(Vec::new()), max_idle, max_age }
     }

@@ -214,6 +214,7 @@ fn open_and_send_head(sh: &Shared, head: &[u8], timeout: Duration) -> Result<(Up
     Ok((dial_and_send_head(sh, head, timeout)?, false))
 }
 
+/// A fresh connection to Flower with the request head sent.
 fn dial_and_send_head(sh: &Shared, head: &[u8], timeout: Duration) -> Result<Upstream, DialError> {
     let mut up = sh.target.dial(timeout)?;
     up.write_all(head)
@@ -293,10 +294,12 @@ fn read_response_head(up: &mut Upstream) -> Result<(ResponseHead, Vec<u8>), Dial
     }
 }
 
+/// A socket timeout (SO_RCVTIMEO/SO_SNDTIMEO report WouldBlock).
 fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
+/// The counter an upstream I/O error belongs to.
 fn kind_of(e: &io::Error) -> UpstreamError {
     if is_timeout(e) {
         UpstreamError::Timeout

@@ -49,6 +49,7 @@ impl WorkerPool {
         self.spawn(task)
     }
 
+    /// A new worker thread, starting with `first`.
     fn spawn(&self, first: Task) -> io::Result<()> {
         let (rx, idle, linger) = (self.rx.clone(), self.idle.clone(), self.linger);
         std::thread::Builder::new()
@@ -59,6 +60,7 @@ impl WorkerPool {
     }
 }
 
+/// Run tasks until none comes for `linger` (and an unclaimed idle slot can be taken) or the pool is gone.
 fn worker_loop(first: Task, rx: &Mutex<Receiver<Task>>, idle: &Mutex<usize>, linger: Duration) {
     let mut task = first;
     loop {
