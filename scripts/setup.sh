@@ -16,6 +16,7 @@ pkgs=(
     mmdebstrap        # the Debian base of the container rootfs
     runc              # the OCI runtime flower-init drives
     iproute2          # network namespaces and veth pairs for host tests
+    kmod              # depmod: modules.dep/modules.alias of the pinned kernel package
     python3-venv      # Debian's python for the image's venv tooling
 )
 missing=()

@@ -20,7 +20,7 @@ usage: flower-init                        (as PID 1, started by the kernel)
 Run `flower-init COMMAND --help` for a command's options.";
 
 /// Subcommands; anything else given to PID 1 is a kernel command-line word and is ignored.
-const COMMANDS: &[&str] = &["boot", "check", "gpu", "oneflow-template", "supervise", "version", "help", "--help", "-h"];
+const COMMANDS: &[&str] = &["boot", "check", "gateway", "gpu", "oneflow-template", "supervise", "version", "help", "--help", "-h"];
 
 /// Parse `argv` and run; returns the process exit code.
 pub fn run(argv: Vec<String>) -> i32 {
@@ -32,6 +32,7 @@ pub fn run(argv: Vec<String>) -> i32 {
     match sub.as_deref() {
         Some("boot") => crate::boot::cli_boot(&mut args),
         Some("check") => crate::config::cli_check(&mut args),
+        Some("gateway") => crate::gateway::cli(&mut args),
         Some("gpu") => crate::gpu::cli(&mut args),
         Some("oneflow-template") => crate::oneflow::cli_template(&mut args),
         Some("supervise") => crate::supervisor::cli_supervise(&mut args),

@@ -16,6 +16,8 @@ pub mod container;
 pub mod context;
 pub mod error;
 pub mod flower;
+pub mod fsutil;
+pub mod gateway;
 pub mod gpu;
 pub mod health;
 pub mod image;

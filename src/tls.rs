@@ -30,7 +30,7 @@ pub use names::{parse_extra_sans, server_sans, San};
 pub use operator::{operator_pem_from_context, resolve_operator_value, validate_operator, OperatorPem, OperatorVar, ValidOperator};
 pub use superlink::{CaOutcome, ServerOutcome};
 pub use supernode::{decide_supernode, CaSource, InsecureReason, SuperNodeTls, SuperNodeTrust};
-pub use verify::fingerprint;
+pub use verify::{certs_from_pem, fingerprint, key_from_pem, server_config};
 
 use crate::config::Role;
 use crate::container::BindMount;

@@ -14,8 +14,6 @@ pub enum TlsError {
     ReadFile { path: PathBuf, source: io::Error },
     WriteFile { path: PathBuf, source: io::Error },
     CreateDir { path: PathBuf, source: io::Error },
-    /// chown of a file the container must read (the server key for uid 49999).
-    SetOwner { path: PathBuf, uid: u32, gid: u32, source: io::Error },
     /// rcgen could not generate a key or sign a certificate.
     Generate { what: &'static str, reason: String },
     /// A SAN (FL_CERT_EXTRA_SANS entry) is neither an IP address nor a valid DNS name.
@@ -54,9 +52,6 @@ impl fmt::Display for TlsError {
             ReadFile { path, source } => write!(f, "read {}: {source}", path.display()),
             WriteFile { path, source } => write!(f, "write {}: {source}", path.display()),
             CreateDir { path, source } => write!(f, "create directory {}: {source}", path.display()),
-            SetOwner { path, uid, gid, source } => {
-                write!(f, "give {} to uid {uid} gid {gid}: {source}", path.display())
-            }
             Generate { what, reason } => write!(f, "generate {what}: {reason}"),
             InvalidSan { value, reason } => {
                 write!(f, "FL_CERT_EXTRA_SANS: {value:?} is not a valid SAN: {reason}")

@@ -7,10 +7,10 @@
 //! atomic only within a filesystem); a stale one from a crash is simply replaced.
 
 use super::TlsError;
-use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::fs::{self, Permissions};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 /// Mode of private keys on the state disk (root only).
 pub const KEY_MODE: u32 = 0o600;
@@ -19,41 +19,10 @@ pub const CERT_MODE: u32 = 0o644;
 /// Mode of the server key given to the container: read-only for its owner, uid 49999.
 pub const CONTAINER_KEY_MODE: u32 = 0o400;
 
-/// The temp file `write_atomic` uses for `path`.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp"))
-}
-
-/// Replace `path` with `data`, atomically and durably, with exactly `mode` (whatever the
-/// umask) and, if given, owner `(uid, gid)`. On failure `path` is untouched and the temp file
-/// is gone.
+/// Replace `path` with `data`, atomically and durably, with exactly `mode` and, if given,
+/// owner `(uid, gid)` ([`crate::fsutil::write_atomic`]). On failure `path` is untouched.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<(), TlsError> {
-    let tmp = temp_path(path);
-    let werr = |source| TlsError::WriteFile { path: path.to_path_buf(), source };
-    let _ = fs::remove_file(&tmp); // a stale temp file from a crash
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(werr)?;
-        f.set_permissions(Permissions::from_mode(mode)).map_err(werr)?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
-                .map_err(|source| TlsError::SetOwner { path: path.to_path_buf(), uid, gid, source })?;
-        }
-        f.write_all(data).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
-        fs::rename(&tmp, path).map_err(werr)?;
-        sync_dir(path).map_err(werr)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// fsync the directory holding `path`, so a rename in it survives a power cut.
-fn sync_dir(path: &Path) -> io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    File::open(dir)?.sync_all()
+    crate::fsutil::write_atomic(path, data, mode, owner).map_err(|source| TlsError::WriteFile { path: path.to_path_buf(), source })
 }
 
 /// The contents of `path`, or `None` if it does not exist.
@@ -78,7 +47,7 @@ pub fn set_aside(path: &Path) -> Result<(), TlsError> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let target = path.with_file_name(format!("{name}.corrupt"));
     match fs::rename(path, &target) {
-        Ok(()) => sync_dir(path).map_err(|source| TlsError::WriteFile { path: target, source }),
+        Ok(()) => crate::fsutil::sync_dir(path).map_err(|source| TlsError::WriteFile { path: target, source }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(TlsError::WriteFile { path: target, source }),
     }
