@@ -10,7 +10,6 @@
 use crate::status::Phase;
 use crate::supervisor::Supervisor;
 use nix::errno::Errno;
-use nix::mount::{MntFlags, umount2};
 use nix::sys::signal::{Signal, killpg};
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,9 +19,6 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(3);
 /// How long to wait for SIGKILLed processes to be reaped before going on regardless.
 const REAP_AFTER_KILL: Duration = Duration::from_secs(5);
-/// Tries of a plain unmount before falling back to a lazy (`MNT_DETACH`) one.
-const UNMOUNT_TRIES: u32 = 3;
-const UNMOUNT_RETRY: Duration = Duration::from_millis(200);
 
 /// Proof that this process is the machine's init: the only way to reach `kill(-1)` and
 /// `reboot(2)`. Not `Clone`: [`Pid1::claim`] is the single source.
@@ -175,38 +171,18 @@ pub fn sync() {
     nix::unistd::sync();
 }
 
-/// Unmount `mounts` in reverse order: a few plain tries (something may still be closing),
-/// then `MNT_DETACH`. Not mounted (EINVAL) or missing (ENOENT) is fine. Returns the paths
-/// that could only be detached or not unmounted at all.
-pub fn unmount_all(sv: &mut Supervisor, mounts: &[PathBuf]) -> Vec<PathBuf> {
-    let mut stubborn = Vec::new();
-    for path in mounts.iter().rev() {
-        let mut last = Errno::UnknownErrno;
-        let mut done = false;
-        for attempt in 0..UNMOUNT_TRIES {
-            match umount2(path, MntFlags::empty()) {
-                Ok(()) | Err(Errno::EINVAL | Errno::ENOENT) => {
-                    done = true;
-                    break;
-                }
-                Err(e) => last = e,
-            }
-            if attempt + 1 < UNMOUNT_TRIES {
-                sv.run_until(Instant::now() + UNMOUNT_RETRY, |_| false);
-            }
-        }
-        if done {
-            log::debug!("unmounted {}", path.display());
-            continue;
-        }
-        stubborn.push(path.clone());
-        match umount2(path, MntFlags::MNT_DETACH) {
-            Ok(()) => log::warn!("unmount {}: {}; detached it instead", path.display(), last.desc()),
-            Err(e) => log::warn!("unmount {}: {}; detach: {}", path.display(), last.desc(), e.desc()),
-        }
+/// Unmount `mounts` in reverse order ([`crate::mount::unmount_all`]: a few plain tries, then
+/// `MNT_DETACH`), turning the loop between tries, then sync. Returns what could not be
+/// unmounted cleanly (also logged).
+pub fn unmount_all(sv: &mut Supervisor, mounts: &[PathBuf]) -> Vec<String> {
+    let problems = crate::mount::unmount_all(mounts, &mut |d| {
+        sv.run_until(Instant::now() + d, |_| false);
+    });
+    for p in &problems {
+        log::warn!("unmount {p}");
     }
     sync();
-    stubborn
+    problems
 }
 
 /// The bare syscall, for the panic hook (no logging: the logger's lock may be held).
