@@ -14,12 +14,13 @@ usage: flower-init                        (as PID 1, started by the kernel)
        flower-init boot [options]         the appliance boot in service mode
        flower-init check [--role superlink|supernode] [--image MANIFEST_JSON] PATH
        flower-init gpu scan [--sysfs ROOT] [--json]
+       flower-init supervise [--health-port N] [--grace S] -- CMD [ARGS...]
        flower-init oneflow-template [--one6]
        flower-init version
 Run `flower-init COMMAND --help` for a command's options.";
 
 /// Subcommands; anything else given to PID 1 is a kernel command-line word and is ignored.
-const COMMANDS: &[&str] = &["boot", "check", "gateway", "gpu", "oneflow-template", "version", "help", "--help", "-h"];
+const COMMANDS: &[&str] = &["boot", "check", "gateway", "gpu", "oneflow-template", "supervise", "version", "help", "--help", "-h"];
 
 /// Parse `argv` and run; returns the process exit code.
 pub fn run(argv: Vec<String>) -> i32 {
@@ -34,6 +35,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         Some("gateway") => crate::gateway::cli(&mut args),
         Some("gpu") => crate::gpu::cli(&mut args),
         Some("oneflow-template") => crate::oneflow::cli_template(&mut args),
+        Some("supervise") => crate::supervisor::cli_supervise(&mut args),
         Some("version") => {
             println!("{}", version());
             0
@@ -101,6 +103,14 @@ impl Args {
         self.rest.remove(i)
     }
 
+    /// Remove `--` and everything after it: a command line to run (None without `--`).
+    pub fn command(&mut self) -> Option<Vec<String>> {
+        let i = self.rest.iter().position(|a| a == "--")?;
+        let cmd = self.rest.split_off(i + 1).into();
+        self.rest.truncate(i);
+        Some(cmd)
+    }
+
     /// Error if anything was not consumed.
     pub fn finish(&self) -> Result<(), String> {
         match self.rest.front() {
@@ -127,6 +137,15 @@ mod tests {
         assert!(!a.flag("--one6"));
         assert_eq!(a.positional().as_deref(), Some("ctx/"));
         assert!(a.finish().is_ok());
+    }
+
+    #[test]
+    fn command_after_double_dash_keeps_its_options() {
+        let mut a = args(&["--grace", "5", "--", "sh", "--grace", "-c", "x"]);
+        assert_eq!(a.command().unwrap(), ["sh", "--grace", "-c", "x"]);
+        assert_eq!(a.opt("--grace").unwrap().as_deref(), Some("5"));
+        assert!(a.finish().is_ok());
+        assert_eq!(args(&["x"]).command(), None);
     }
 
     #[test]
