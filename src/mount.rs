@@ -292,9 +292,13 @@ pub fn unmount_all(targets: &[PathBuf], sleep: &mut dyn FnMut(std::time::Duratio
     for t in targets.iter().rev() {
         let mut done = false;
         for _ in 0..3 {
-            if umount2(t.as_path(), MntFlags::empty()).is_ok() {
-                done = true;
-                break;
+            match umount2(t.as_path(), MntFlags::empty()) {
+                // EINVAL: not a mountpoint (any more): nothing to do.
+                Ok(()) | Err(nix::errno::Errno::EINVAL) => {
+                    done = true;
+                    break;
+                }
+                Err(_) => {}
             }
             sleep(std::time::Duration::from_millis(200));
         }
