@@ -116,7 +116,14 @@ fn validate_operator_certs(res: Resolved) -> Result<Resolved, Rejected> {
                 Some((v, m)) if v.starts_with("FL_SSL_") && !v.contains(' ') => (v.to_string(), m.to_string()),
                 _ => ("FL_SSL_CERTFILE".to_string(), text),
             };
-            Err(Rejected { problems: vec![Problem { var, value: None, msg }], warnings: res.warnings })
+            let c = res.config;
+            Err(Rejected {
+                problems: vec![Problem { var, value: None, msg }],
+                warnings: res.warnings,
+                role: Some(c.role()),
+                network: c.network,
+                onegate: c.onegate,
+            })
         }
     }
 }

@@ -27,6 +27,12 @@ pub struct Resolved {
 pub struct Rejected {
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
+    /// What could be validated of the rest, so a refused VM can still come up on the network
+    /// and publish FL_ERROR (best effort): the role, the network plan (entries that failed
+    /// validation are left out) and OneGate.
+    pub role: Option<Role>,
+    pub network: crate::net::Plan,
+    pub onegate: OneGate,
 }
 
 impl std::fmt::Display for Rejected {
@@ -93,7 +99,7 @@ pub fn resolve(ctx: &Context, image: &ImageFacts, role_override: Option<Role>) -
                 // Defensive: a part failed without saying why.
                 r.problem("context", None, "invalid configuration");
             }
-            Err(Rejected { problems: r.problems, warnings: r.warnings })
+            Err(Rejected { problems: r.problems, warnings: r.warnings, role, network, onegate })
         }
     }
 }
