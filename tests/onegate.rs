@@ -195,6 +195,11 @@ fn later_updates_and_deletions_go_through_the_publisher() {
     p.delete("FL_ERROR");
     p.delete("NEVER_SET");
     assert!(p.wait_idle(Duration::from_secs(60)));
+    // Values that already landed are not sent again.
+    let puts = s.count("PUT /vm");
+    p.set_pairs([("FL_RUN_ID", "4"), ("FL_RUN_STATUS", "completed")]);
+    assert!(p.wait_idle(Duration::from_secs(60)));
+    assert_eq!(s.count("PUT /vm"), puts);
     let ut = s.user_template(100);
     assert_eq!(
         (ut["FL_RUN_ID"].as_str(), ut["FL_RUN_STATUS"].as_str(), ut["FL_RUN_ROUND"].as_str()),

@@ -6,25 +6,26 @@ from the sources (paths in OpenNebula/one unless noted):
 
 OneGate (src/onegate/onegate-server.rb, a Sinatra app):
 - every answer has Content-Type application/json;charset=utf-8, errors included, and errors
-  are plain-text bodies (`halt <code>, "<text>"`), the `before` filter;
+  are plain-text bodies (`halt <code>, "<text>"`), the `before` filter (l.131-133);
 - routes: GET /, GET/PUT /vm, GET /service[?extended], GET/PUT /vms/:id, POST /vms/:id/action,
   PUT /service/role/:role, GET /vrouter, GET /vnet/:id; anything else is 400 "OneGate server
-  doesn't support this feature" (the catch-all `%w[get head post put delete options patch]`);
+  doesn't support this feature" (the catch-all `%w[get head post put delete options patch]`,
+  l.1054-1060);
 - each route checks its permission first (403 "Action (x) on resource (y) not supported"),
   then authenticates: X-ONEGATE-TOKEN and X-ONEGATE-VMID must match a VM that exists, else
   401 "Not authorized" (OneGateCloudAuth; the real token is AES of "VMID:STIME", here a table
   of per-VM tokens);
-- PUT /vm (`update`): `params[:data]` (form field, parsed by Rack for form content types and
+- PUT /vm (`update`, l.566-623): `params[:data]` (form field, parsed by Rack for form content types and
   from the query string) or else the raw body; `type` 1 updates (default), anything else
-  deletes; the text goes through `escape_attr` with its quirks (a `,` `[` `]` `\\` or newline in
+  deletes; the text goes through `escape_attr` (l.512-560) with its quirks (a `,` `[` `]` `\\` or newline in
   a value closes the quote, literal backslash-n becomes a newline), restricted attributes
   (SERVICE_ID, ROLE_NAME, SCHED_REQUIREMENTS) give 403 "Attribute (X) cannot be modified", then
   the result is parsed as an OpenNebula template (src/parsers/template_parser.l, a syntax
   error is 500) and merged into USER_TEMPLATE (same names replaced); deleting a missing
   attribute is 500 "attribute not found";
-- `build_vm_hash`: NAME, ID, STATE, LCM_STATE as strings, USER_TEMPLATE, TEMPLATE with NIC and
+- `build_vm_hash` (l.626-661): NAME, ID, STATE, LCM_STATE as strings, USER_TEMPLATE, TEMPLATE with NIC and
   NIC_ALIAS always arrays of NIC_VALID_KEYS only;
-- `build_service_hash`: id a string, state an int, roles with int cardinality/state and nodes
+- `build_service_hash` (l.663-710): id a string, state an int, roles with int cardinality/state and nodes
   `{deploy_id: int, running: null, vm_info: {VM: {ID, UID, GID, UNAME, GNAME, NAME}}}` (what
   OneFlow stores, src/flow/lib/models/role.rb VM_INFO / fill_node_info); with `extended`
   (any value) each vm_info is the whole VM, not normalised (one NIC is an object);

@@ -119,6 +119,16 @@ impl Client {
         let r = r.with_timeout(self.policy.timeout_secs()).with_follow_redirects(false);
         let method = req.method.as_str();
         let path = req.route().to_string();
+        if self.host.starts_with('[') {
+            // minreq resolves "[addr]" as a name and fails; say so instead of "lookup failed".
+            return Err(OneGateError::Transport {
+                method,
+                path,
+                url: self.base_url(),
+                cause: "an IPv6 address as ONEGATE_ENDPOINT host is not supported; use an IPv4 address or a host name"
+                    .into(),
+            });
+        }
         let resp = r.send().map_err(|e| OneGateError::Transport {
             method,
             path: path.clone(),

@@ -255,8 +255,7 @@ fn attempt(client: &Client, need_superlink: bool, want_partition: bool, requests
 
 /// The SuperLink's published facts, `None` while incomplete (see the module documentation).
 pub(super) fn superlink_from(vm: &VmInfo) -> Result<Option<SuperLinkInfo>, DiscoveryError> {
-    let Some(endpoint) = vm.attr("FL_ENDPOINT") else { return Ok(None) };
-    let Ok(address) = values::host_port(endpoint) else { return Ok(None) };
+    let Some(address) = vm.attr("FL_ENDPOINT").and_then(endpoint) else { return Ok(None) };
     let tls = match vm.attr("FL_TLS").map(str::to_ascii_uppercase).as_deref() {
         Some("YES") => Some(true),
         Some("NO") => Some(false),
@@ -286,13 +285,23 @@ pub(super) fn superlink_from(vm: &VmInfo) -> Result<Option<SuperLinkInfo>, Disco
     }))
 }
 
+/// FL_ENDPOINT as host:port; a value that is not (an IPv6 `[addr]:port` has brackets, which
+/// `escape_attr` mangles, so it is published base64) is tried as base64.
+fn endpoint(v: &str) -> Option<Address> {
+    use base64::Engine;
+    values::host_port(v).ok().or_else(|| {
+        let raw = base64::engine::general_purpose::STANDARD.decode(v.trim()).ok()?;
+        values::host_port(std::str::from_utf8(&raw).ok()?).ok()
+    })
+}
+
 /// Why a SuperLink VM does not count as found yet, for the attempt's log line.
 fn not_ready_reason(vm: &VmInfo) -> String {
     let id = vm.id;
     let error = vm.attr("FL_ERROR").map(|e| format!(" (its FL_ERROR: {e})")).unwrap_or_default();
     match vm.attr("FL_ENDPOINT") {
         None => format!("the SuperLink (VM {id}) has not published FL_ENDPOINT yet{error}"),
-        Some(e) if values::host_port(e).is_err() => {
+        Some(e) if endpoint(e).is_none() => {
             format!("the SuperLink (VM {id}) publishes FL_ENDPOINT={e:?}, which is not host:port{error}")
         }
         Some(_) if vm.attr("FL_READY") == Some("NO") => format!("the SuperLink (VM {id}) reports FL_READY=NO{error}"),

@@ -227,6 +227,8 @@ struct Inner {
     last_error: Option<String>,
     next_retry: Option<Instant>,
     in_flight: bool,
+    /// Keys of the batch being sent.
+    in_flight_keys: Vec<String>,
     stop_at: Option<Instant>,
     exited: bool,
 }
@@ -275,11 +277,17 @@ impl Publisher {
         Ok(Publisher { shared })
     }
 
-    /// Queue `attrs` (already encoded); they go out together in the next PUT.
+    /// Queue `attrs` (already encoded); they go out together in the next PUT. A value equal to
+    /// what already landed is not sent again (run state is set often, OneGate serves many VMs).
     pub fn set(&self, attrs: &Attributes) {
         let mut g = self.shared.lock();
         for (k, v) in attrs.pairs() {
-            g.queue(k.clone(), Op::Set(v.clone()));
+            let landed = g.landed.get(k) == Some(v) && !g.in_flight_keys.contains(k);
+            if landed {
+                g.pending.retain(|(pk, _)| pk != k);
+            } else {
+                g.queue(k.clone(), Op::Set(v.clone()));
+            }
         }
         drop(g);
         self.shared.cv.notify_all();
@@ -386,12 +394,14 @@ fn run(shared: &Shared, client: &Client, policy: &Policy, waker: Option<&(dyn Fn
                 g = shared.cv.wait(g).unwrap_or_else(|e| e.into_inner());
             }
             g.in_flight = true;
+            g.in_flight_keys = g.pending.iter().map(|(k, _)| k.clone()).collect();
             g.pending.clone()
         };
         let (done, outcome) = send_batch(client, &batch);
         {
             let mut g = shared.lock();
             g.in_flight = false;
+            g.in_flight_keys.clear();
             for (k, op) in &batch {
                 if !done.contains(k) {
                     continue;

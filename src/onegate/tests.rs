@@ -328,6 +328,11 @@ fn a_superlink_counts_as_found_only_once_complete() {
     let done = superlink_from(&vm_with(&[("FL_ENDPOINT", "10.0.0.5:9092"), ("READY", "YES")])).unwrap().unwrap();
     assert_eq!((done.tls, done.ca_pem), (None, None));
     assert!(superlink_from(&vm_with(&[("READY", "YES")])).unwrap().is_none());
+    // An IPv6 endpoint travels base64 (brackets are not plain).
+    let v6 = wire::encode_value("[fd00::5]:9092");
+    assert_ne!(v6, "[fd00::5]:9092");
+    let found = superlink_from(&vm_with(&[("FL_ENDPOINT", &v6), ("READY", "YES")])).unwrap().unwrap();
+    assert_eq!(found.address.to_string(), "[fd00::5]:9092");
     assert!(superlink_from(&vm_with(&[("FL_ENDPOINT", "nonsense"), ("READY", "YES")])).unwrap().is_none());
     let bad = vm_with(&[("FL_ENDPOINT", "10.0.0.5:9092"), ("READY", "YES"), ("FL_CA_CERT", "not base64!")]);
     assert!(matches!(superlink_from(&bad), Err(DiscoveryError::BadCa { vmid: 12, .. })));
@@ -399,5 +404,8 @@ fn client_urls_ignore_the_endpoint_path_and_never_show_the_token() {
     assert_eq!(c.base_url(), "http://onegate.example:5030");
     assert!(!format!("{c:?}").contains("s3cret"));
     let v6 = values::url("https://[fd00::1]").unwrap();
-    assert_eq!(Client::new(&v6, 3, crate::secret::Secret::new("t")).base_url(), "https://[fd00::1]:443");
+    let c6 = Client::new(&v6, 3, crate::secret::Secret::new("t"));
+    assert_eq!(c6.base_url(), "https://[fd00::1]:443");
+    let e = c6.send_once(&HttpRequest::get_vm()).unwrap_err();
+    assert!(e.to_string().contains("IPv6 address as ONEGATE_ENDPOINT host is not supported"), "{e}");
 }
