@@ -43,6 +43,11 @@ impl Policy {
         self.timeout_secs_duration() * tries + pauses
     }
 
+    /// The longest one try can take (the timeout in minreq's whole seconds).
+    pub fn bound_of_one_try(&self) -> Duration {
+        self.timeout_secs_duration()
+    }
+
     fn timeout_secs(&self) -> u64 {
         let d = self.timeout;
         (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
@@ -184,10 +189,10 @@ impl Client {
         self.retrying(|| self.get_once(req, parse), &mut thread_sleep)
     }
 
-    /// `PUT /vm` merging `pairs` (already encoded, see `Attributes`) into USER_TEMPLATE, in
-    /// one request.
-    pub fn put_vm(&self, pairs: &[(String, String)]) -> Result<(), OneGateError> {
-        self.call(&HttpRequest::put_vm_update(pairs)).map(|_| ())
+    /// `PUT /vm` merging `attrs` into USER_TEMPLATE, in one request, with retries (the
+    /// [`super::Publisher`] is the way to publish during boot: it never blocks the caller).
+    pub fn put_vm(&self, attrs: &super::Attributes) -> Result<(), OneGateError> {
+        self.call(&HttpRequest::put_vm_update(attrs.pairs())).map(|_| ())
     }
 
     /// `PUT /vm` type=2 deleting `key`; "attribute not found" (HTTP 500, `update()` l.600)

@@ -171,11 +171,9 @@ pub fn discover(
         }
         let step = attempt(client, fixed.is_none(), input.want_partition, &mut requests);
         let partition = |p: Option<crate::oneflow::Partition>| match p {
+            _ if !input.want_partition => PartitionOutcome::NotWanted,
             Some(p) => PartitionOutcome::Assigned(p),
-            None if input.want_partition => {
-                PartitionOutcome::Skipped("this VM is not listed in its OneFlow role".into())
-            }
-            None => PartitionOutcome::NotWanted,
+            None => PartitionOutcome::Skipped("this VM is not listed in its OneFlow role".into()),
         };
         match step {
             Step::Done(found, p) => {

@@ -256,6 +256,8 @@ impl Shared {
 /// Publishes attributes from a background thread; see the module documentation.
 pub struct Publisher {
     shared: Arc<Shared>,
+    /// One request's timeout: how long `stop` may wait for a request in flight.
+    request_timeout: Duration,
 }
 
 impl Publisher {
@@ -269,12 +271,13 @@ impl Publisher {
     pub fn start_with(client: Client, backoff_max: Duration, waker: Option<Waker>) -> crate::error::Result<Publisher> {
         let shared = Arc::new(Shared { inner: Mutex::new(Inner::default()), cv: Condvar::new() });
         let policy = Policy { backoff_max, ..*client.policy() };
+        let request_timeout = policy.bound_of_one_try();
         let s = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("onegate-publish".into())
             .spawn(move || run(&s, &client, &policy, waker.as_deref()))
             .map_err(|e| crate::error::Error { what: "start the OneGate publisher thread".into(), cause: e.into() })?;
-        Ok(Publisher { shared })
+        Ok(Publisher { shared, request_timeout })
     }
 
     /// Queue `attrs` (already encoded); they go out together in the next PUT. A value equal to
@@ -349,14 +352,14 @@ impl Publisher {
     }
 
     /// Keep trying what is pending for at most `grace`, then stop the thread. Returns within
-    /// `grace` plus one request timeout; a thread still stuck in a request is left to finish
+    /// `grace` plus one request's timeout; a thread still stuck in a request is left to finish
     /// on its own (detached).
     pub fn stop(self, grace: Duration) {
         let deadline = Instant::now() + grace;
         self.shared.lock().stop_at = Some(deadline);
         self.shared.cv.notify_all();
         let mut g = self.shared.lock();
-        let hard = deadline + super::REQUEST_TIMEOUT;
+        let hard = deadline + self.request_timeout;
         while !g.exited {
             let now = Instant::now();
             if now >= hard {
@@ -364,6 +367,19 @@ impl Publisher {
             }
             g = self.shared.cv.wait_timeout(g, hard - now).unwrap_or_else(|e| e.into_inner()).0;
         }
+    }
+}
+
+impl Drop for Publisher {
+    /// A dropped publisher stops its thread (after the request in flight, if any) instead of
+    /// leaving it running unseen; [`Publisher::stop`] gives pending attributes a grace period.
+    fn drop(&mut self) {
+        let mut g = self.shared.lock();
+        if g.stop_at.is_none() {
+            g.stop_at = Some(Instant::now());
+        }
+        drop(g);
+        self.shared.cv.notify_all();
     }
 }
 
