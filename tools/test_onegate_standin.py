@@ -256,6 +256,29 @@ class DownForTest(unittest.TestCase):
             s.shutdown()
 
 
+class CommandLineTest(unittest.TestCase):
+    def test_prints_its_urls_and_loads_a_service_file(self):
+        import subprocess
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(SERVICE, f)
+        proc = subprocess.Popen([sys.executable, sut.__file__, "--service", f.name],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            urls = json.loads(proc.stdout.readline())
+            with urllib.request.urlopen(urls["admin"] + "/deployable", timeout=10) as r:
+                self.assertEqual(json.loads(r.read())["roles"], ["superlink"])
+            req = urllib.request.Request(urls["onegate"] + "/vm",
+                                         headers={"X-ONEGATE-VMID": "100", "X-ONEGATE-TOKEN": "tok-100"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                self.assertEqual(json.loads(r.read())["VM"]["ID"], "100")
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+            os.unlink(f.name)
+
+
 class TemplateParserTest(unittest.TestCase):
     def test_parser_follows_template_parser_l(self):
         p = sut.parse_template
