@@ -1,8 +1,59 @@
 //! The OneFlow service template (7.x and 6.x formats) and partition assignment from the
 //! service's node list. Issue #4.
+//!
+//! - [`template`]: `flower-init oneflow-template [--one6]`, generated from `crate::vars`; the
+//!   committed `oneflow/flower-7.json` and `oneflow/flower-6.json` are its output (a test keeps
+//!   them equal and checks them against `service_template.rb`'s schema rules).
+//! - [`partition`]: `partition-id`/`num-partitions` for a SuperNode whose FL_NODE_CONFIG is
+//!   empty, from its index in its role (see there for the order and the count).
 
-/// `flower-init oneflow-template [--one6]`.
-pub fn cli_template(_args: &mut crate::cli::Args) -> i32 {
-    eprintln!("flower-init oneflow-template: not built yet (issue #4)");
-    1
+mod partition;
+mod template;
+
+pub use partition::{Partition, PartitionOutcome, node_config, partition_for};
+pub use template::{
+    Format, NETWORK, SUPERLINK, SUPERNODE, SUPERNODES, TemplateIds, input_spec, render, service_template,
+};
+
+use crate::cli::{Args, EXIT_USAGE};
+
+const USAGE: &str = "\
+usage: flower-init oneflow-template [--one6] [--superlink-template ID] [--supernode-template ID]
+Print the OneFlow service template of a Flower cluster (JSON) on stdout: OpenNebula 7.x format,
+or 6.x with --one6. The IDs are the VM templates of the SuperLink and SuperNode appliances
+(default 0: edit before registering it with `oneflow-template create`).";
+
+/// `flower-init oneflow-template [--one6] [--superlink-template ID] [--supernode-template ID]`.
+pub fn cli_template(args: &mut Args) -> i32 {
+    if args.flag("--help") || args.flag("-h") {
+        println!("{USAGE}");
+        return 0;
+    }
+    let one6 = args.flag("--one6");
+    let mut ids = TemplateIds::default();
+    for (opt, slot) in [("--superlink-template", &mut ids.superlink), ("--supernode-template", &mut ids.supernode)] {
+        match args.opt(opt) {
+            Ok(None) => {}
+            Ok(Some(v)) => match v.parse() {
+                Ok(id) => *slot = id,
+                Err(_) => {
+                    eprintln!("flower-init oneflow-template: {opt} {v:?} is not a template ID (a number)\n{USAGE}");
+                    return EXIT_USAGE;
+                }
+            },
+            Err(e) => {
+                eprintln!("flower-init oneflow-template: {e}\n{USAGE}");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    if let Err(e) = args.finish() {
+        eprintln!("flower-init oneflow-template: {e}\n{USAGE}");
+        return EXIT_USAGE;
+    }
+    print!("{}", render(if one6 { Format::One6 } else { Format::One7 }, ids));
+    0
 }
+
+#[cfg(test)]
+mod tests;

@@ -361,6 +361,58 @@ pub const VARS: &[Var] = &[
        "Cannot run: the appliance has no shell. A warning says so."),
 ];
 
+/// Where the OneFlow service template (`flower-init oneflow-template`) offers a variable as a
+/// user input. Service-level inputs reach every VM of the service; role-level ones only that
+/// role's VMs (OneFlow 7 `Service#generate_template_contents`: the role's value wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    Service,
+    SuperLink,
+    SuperNode,
+}
+
+/// The template's user inputs, in template order. Variables not listed are not offered (OpenNebula
+/// keys, FL_ROLE which each role's CONTEXT fixes, advanced knobs such as FL_DATABASE); they can
+/// still be added to a VM template's CONTEXT. FL_USE_CASE is service-level because both roles
+/// need the same value (the SuperLink submits the app, the SuperNodes run its ClientApp).
+pub const OFFERS: &[(&str, Offer)] = &[
+    ("FLOWER_VERSION", Offer::Service),
+    ("FL_TLS_ENABLED", Offer::Service),
+    ("FL_LOG_LEVEL", Offer::Service),
+    ("FL_USE_CASE", Offer::Service),
+    ("FL_NUM_ROUNDS", Offer::SuperLink),
+    ("FL_STRATEGY", Offer::SuperLink),
+    ("FL_MIN_FIT_CLIENTS", Offer::SuperLink),
+    ("FL_MIN_EVALUATE_CLIENTS", Offer::SuperLink),
+    ("FL_MIN_AVAILABLE_CLIENTS", Offer::SuperLink),
+    ("FL_PROXIMAL_MU", Offer::SuperLink),
+    ("FL_SERVER_LR", Offer::SuperLink),
+    ("FL_NUM_MALICIOUS", Offer::SuperLink),
+    ("FL_TRIM_BETA", Offer::SuperLink),
+    ("FL_CHECKPOINT_ENABLED", Offer::SuperLink),
+    ("FL_CHECKPOINT_INTERVAL", Offer::SuperLink),
+    ("FL_CHECKPOINT_PATH", Offer::SuperLink),
+    ("FL_SSL_CA_CERTFILE", Offer::SuperLink),
+    ("FL_SSL_CERTFILE", Offer::SuperLink),
+    ("FL_SSL_KEYFILE", Offer::SuperLink),
+    ("FL_CERT_EXTRA_SANS", Offer::SuperLink),
+    ("ML_FRAMEWORK", Offer::SuperNode),
+    ("FL_NODE_CONFIG", Offer::SuperNode),
+    ("FL_SUPERLINK_ADDRESS", Offer::SuperNode),
+    ("FL_MAX_RETRIES", Offer::SuperNode),
+    ("FL_MAX_WAIT_TIME", Offer::SuperNode),
+    ("FL_DISCOVERY_RETRIES", Offer::SuperNode),
+    ("FL_DISCOVERY_INTERVAL", Offer::SuperNode),
+    ("FL_GPU_ENABLED", Offer::SuperNode),
+    ("FL_CUDA_VISIBLE_DEVICES", Offer::SuperNode),
+    ("FL_GPU_MEMORY_FRACTION", Offer::SuperNode),
+];
+
+/// Where the template offers `v`, if at all.
+pub fn offer(v: &Var) -> Option<Offer> {
+    OFFERS.iter().find(|(n, _)| *n == v.name).map(|(_, o)| *o)
+}
+
 /// The row for a concrete name: exact names, aliases, and `ETH<n>_…` patterns (`ETH12_IP`).
 /// Returns the row and the pattern's NIC number when it matched one.
 pub fn lookup(name: &str) -> Option<(&'static Var, Option<u32>)> {
@@ -582,6 +634,25 @@ mod tests {
             "ETH1_IPV6",
         ] {
             assert!(lookup(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn template_offers_name_rows_and_fit_their_roles() {
+        let mut seen = std::collections::HashSet::new();
+        for (name, o) in OFFERS {
+            let v = VARS.iter().find(|v| v.name == *name).unwrap_or_else(|| panic!("{name} is not a canonical row"));
+            assert!(seen.insert(*name), "{name} offered twice");
+            let fits = match o {
+                Offer::Service => v.applies == Applies::Both,
+                Offer::SuperLink => v.applies != Applies::SuperNode,
+                Offer::SuperNode => v.applies != Applies::SuperLink,
+            };
+            assert!(fits, "{name} ({:?}) offered at {o:?}", v.applies);
+        }
+        // Every training and GPU knob reaches its role: a new row cannot be forgotten.
+        for v in VARS.iter().filter(|v| matches!(v.group, Group::Training | Group::Gpu)) {
+            assert!(offer(v).is_some(), "{} is not offered by the OneFlow template", v.name);
         }
     }
 

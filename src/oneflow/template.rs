@@ -1,0 +1,167 @@
+//! The OneFlow service template: one SuperLink, N SuperNodes, deployed in order with the
+//! ready gate. The user inputs are generated from the variable table (`crate::vars`: names,
+//! defaults, rules, documentation, and where each is offered), so the template cannot drift
+//! from what flower-init reads.
+//!
+//! Schema: `src/oca/ruby/opennebula/flow/service_template.rb`. OpenNebula 7.x roles have
+//! `type: "vm"`, `template_id`, `user_inputs`, `template_contents` (an object); 6.x roles have
+//! `vm_template`, `custom_attrs`, `vm_template_contents` (template text). 7.x converts a 6.x
+//! template on registration (`old_format?` / `convert_template`).
+//!
+//! How a value reaches context.sh: in 7.x OneFlow puts every user input into the role's
+//! `template_contents.CONTEXT` as `KEY = "$KEY"` (`Service#generate_template_contents`); in
+//! 6.x `$KEY` in `vm_template_contents` is substituted from the `custom_attrs_values`, so the
+//! 6.x roles list the inputs in their CONTEXT themselves.
+
+use crate::vars::{self, DefaultValue, Offer, Rule, Var};
+use serde_json::{Map, Value, json};
+
+/// Which OpenNebula's template format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenNebula 7.x (`template_id`, `user_inputs`, `template_contents`).
+    One7,
+    /// OpenNebula 6.x (`vm_template`, `custom_attrs`, `vm_template_contents`).
+    One6,
+}
+
+/// The VM templates (appliance images) of the two roles; 0 is a placeholder to edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TemplateIds {
+    pub superlink: u64,
+    pub supernode: u64,
+}
+
+/// Name of the network the template asks for at instantiation.
+pub const NETWORK: &str = "Private";
+/// Role names; [`crate::onegate::SUPERLINK_ROLE`] is what SuperNodes look for.
+pub const SUPERLINK: &str = crate::onegate::SUPERLINK_ROLE;
+pub const SUPERNODE: &str = "supernode";
+/// SuperNodes: default, minimum, maximum.
+pub const SUPERNODES: (u32, u32, u32) = (2, 2, 10);
+
+/// A user-input spec `O|type|description|options|default` for `v` (all optional: an empty
+/// value means the variable's own default, as for any empty context variable).
+pub fn input_spec(v: &Var) -> String {
+    let default = match v.default {
+        DefaultValue::Value(s) => s.to_string(),
+        DefaultValue::Image | DefaultValue::Unset(_) => String::new(),
+    };
+    let (kind, options, with_rule) = match v.rule {
+        _ if v.secret => ("password", String::new(), true),
+        Rule::YesNo if !default.is_empty() => ("boolean", String::new(), false),
+        // No default: offer YES, NO or nothing (nothing = the role's own default).
+        Rule::YesNo => ("list", "YES,NO".to_string(), false),
+        Rule::Words(w) => ("list", w.join(","), false),
+        Rule::Int { .. } => ("number", String::new(), true),
+        Rule::Float { .. } => ("number-float", String::new(), true),
+        _ => ("text", String::new(), true),
+    };
+    let mut desc = v.doc.to_string();
+    if with_rule {
+        desc = format!("{desc} Format: {}.", v.rule.describe());
+    }
+    format!("O|{kind}|{}|{options}|{default}", clean(&desc))
+}
+
+/// A description safe inside a `|`-separated spec: no `|`, no backticks, one line.
+fn clean(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| {
+            if c == '|' {
+                '/'
+            } else if c.is_whitespace() {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    s.replace('`', "").split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// The offered variables at `level`, in table order.
+fn offered(level: Offer) -> impl Iterator<Item = &'static Var> {
+    vars::VARS.iter().filter(move |v| vars::offer(v) == Some(level))
+}
+
+/// `{NAME: spec}` of the inputs at `level`.
+fn inputs(level: Offer) -> Map<String, Value> {
+    offered(level).map(|v| (v.name.to_string(), Value::String(input_spec(v)))).collect()
+}
+
+/// The CONTEXT every role's VMs need besides the inputs: which role, the OneGate token,
+/// READY reporting, the network variables.
+fn base_context(role: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("FL_ROLE", role.to_string()),
+        ("NETWORK", "YES".into()),
+        ("REPORT_READY", "YES".into()),
+        ("TOKEN", "YES".into()),
+    ]
+}
+
+/// The service template as JSON.
+pub fn service_template(format: Format, ids: TemplateIds) -> Value {
+    let (n, min, max) = SUPERNODES;
+    let roles = [
+        (SUPERLINK, ids.superlink, Offer::SuperLink, 1, 1, 1, None),
+        (SUPERNODE, ids.supernode, Offer::SuperNode, n, min, max, Some(SUPERLINK)),
+    ];
+    let mut out = json!({
+        "name": "Flower federated learning",
+        "description": "One Flower SuperLink and N SuperNodes run by flower-init. SuperNodes are deployed once the \
+            SuperLink is READY (it publishes FL_ENDPOINT, FL_TLS and FL_CA_CERT first) and find it through OneGate.",
+        "deployment": "straight",
+        "ready_status_gate": true,
+        "shutdown_action": "shutdown",
+        "networks": {
+            NETWORK: "M|network|Private network of the Flower cluster (SuperNodes reach the SuperLink on it)| |id:"
+        },
+    });
+    let service_key = if format == Format::One7 { "user_inputs" } else { "custom_attrs" };
+    out[service_key] = Value::Object(inputs(Offer::Service));
+    let mut role_list = Vec::new();
+    for (name, template, level, card, min, max, parent) in roles {
+        let mut r = json!({ "name": name, "cardinality": card, "min_vms": min, "max_vms": max });
+        if let Some(p) = parent {
+            r["parents"] = json!([p]);
+        }
+        match format {
+            Format::One7 => {
+                r["type"] = json!("vm");
+                r["template_id"] = json!(template);
+                r["user_inputs"] = Value::Object(inputs(level));
+                let ctx: Map<String, Value> =
+                    base_context(name).into_iter().map(|(k, v)| (k.to_string(), v.into())).collect();
+                r["template_contents"] = json!({ "CONTEXT": ctx, "NIC": [ { "NETWORK_ID": format!("${NETWORK}") } ] });
+            }
+            Format::One6 => {
+                r["vm_template"] = json!(template);
+                r["custom_attrs"] = Value::Object(inputs(level));
+                r["vm_template_contents"] = json!(contents_6x(name, level));
+            }
+        }
+        role_list.push(r);
+    }
+    out["roles"] = Value::Array(role_list);
+    out
+}
+
+/// A 6.x role's `vm_template_contents`: the NIC and a CONTEXT with the base keys and every
+/// service- and role-level input as `KEY = "$KEY"`.
+fn contents_6x(role: &str, level: Offer) -> String {
+    let mut lines: Vec<String> = base_context(role).into_iter().map(|(k, v)| format!("  {k} = \"{v}\"")).collect();
+    for v in offered(Offer::Service).chain(offered(level)) {
+        lines.push(format!("  {0} = \"${0}\"", v.name));
+    }
+    format!("NIC = [ NETWORK_ID = \"${NETWORK}\" ]\nCONTEXT = [\n{} ]", lines.join(",\n"))
+}
+
+/// The template as the committed files hold it: pretty JSON and a final newline.
+pub fn render(format: Format, ids: TemplateIds) -> String {
+    let mut s = serde_json::to_string_pretty(&service_template(format, ids)).unwrap_or_default();
+    s.push('\n');
+    s
+}
