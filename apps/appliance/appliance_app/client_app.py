@@ -95,7 +95,8 @@ def train(msg: Message, context: Context) -> Message:
     content = RecordDict({
         "arrays": ArrayRecord(OrderedDict((k, Array(np.asarray(v, dtype=np.float64)))
                                           for k, v in new.items())),
-        "metrics": MetricRecord({"train_loss": loss, "train_accuracy": acc,
+        # proximal_mu shows that the FedProx term was applied (0.0 for other strategies).
+        "metrics": MetricRecord({"train_loss": loss, "train_accuracy": acc, "proximal_mu": mu,
                                  "num-examples": len(nd.x_train)}),
     })
     return Message(content=content, reply_to=msg)

@@ -109,9 +109,9 @@ def _adapter(model) -> "OrderedDict[str, np.ndarray]":
 
 
 def train(msg: Message, context: Context) -> Message:
+    d, tok, model, device = _setup(msg, context)
     import torch
 
-    d, tok, model, device = _setup(msg, context)
     rc = context.run_config
     texts = _texts(d / "train.jsonl")
     cfg = msg.content["config"]
@@ -138,9 +138,9 @@ def train(msg: Message, context: Context) -> Message:
 
 
 def evaluate(msg: Message, context: Context) -> Message:
+    d, tok, model, device = _setup(msg, context)
     import torch
 
-    d, tok, model, device = _setup(msg, context)
     test = d / "test.jsonl"
     texts = _texts(test) if test.is_file() else _texts(d / "train.jsonl")[-EVAL_LINES:]
     model.eval()

@@ -28,6 +28,7 @@ class _Observed:
     metrics, and ends the run when no node answered a phase, with the nodes' reasons."""
 
     evaluated: dict
+    trained: dict
 
     def _check(self, phase: str, rnd: int, replies: list) -> None:
         errors = [m for m in replies if m.has_error()]
@@ -41,7 +42,9 @@ class _Observed:
     def aggregate_train(self, server_round, replies):
         replies = list(replies)
         self._check("train", server_round, replies)
-        return super().aggregate_train(server_round, replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        self.trained[server_round] = metrics
+        return arrays, metrics
 
     def aggregate_evaluate(self, server_round, replies):
         replies = list(replies)
@@ -57,6 +60,7 @@ def make_strategy(s: S.Settings):
     cls = type(base.__name__, (_Observed, base), {})
     strategy = cls(**S.strategy_kwargs(s))
     strategy.evaluated = {}
+    strategy.trained = {}
     return strategy
 
 
@@ -155,7 +159,8 @@ def run(grid: Grid, context: Context) -> None:
                 path = ckpt.write(rnd, _numpy(arrays), {"loss": loss, "accuracy": acc})
                 status.doc["checkpoint"] = str(path)
                 log(INFO, "checkpoint: %s", path)
-            status.round_done(rnd, loss, acc)
+            train = strategy.trained.get(rnd)
+            status.round_done(rnd, loss, acc, dict(train) if train is not None else {})
             return None
 
         strategy.start(
