@@ -462,7 +462,6 @@ impl RunState {
             "finished:completed" => RunState::Completed,
             "finished:failed" => RunState::Failed,
             "finished:stopped" => RunState::Stopped,
-            other if other.starts_with("finished:") => RunState::Other(other.into()),
             other => RunState::Other(other.into()),
         }
     }
@@ -783,7 +782,7 @@ mod tests {
         assert_eq!(failed[0].state, RunState::Failed);
         assert!(failed[0].details.contains("n >= 2f+3"), "{}", failed[0].details);
         assert!(matches!(parse_ls_output(&fixture("flwr/ls-unknown-run.json")), Err(FlwrError::Refused(m)) if m.contains("[code: 16]")));
-        assert_eq!(RunState::parse("finished:weird").is_finished(), true);
+        assert!(RunState::parse("finished:weird").is_finished());
         assert_eq!(RunState::parse("queued"), RunState::Other("queued".into()));
     }
 
