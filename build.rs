@@ -1,30 +1,31 @@
 //! Stamps the crate version and the git commit into the binary for `flower-init version`.
+use std::path::PathBuf;
 use std::process::Command;
 
-fn main() {
-    let commit = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+fn git(args: &[&str]) -> Option<String> {
+    Command::new("git")
+        .args(args)
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let dirty = Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=no"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| !o.stdout.is_empty())
-        .unwrap_or(false);
+}
+
+fn main() {
+    let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     let commit = if dirty { format!("{commit}-dirty") } else { commit };
     println!("cargo:rustc-env=FLOWER_INIT_COMMIT={commit}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    // A commit moves the branch ref, not HEAD itself.
-    if let Ok(head) = std::fs::read_to_string(".git/HEAD") {
-        if let Some(r) = head.trim().strip_prefix("ref: ") {
-            println!("cargo:rerun-if-changed=.git/{r}");
+    // Rebuild when HEAD moves. In a worktree `.git` is a file, so ask git where its files are:
+    // HEAD, the branch ref it points to (a commit moves that, not HEAD) and the index (dirty).
+    if let Some(git_dir) = git(&["rev-parse", "--git-dir"]).map(PathBuf::from) {
+        let head = git_dir.join("HEAD");
+        println!("cargo:rerun-if-changed={}", head.display());
+        println!("cargo:rerun-if-changed={}", git_dir.join("index").display());
+        if let Some(r) = std::fs::read_to_string(&head).ok().and_then(|h| h.trim().strip_prefix("ref: ").map(String::from)) {
+            let common = git(&["rev-parse", "--git-common-dir"]).map(PathBuf::from).unwrap_or(git_dir);
+            println!("cargo:rerun-if-changed={}", common.join(r).display());
         }
     }
-    println!("cargo:rerun-if-changed=.git/index");
     println!("cargo:rerun-if-env-changed=FLOWER_INIT_COMMIT");
 }

@@ -12,7 +12,7 @@ pub const EXIT_USAGE: i32 = 2;
 const USAGE: &str = "\
 usage: flower-init                        (as PID 1, started by the kernel)
        flower-init boot [options]         the appliance boot in service mode
-       flower-init check [--role superlink|supernode] PATH
+       flower-init check [--role superlink|supernode] [--image MANIFEST_JSON] PATH
        flower-init gpu scan [--sysfs ROOT] [--json]
        flower-init oneflow-template [--one6]
        flower-init version

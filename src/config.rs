@@ -1,13 +1,39 @@
 //! Typed, validated configuration for both roles, and `flower-init check`. Issue #2.
 //!
 //! The small enums below are shared vocabulary: other modules take them as inputs.
+//! [`resolve`] turns a [`crate::context::Context`] and the [`ImageFacts`] into a [`Config`]
+//! (grouped by concern: common, role, tls, gpu, network, onegate) or every problem at once;
+//! variables, defaults and rules come from the table in [`crate::vars`].
 
-use serde::Serialize;
+mod check;
+mod model;
+mod network;
+mod nodeconfig;
+mod resolve;
+mod resolver;
+pub mod values;
+
+pub use check::{cli_check, image_facts};
+pub use model::{
+    Address, Checkpoint, Common, Config, CudaDevices, Database, Endpoint, Gpu, Host, Isolation, OneGate, RoleConfig,
+    SuperLink, SuperNode, Tls,
+};
+pub use nodeconfig::{NodeConfig, NodeValue};
+pub use resolve::{Rejected, Resolved, resolve};
+pub use resolver::{Problem, Source, show_value};
+
+use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 
+/// The state disk's mount point (label `FL_STATE`): Flower's database and checkpoints.
+pub const STATE_DIR: &str = "/var/lib/flower";
+/// The image manifest `check` reads when no `--image` is given (written by `make image`).
+pub const IMAGE_MANIFEST: &str = "/etc/flower-init/image.json";
+
 /// Which Flower component this VM runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     SuperLink,
@@ -15,7 +41,7 @@ pub enum Role {
 }
 
 /// The ML framework of an image variant (ML_FRAMEWORK must match the image's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Framework {
     PyTorch,
@@ -24,7 +50,7 @@ pub enum Framework {
 }
 
 /// A bundled use case (FL_USE_CASE); `None` means "idle, submit your own app with `flwr run`".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UseCase {
     None,
@@ -113,12 +139,15 @@ impl UseCase {
 
 /// What the appliance image provides; FLOWER_VERSION and ML_FRAMEWORK are checked against it.
 /// Read from the image manifest (see `image.rs`); `check` without an image uses [`ImageFacts::builtin`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// As JSON (the manifest): `{"flower_version": "1.42.0", "framework": "sklearn", "use_cases":
+/// ["image-classification"], "role": null}`; other keys are ignored, `role` may be left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageFacts {
     pub flower_version: String,
     pub framework: Framework,
     pub use_cases: Vec<UseCase>,
     /// A role-specific image may fix the role; the shared image leaves it to FL_ROLE.
+    #[serde(default)]
     pub role: Option<Role>,
 }
 
@@ -137,11 +166,20 @@ impl ImageFacts {
     }
 }
 
-/// `flower-init check [--role superlink|supernode] PATH`.
-pub fn cli_check(_args: &mut crate::cli::Args) -> i32 {
-    eprintln!("flower-init check: not built yet (issue #2)");
-    1
+impl ImageFacts {
+    /// Read an image manifest (JSON; see [`ImageFacts`]).
+    pub fn load(path: &Path) -> crate::error::Result<ImageFacts> {
+        use crate::error::Ctx;
+        let what = || format!("read image manifest {}", path.display());
+        let text = std::fs::read_to_string(path).with_ctx(what)?;
+        let facts: ImageFacts = serde_json::from_str(&text).map_err(|e| e.to_string()).with_ctx(what)?;
+        values::semver(&facts.flower_version).map_err(|e| format!("flower_version {e}")).with_ctx(what)?;
+        Ok(facts)
+    }
 }
+
+#[cfg(test)]
+mod tests_resolve;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Boot one VM under qemu and timestamp every console line on the host clock.
+
+The harness of ../shared/research/baseline-systemd-vm.md (run-vm.py), generalised to the two
+profiles compared in BENCHMARKS.md:
+  baseline     Debian 12 + systemd + Flower from bench/baseline/build.sh (marker: the probe's line)
+  flower-init  the pinned kernel + flower-init's initramfs + the appliance image + a context CD
+               (marker: flower-init's "flower is healthy" line)
+Both use the same qemu flags: -accel tcg (KVM when usable) -cpu max -m 2048 -smp N -M pc.
+
+usage: bench/boot.py PROFILE LABEL [--smp N] [--extra-qemu ...]   -> one summary line (JSON)
+"""
+import argparse, json, os, re, select, shutil, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+B = os.path.join(ROOT, "build")
+
+MARKS = {
+    "kernel": re.compile(rb"Linux version"),
+    "run_init": re.compile(rb"Run /init as init process"),
+    "marker_baseline": re.compile(rb"\[probe up=[0-9.]+\] SUPERLINK-HEALTHY"),
+    "marker_flower_init": re.compile(rb"flower-init: info: flower healthy"),
+    "power_off": re.compile(rb"reboot: Power down"),
+}
+
+
+def kvm_usable():
+    """/dev/kvm exists here but does not work (PVM host): try it, as the VM tests do."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    try:
+        r = subprocess.run(["qemu-system-x86_64", "-accel", "kvm", "-M", "none", "-display", "none",
+                            "-monitor", "none", "-serial", "none", "-S", "-daemonize", "-pidfile", "/dev/null"],
+                           capture_output=True, timeout=10)
+        return r.returncode == 0
+    except Exception:
+        return False
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("profile", choices=["baseline", "flower-init"])
+    ap.add_argument("label")
+    ap.add_argument("--smp", default="1")
+    ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--accel", choices=["tcg", "kvm", "auto"], default="tcg",
+                    help="the published comparison is TCG on both sides; auto uses KVM when it works")
+    ap.add_argument("--logdir", default=os.path.join(B, "bench", "logs"))
+    ap.add_argument("--qemu-extra", nargs=argparse.REMAINDER, default=[])
+    a = ap.parse_args()
+    os.makedirs(a.logdir, exist_ok=True)
+    use_kvm = a.accel == "kvm" or (a.accel == "auto" and kvm_usable())
+    accel = ["-accel", "kvm"] if use_kvm else ["-accel", "tcg"]
+    cmd = ["qemu-system-x86_64", *accel, "-cpu", "max", "-m", "2048", "-smp", a.smp,
+           "-nographic", "-no-reboot"]
+    tmp = os.path.join(B, "bench", "run")
+    os.makedirs(tmp, exist_ok=True)
+    if a.profile == "baseline":
+        img = os.path.join(tmp, f"{a.label}.img")
+        subprocess.run(["cp", "--sparse=always", os.path.join(B, "baseline", "appliance.img"), img], check=True)
+        cmd += ["-kernel", os.path.join(B, "baseline", "vmlinuz"), "-initrd", os.path.join(B, "baseline", "initrd.img"),
+                "-append", "console=ttyS0 root=/dev/vda rw",
+                "-drive", f"file={img},format=raw,if=virtio",
+                "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0"]
+        marker = "marker_baseline"
+    else:
+        raise SystemExit("flower-init profile: wired up with the appliance (issue #8)")
+    cmd += a.qemu_extra
+    seen = {}
+    log = open(os.path.join(a.logdir, f"{a.label}.log"), "wb", buffering=0)
+    log.write(("# cmd: " + " ".join(cmd) + "\n").encode())
+    load0 = os.getloadavg()[0]
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    buf = b""
+
+    def handle(line):
+        t = time.monotonic() - t0
+        log.write(b"%9.3f " % t + line.rstrip(b"\r\n") + b"\n")
+        for k, rx in MARKS.items():
+            if k not in seen and rx.search(line):
+                seen[k] = round(t, 3)
+
+    deadline = t0 + a.timeout
+    while True:
+        r, _, _ = select.select([p.stdout], [], [], 1.0)
+        if r:
+            chunk = os.read(p.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                handle(line)
+        if time.monotonic() > deadline:
+            p.kill()
+            break
+    if buf:
+        handle(buf)
+    rc = p.wait()
+    if a.profile == "baseline":
+        os.unlink(img)
+    res = {"profile": a.profile, "label": a.label, "smp": a.smp, "accel": accel[1], "marker": seen.get(marker),
+           "marks": seen, "qemu_exit": round(time.monotonic() - t0, 3), "rc": rc, "hostload": round(load0, 2)}
+    print(json.dumps(res))
+    return 0 if res["marker"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

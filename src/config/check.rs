@@ -1,0 +1,132 @@
+//! `flower-init check [--role superlink|supernode] [--image MANIFEST_JSON] PATH`.
+//!
+//! Exit 0: the resolved plan as JSON on stdout (warnings also on stderr). Exit 2: one line
+//! per problem on stderr (syntax errors with their line, then every validation problem),
+//! followed by the warnings. Exit 1: a file could not be read.
+
+use super::{IMAGE_MANIFEST, ImageFacts, Problem, Rejected, Resolved, Role, resolve};
+use crate::cli::{Args, EXIT_USAGE};
+use crate::context::{Context, LoadError, context_paths};
+use crate::tls::San;
+use serde_json::json;
+use std::path::Path;
+
+const USAGE: &str = "usage: flower-init check [--role superlink|supernode] [--image MANIFEST_JSON] PATH
+  PATH: a context.sh (any name) or a directory holding context.sh; token.txt and FILES_DS
+  files are read from the same directory.
+  --image: the image manifest to check against (default: /etc/flower-init/image.json if
+  present, else the facts of the image this flower-init was built for).
+Exit status: 0 valid (plan as JSON on stdout), 2 invalid (one problem per line on stderr),
+1 unreadable input.";
+
+/// Run `check`; returns the exit code.
+pub fn cli_check(args: &mut Args) -> i32 {
+    if args.flag("--help") || args.flag("-h") {
+        println!("{USAGE}");
+        return 0;
+    }
+    let parsed = (|| -> Result<(Option<Role>, Option<String>, String), String> {
+        let role =
+            args.opt("--role")?.map(|s| s.parse::<Role>().map_err(|e| format!("--role {s:?}: {e}"))).transpose()?;
+        let image = args.opt("--image")?;
+        let path = args.positional().ok_or("PATH is missing")?;
+        args.finish()?;
+        Ok((role, image, path))
+    })();
+    let (role, image, path) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("flower-init check: {e}\n{USAGE}");
+            return EXIT_USAGE;
+        }
+    };
+    let (facts, image_source) = match image_facts(image.as_deref(), Path::new(IMAGE_MANIFEST)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("flower-init check: {e}");
+            return 1;
+        }
+    };
+    let (file, dir) = match context_paths(Path::new(&path)) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("flower-init check: {e}");
+            return 1;
+        }
+    };
+    let ctx = match Context::load(&file, &dir) {
+        Ok(c) => c,
+        Err(LoadError::Io(e)) => {
+            eprintln!("flower-init check: {e}");
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    match resolve(&ctx, &facts, role).and_then(validate_operator_certs) {
+        Ok(res) => {
+            let mut plan = res.plan;
+            plan["context"] = json!(file.display().to_string());
+            plan["image"] = json!({ "source": image_source, "facts": facts });
+            match serde_json::to_string_pretty(&plan) {
+                Ok(s) => println!("{s}"),
+                Err(e) => {
+                    eprintln!("flower-init check: write the plan: {e}");
+                    return 1;
+                }
+            }
+            for w in &res.warnings {
+                eprintln!("warning: {w}");
+            }
+            0
+        }
+        Err(rej) => {
+            for p in &rej.problems {
+                eprintln!("{p}");
+            }
+            for w in &rej.warnings {
+                eprintln!("warning: {w}");
+            }
+            2
+        }
+    }
+}
+
+/// Operator certificates (FL_SSL_*) are checked as boot will: chain, dates, key, and SANs
+/// covering the NICs' static addresses, with a real handshake (`tls::validate_operator`).
+fn validate_operator_certs(res: Resolved) -> Result<Resolved, Rejected> {
+    let Some(pem) = res.config.tls.operator.as_ref().filter(|_| res.config.tls.superlink_enabled()) else {
+        return Ok(res);
+    };
+    let mut endpoints: Vec<San> = Vec::new();
+    for i in &res.config.network.interfaces {
+        endpoints.extend(i.ipv4.map(|n| San::Ip(n.addr.into())));
+        endpoints.extend(i.ipv6.iter().map(|n| San::Ip(n.addr.into())));
+    }
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    match crate::tls::validate_operator(pem, &endpoints, now) {
+        Ok(_) => Ok(res),
+        Err(e) => {
+            // tls errors name their variable first ("FL_SSL_KEYFILE: …"); keep one name.
+            let text = e.to_string();
+            let (var, msg) = match text.split_once(": ") {
+                Some((v, m)) if v.starts_with("FL_SSL_") && !v.contains(' ') => (v.to_string(), m.to_string()),
+                _ => ("FL_SSL_CERTFILE".to_string(), text),
+            };
+            Err(Rejected { problems: vec![Problem { var, value: None, msg }], warnings: res.warnings })
+        }
+    }
+}
+
+/// The image facts to check against, and where they came from: `--image`, else the installed
+/// manifest when present, else [`ImageFacts::builtin`].
+pub fn image_facts(flag: Option<&str>, installed: &Path) -> crate::error::Result<(ImageFacts, String)> {
+    match flag {
+        Some(p) => Ok((ImageFacts::load(Path::new(p))?, p.to_string())),
+        None if installed.exists() => Ok((ImageFacts::load(installed)?, installed.display().to_string())),
+        None => Ok((ImageFacts::builtin(), "builtin".to_string())),
+    }
+}

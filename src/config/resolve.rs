@@ -1,0 +1,578 @@
+//! `resolve`: the context and the image facts in, a validated [`Config`] (with warnings and the
+//! plan `check` prints) out, or every problem at once.
+
+use super::model::*;
+use super::resolver::{Problem, Resolver, Source};
+use super::{Framework, ImageFacts, LogLevel, NodeConfig, Role, Strategy, UseCase, values};
+use crate::context::Context;
+use crate::secret::Secret;
+use crate::tls::{OperatorPem, OperatorVar, San, TlsError};
+use crate::vars::{self, Applies};
+use serde_json::{Value as Json, json};
+use std::path::Path;
+use std::time::Duration;
+
+/// A valid configuration, what is doubtful about it, and the plan `check` prints.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub config: Config,
+    /// Not fatal, but worth an operator's attention (log them at boot).
+    pub warnings: Vec<String>,
+    /// Role, every effective value with its source, network plan, OneGate, warnings (JSON).
+    pub plan: Json,
+}
+
+/// Why the context was refused: every problem, plus the warnings found on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+}
+
+impl std::fmt::Display for Rejected {
+    /// One problem per line (what `check` prints and what boot publishes as FL_ERROR).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Ports Flower itself listens on (SuperLink HTTP API; SuperNode Runtime API on loopback).
+const FLOWER_PORTS: [u16; 2] = [8000, 9094];
+
+/// Validate every variable for the role: `role_override` (`check --role`) > FL_ROLE /
+/// ONEAPP_FL_ROLE > the image's role.
+pub fn resolve(ctx: &Context, image: &ImageFacts, role_override: Option<Role>) -> Result<Resolved, Rejected> {
+    let mut r = Resolver::new(ctx);
+    let role = role(&mut r, image, role_override);
+    let common = common(&mut r, image);
+    let onegate = onegate(&mut r);
+    let role_config = match (role, &common) {
+        (Some(Role::SuperLink), _) => superlink(&mut r, &onegate).map(RoleConfig::SuperLink),
+        (Some(Role::SuperNode), Some(c)) => supernode(&mut r, &onegate, c.use_case).map(RoleConfig::SuperNode),
+        (Some(Role::SuperNode), None) => supernode(&mut r, &onegate, UseCase::None).map(RoleConfig::SuperNode),
+        (None, _) => None,
+    };
+    let tls = role.and_then(|role| tls(&mut r, role, &onegate));
+    let gpu = match role {
+        Some(Role::SuperNode) => gpu(&mut r),
+        _ => Some(Gpu { enabled: false, devices: CudaDevices::All, memory_fraction: 1.0 }),
+    };
+    let network = super::network::plan(&mut r, onegate.endpoint.as_ref());
+    if let Some(role) = role {
+        unused_for_role(&mut r, role);
+    }
+    unknown_variables(&mut r);
+
+    let onegate_json = json!({
+        "usable": onegate.is_usable(),
+        "endpoint": onegate.endpoint.as_ref().map(|e| &e.url),
+        "vmid": onegate.vmid,
+        "token": onegate.token.as_ref().map(|t| t.to_string()),
+        "report_ready": onegate.report_ready,
+    });
+    let plan = json!({
+        "role": role.map(|r| r.as_str()),
+        "image": image,
+        "values": r.values_json(),
+        "network": &network,
+        "onegate": onegate_json,
+        "warnings": &r.warnings,
+    });
+    match (role_config, common, tls, gpu) {
+        (Some(role), Some(common), Some(tls), Some(gpu)) if r.problems.is_empty() => {
+            Ok(Resolved { config: Config { common, role, tls, gpu, network, onegate }, warnings: r.warnings, plan })
+        }
+        _ => {
+            if r.problems.is_empty() {
+                // Defensive: a part failed without saying why.
+                r.problem("context", None, "invalid configuration");
+            }
+            Err(Rejected { problems: r.problems, warnings: r.warnings })
+        }
+    }
+}
+
+/// `--role` > FL_ROLE > the image's role; a disagreement is a warning.
+fn role(r: &mut Resolver, image: &ImageFacts, flag: Option<Role>) -> Option<Role> {
+    let ctx_role = r.lookup("FL_ROLE");
+    let parsed = match &ctx_role {
+        Some((text, _)) => match text.trim().parse::<Role>() {
+            Ok(role) => Some(role),
+            Err(msg) => {
+                r.problem("FL_ROLE", Some(text), msg);
+                None
+            }
+        },
+        None => None,
+    };
+    let chosen = match (flag, parsed, ctx_role) {
+        (Some(f), p, _) => {
+            if let Some(p) = p.filter(|p| *p != f) {
+                r.warn(format!("--role {f} overrides FL_ROLE={p}"));
+            }
+            Some((f, Source::Flag))
+        }
+        (None, Some(p), Some((_, src))) => {
+            if let Some(img) = image.role.filter(|i| *i != p) {
+                r.warn(format!("FL_ROLE={p} overrides this image's role ({img})"));
+            }
+            Some((p, src))
+        }
+        (None, _, Some(_)) => return None, // invalid FL_ROLE: already a problem
+        (None, _, None) => match image.role {
+            Some(img) => Some((img, Source::Image)),
+            None => {
+                r.problem(
+                    "FL_ROLE",
+                    None,
+                    "unset, and this image does not fix a role: set FL_ROLE=superlink or FL_ROLE=supernode",
+                );
+                return None;
+            }
+        },
+    };
+    let (role, source) = chosen?;
+    r.record("FL_ROLE", json!(role.as_str()), source);
+    Some(role)
+}
+
+/// A variable that must equal the image's value; unset means the image's.
+fn image_value<T: PartialEq + std::fmt::Display>(
+    r: &mut Resolver,
+    name: &'static str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+    image: T,
+    what: &str,
+) -> Option<T> {
+    let given_as = r.lookup(name).map(|(_, s)| Resolver::given_name(name, &s)).unwrap_or_else(|| name.to_string());
+    match r.value(name, parse, |v| json!(v.to_string())) {
+        Ok(Some(v)) if v == image => Some(v),
+        Ok(Some(v)) => {
+            let given = v.to_string();
+            r.problem(&given_as, Some(&given), format!("must equal this image's {what} ({image}); nothing is downloaded at boot: use an image built for {given}"));
+            None
+        }
+        Ok(None) => {
+            r.record(name, json!(image.to_string()), Source::Image);
+            Some(image)
+        }
+        Err(()) => None,
+    }
+}
+
+/// Settings of both roles; `None` when any is invalid (problems recorded).
+fn common(r: &mut Resolver, image: &ImageFacts) -> Option<Common> {
+    let flower_version = image_value(
+        r,
+        "FLOWER_VERSION",
+        |s| values::semver(s).map(|_| s.trim().to_string()),
+        image.flower_version.clone(),
+        "Flower version",
+    );
+    let framework = image_value(r, "ML_FRAMEWORK", |s| s.trim().parse::<Framework>(), image.framework, "framework");
+    let use_case = r.word::<UseCase>("FL_USE_CASE").ok().flatten();
+    if let (Some(uc), Some(fw)) = (use_case, framework) {
+        if !uc.frameworks().contains(&fw) {
+            let need: Vec<&str> = uc.frameworks().iter().map(|f| f.as_str()).collect();
+            r.problem(
+                "FL_USE_CASE",
+                Some(uc.as_str()),
+                format!("needs ML_FRAMEWORK {}; this image's framework is {fw}", need.join(" or ")),
+            );
+        } else if uc != UseCase::None && !image.use_cases.contains(&uc) {
+            let has: Vec<&str> = image.use_cases.iter().map(|u| u.as_str()).collect();
+            r.problem(
+                "FL_USE_CASE",
+                Some(uc.as_str()),
+                format!("is not shipped by this image (it has: none, {})", has.join(", ")),
+            );
+        }
+    }
+    let log_level = r.word::<LogLevel>("FL_LOG_LEVEL").ok().flatten();
+    let isolation = r
+        .value(
+            "FL_ISOLATION",
+            |s| match s.trim().to_ascii_lowercase().as_str() {
+                "subprocess" => Ok(Isolation::Subprocess),
+                "process" => Ok(Isolation::Process),
+                _ => Err(format!("must be {}", Resolver::rule("FL_ISOLATION"))),
+            },
+            |v| json!(v),
+        )
+        .ok()
+        .flatten();
+    let health_port = match r.int("FL_HEALTH_PORT") {
+        Ok(Some(p)) if FLOWER_PORTS.contains(&(p as u16)) => {
+            r.problem("FL_HEALTH_PORT", Some(&p.to_string()), "must not be 8000 or 9094: Flower listens there");
+            None
+        }
+        Ok(Some(p)) => u16::try_from(p).ok(),
+        _ => None,
+    };
+    let ssh_public_keys = r
+        .value(
+            "SSH_PUBLIC_KEY",
+            |s| Ok(s.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect::<Vec<_>>()),
+            |v| json!(v),
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    for name in ["START_SCRIPT", "START_SCRIPT_BASE64"] {
+        if r.is_set(name) {
+            r.record(name, json!("(set, not run)"), Source::Context);
+            r.warn(format!(
+                "{name} is set but cannot run: the appliance has no shell; use a custom image or Flower app instead"
+            ));
+        }
+    }
+    Some(Common {
+        flower_version: flower_version?,
+        framework: framework?,
+        use_case: use_case?,
+        log_level: log_level?,
+        isolation: isolation?,
+        health_port: health_port?,
+        ssh_public_keys,
+    })
+}
+
+/// OneGate inputs; whether they suffice is checked where they are needed.
+fn onegate(r: &mut Resolver) -> OneGate {
+    let endpoint = r.value("ONEGATE_ENDPOINT", values::url, |e| json!(e.url)).ok().flatten();
+    let vmid = r.int("VMID").ok().flatten().and_then(|v| u64::try_from(v).ok());
+    let token_flag = r.yes_no("TOKEN").ok().flatten().unwrap_or(false);
+    let from_var = r.value("ONEGATE_TOKEN", |s| Ok(Secret::new(s.trim())), |_| json!(null)).ok().flatten();
+    let token = r.ctx.token().cloned().or(from_var);
+    let report_ready = r.yes_no("REPORT_READY").ok().flatten().unwrap_or(false);
+    let og = OneGate { endpoint, vmid, token, report_ready };
+    if token_flag && og.token.is_none() {
+        r.warn(
+            "TOKEN=YES but there is no token.txt next to context.sh (nor ONEGATE_TOKEN): OneGate calls will be refused",
+        );
+    }
+    if report_ready && !og.is_usable() {
+        let msg = format!(
+            "needs OneGate to publish READY=YES, but {} missing (TOKEN=YES in the VM template provides them)",
+            missing_onegate(&og)
+        );
+        r.problem("REPORT_READY", Some("YES"), msg);
+    }
+    og
+}
+
+/// "ONEGATE_ENDPOINT and the token are" — what keeps OneGate from being usable.
+fn missing_onegate(og: &OneGate) -> String {
+    let mut m = Vec::new();
+    if og.endpoint.is_none() {
+        m.push("ONEGATE_ENDPOINT");
+    }
+    if og.vmid.is_none() {
+        m.push("VMID");
+    }
+    if og.token.is_none() {
+        m.push("the token (token.txt or ONEGATE_TOKEN)");
+    }
+    match m.as_slice() {
+        [one] => format!("{one} is"),
+        [init @ .., last] => format!("{} and {last} are", init.join(", ")),
+        [] => "nothing is".into(),
+    }
+}
+
+/// Table ranges keep integers within u32; saturate rather than panic.
+fn u32_of(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// SuperLink settings with the strategy rules; `None` when any is invalid.
+fn superlink(r: &mut Resolver, onegate: &OneGate) -> Option<SuperLink> {
+    let num_rounds = r.int("FL_NUM_ROUNDS").ok().flatten().map(u32_of);
+    let strategy = r.word::<Strategy>("FL_STRATEGY").ok().flatten();
+    let fit = r.int("FL_MIN_FIT_CLIENTS").ok().flatten().map(u32_of);
+    let eval = r.int("FL_MIN_EVALUATE_CLIENTS").ok().flatten().map(u32_of);
+    let avail = r.int("FL_MIN_AVAILABLE_CLIENTS").ok().flatten().map(u32_of);
+    for (name, v) in [("FL_MIN_FIT_CLIENTS", fit), ("FL_MIN_EVALUATE_CLIENTS", eval)] {
+        if let (Some(v), Some(a)) = (v, avail) {
+            if v > a {
+                r.warn(format!(
+                    "{name}={v} is above FL_MIN_AVAILABLE_CLIENTS={a}: rounds wait for {v} SuperNodes anyway"
+                ));
+            }
+        }
+    }
+    // Strategy parameters: validated for their strategy, a warning for any other.
+    let s = strategy.unwrap_or(Strategy::FedAvg);
+    let param = |r: &mut Resolver, name: &'static str, used_by: &[Strategy]| -> Option<f64> {
+        if strategy.is_none() || used_by.contains(&s) {
+            return r.float(name).ok().flatten();
+        }
+        if r.is_set(name) {
+            let by: Vec<&str> = used_by.iter().map(|s| s.as_str()).collect();
+            r.warn(format!("{name} applies to {} only; FL_STRATEGY is {s}: ignored", by.join(" and ")));
+        }
+        vars::var(name).and_then(|v| match v.default {
+            vars::DefaultValue::Value(d) => d.parse().ok(),
+            _ => None,
+        })
+    };
+    let proximal_mu = param(r, "FL_PROXIMAL_MU", &[Strategy::FedProx]);
+    let server_lr = param(r, "FL_SERVER_LR", &[Strategy::FedAdam]);
+    let trim_beta = param(r, "FL_TRIM_BETA", &[Strategy::FedTrimmedAvg]);
+    let byzantine = [Strategy::Krum, Strategy::Bulyan];
+    let num_malicious = if strategy.is_none() || byzantine.contains(&s) {
+        r.int("FL_NUM_MALICIOUS").ok().flatten().map(u32_of)
+    } else {
+        if r.is_set("FL_NUM_MALICIOUS") {
+            r.warn(format!("FL_NUM_MALICIOUS applies to Krum and Bulyan only; FL_STRATEGY is {s}: ignored"));
+        }
+        Some(0)
+    };
+    if let (Some(st @ (Strategy::Krum | Strategy::Bulyan)), Some(n), Some(f)) = (strategy, fit, num_malicious) {
+        let (k, need) = if st == Strategy::Krum { (2, 2 * f + 3) } else { (4, 4 * f + 3) };
+        if n < need {
+            r.problem(
+                "FL_STRATEGY",
+                Some(st.as_str()),
+                format!(
+                    "{st} needs n >= {k}f+3 = {need} SuperNodes per round, with n = FL_MIN_FIT_CLIENTS = {n} and f = \
+                     FL_NUM_MALICIOUS = {f}: raise FL_MIN_FIT_CLIENTS or lower FL_NUM_MALICIOUS"
+                ),
+            );
+        }
+    }
+    let checkpoint = match r.yes_no("FL_CHECKPOINT_ENABLED") {
+        Ok(Some(true)) => {
+            let interval = r.int("FL_CHECKPOINT_INTERVAL").ok().flatten().map(u32_of);
+            let path = r.value("FL_CHECKPOINT_PATH", values::state_path, |p| json!(p)).ok().flatten();
+            Some(interval.zip(path).map(|(interval, path)| Checkpoint { interval, path }))
+        }
+        Ok(_) => {
+            for name in ["FL_CHECKPOINT_INTERVAL", "FL_CHECKPOINT_PATH"] {
+                if r.is_set(name) {
+                    r.warn(format!("{name} is ignored: FL_CHECKPOINT_ENABLED is NO"));
+                }
+            }
+            Some(None)
+        }
+        Err(()) => None,
+    };
+    let database = r.value("FL_DATABASE", values::database, |d| json!(d.to_string())).ok().flatten();
+    if !onegate.is_usable() {
+        r.warn(format!(
+            "OneGate is not usable ({} missing): the SuperLink cannot publish FL_ENDPOINT and FL_CA_CERT, so every SuperNode needs FL_SUPERLINK_ADDRESS (and FL_SSL_CA_CERTFILE for TLS)",
+            missing_onegate(onegate)
+        ));
+    }
+    Some(SuperLink {
+        num_rounds: num_rounds?,
+        strategy: strategy?,
+        min_fit_clients: fit?,
+        min_evaluate_clients: eval?,
+        min_available_clients: avail?,
+        proximal_mu: proximal_mu?,
+        server_lr: server_lr?,
+        num_malicious: num_malicious?,
+        trim_beta: trim_beta?,
+        checkpoint: checkpoint?,
+        database: database?,
+    })
+}
+
+/// SuperNode settings; a missing SuperLink address needs a usable OneGate.
+fn supernode(r: &mut Resolver, onegate: &OneGate, use_case: UseCase) -> Option<SuperNode> {
+    let superlink = r.value("FL_SUPERLINK_ADDRESS", values::host_port, |a| json!(a.to_string()));
+    let node_config = r.value("FL_NODE_CONFIG", NodeConfig::parse, |c| json!(c.to_arg()));
+    let max_retries = r.int("FL_MAX_RETRIES").ok().flatten().map(|v| (v > 0).then(|| u32_of(v)));
+    let max_wait = r.int("FL_MAX_WAIT_TIME").ok().flatten().map(|v| (v > 0).then(|| Duration::from_secs(v as u64)));
+    let retries = r.int("FL_DISCOVERY_RETRIES").ok().flatten().map(u32_of);
+    let interval = r.int("FL_DISCOVERY_INTERVAL").ok().flatten().map(|v| Duration::from_secs(v as u64));
+    if matches!(superlink, Ok(None)) && !onegate.is_usable() {
+        r.problem(
+            "FL_SUPERLINK_ADDRESS",
+            None,
+            format!(
+                "unset, and the SuperLink cannot be discovered: OneGate is not usable ({} missing); give FL_SUPERLINK_ADDRESS=host:port, or TOKEN=YES in the VM template",
+                missing_onegate(onegate)
+            ),
+        );
+    }
+    if matches!(node_config, Ok(None)) && use_case != UseCase::None && !onegate.is_usable() {
+        r.warn("FL_NODE_CONFIG is empty and OneGate is not usable: partition-id/num-partitions cannot be computed from the OneFlow role; give FL_NODE_CONFIG");
+    }
+    Some(SuperNode {
+        superlink: superlink.ok()?,
+        node_config: node_config.ok()?,
+        max_retries: max_retries?,
+        max_wait_time: max_wait?,
+        discovery_retries: retries?,
+        discovery_interval: interval?,
+    })
+}
+
+/// An FL_SSL_* value resolved to PEM text by `tls`'s own rules (so `check` and boot agree).
+fn pem(r: &mut Resolver, var: OperatorVar, dir: &Path) -> Result<Option<Secret>, ()> {
+    let name: &'static str = var.name();
+    let Some((text, source)) = r.lookup(name) else {
+        r.record(name, Json::Null, Source::Default);
+        return Ok(None);
+    };
+    match crate::tls::resolve_operator_value(var, &text, dir) {
+        Ok(pem) => {
+            let t = text.trim();
+            let shown = if var == OperatorVar::Key {
+                format!("<redacted {} bytes>", t.len())
+            } else if crate::context::valid_file_name(t) && t.len() <= 100 && !t.starts_with("LS0tLS") {
+                format!("file {t}")
+            } else {
+                format!("<PEM, {} bytes>", pem.expose().len())
+            };
+            r.record(name, json!(shown), source);
+            Ok(Some(pem))
+        }
+        Err(e) => {
+            let msg = match e {
+                TlsError::ResolveValue { reason, .. } => reason,
+                e => e.to_string(),
+            };
+            r.problem(name, Some(&text), msg);
+            Err(())
+        }
+    }
+}
+
+/// TLS inputs for the role (DESIGN.md's SuperNode decision order needs `enabled` as given).
+fn tls(r: &mut Resolver, role: Role, onegate: &OneGate) -> Option<Tls> {
+    let explicit = r.yes_no("FL_TLS_ENABLED");
+    let enabled = explicit.unwrap_or_default();
+    if matches!(explicit, Ok(None)) {
+        let v = if role == Role::SuperLink { json!("YES") } else { Json::Null };
+        r.record("FL_TLS_ENABLED", v, Source::Default);
+    }
+    let dir = r.ctx.dir().map(Path::to_path_buf).unwrap_or_else(|| Path::new("/nonexistent").to_path_buf());
+    let mut ok = explicit.is_ok();
+    let mut tls = Tls { enabled, operator: None, ca_pem: None, extra_sans: Vec::new() };
+    match role {
+        Role::SuperLink => {
+            let vars = [OperatorVar::CaCert, OperatorVar::Cert, OperatorVar::Key];
+            let given: Vec<&str> = vars.iter().map(|v| v.name()).filter(|n| r.is_set(n)).collect();
+            if !given.is_empty() && given.len() < 3 {
+                for v in vars.iter().map(|v| v.name()).filter(|n| !given.contains(n)) {
+                    r.problem(v, None, format!(
+                        "unset, but {} {} set: FL_SSL_CA_CERTFILE, FL_SSL_CERTFILE and FL_SSL_KEYFILE go together (all three, or none to let the SuperLink generate its own)",
+                        given.join(" and "), if given.len() == 1 { "is" } else { "are" }
+                    ));
+                }
+                ok = false;
+            }
+            let pems: Vec<Result<Option<Secret>, ()>> = vars.iter().map(|v| pem(r, *v, &dir)).collect();
+            if let [Ok(Some(ca)), Ok(Some(cert)), Ok(Some(key))] = pems.as_slice() {
+                tls.operator = Some(OperatorPem {
+                    ca: ca.expose().to_string(),
+                    cert: cert.expose().to_string(),
+                    key: key.clone(),
+                });
+            }
+            ok &= pems.iter().all(Result::is_ok);
+            let sans =
+                r.value("FL_CERT_EXTRA_SANS", parse_sans, |v| json!(v.iter().map(San::to_string).collect::<Vec<_>>()));
+            tls.extra_sans = sans.map_err(|()| ok = false).ok().flatten().unwrap_or_default();
+            if enabled == Some(false) && (tls.operator.is_some() || !tls.extra_sans.is_empty()) {
+                r.warn("FL_SSL_* and FL_CERT_EXTRA_SANS are ignored: FL_TLS_ENABLED is NO");
+            } else if tls.operator.is_some() && !tls.extra_sans.is_empty() {
+                r.warn("FL_CERT_EXTRA_SANS is ignored: it applies to the generated certificate, and FL_SSL_* give the operator's");
+            }
+        }
+        Role::SuperNode => {
+            tls.ca_pem = pem(r, OperatorVar::CaCert, &dir)
+                .map_err(|()| ok = false)
+                .ok()
+                .flatten()
+                .map(|p| p.expose().to_string());
+            match (enabled, &tls.ca_pem, onegate.is_usable()) {
+                (Some(true), None, false) => {
+                    r.problem("FL_TLS_ENABLED", Some("YES"), "no CA certificate to trust: give FL_SSL_CA_CERTFILE, or make OneGate usable (TOKEN=YES) so the SuperLink's FL_CA_CERT can be fetched");
+                    ok = false;
+                }
+                (None, None, false) => r.warn(
+                    "FL_TLS_ENABLED is unset, there is no FL_SSL_CA_CERTFILE and OneGate is not usable: this SuperNode will connect WITHOUT TLS; set FL_TLS_ENABLED=YES with FL_SSL_CA_CERTFILE, or FL_TLS_ENABLED=NO to make it explicit",
+                ),
+                (Some(false), Some(_), _) => r.warn("FL_SSL_CA_CERTFILE is ignored: FL_TLS_ENABLED is NO"),
+                _ => {}
+            }
+        }
+    }
+    ok.then_some(tls)
+}
+
+/// FL_CERT_EXTRA_SANS by `tls`'s rules; every bad entry is named.
+fn parse_sans(s: &str) -> Result<Vec<San>, String> {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for w in s.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty()) {
+        match San::parse(w) {
+            Ok(san) => out.push(san),
+            Err(TlsError::InvalidSan { value, reason }) => bad.push(format!("{value:?}: {reason}")),
+            Err(e) => bad.push(e.to_string()),
+        }
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        Err(format!("{} (must be {})", bad.join("; "), Resolver::rule("FL_CERT_EXTRA_SANS")))
+    }
+}
+
+/// SuperNode GPU settings; the details only matter when FL_GPU_ENABLED=YES.
+fn gpu(r: &mut Resolver) -> Option<Gpu> {
+    let enabled = r.yes_no("FL_GPU_ENABLED").ok().flatten()?;
+    if !enabled {
+        for name in ["FL_CUDA_VISIBLE_DEVICES", "FL_GPU_MEMORY_FRACTION"] {
+            if r.is_set(name) {
+                r.warn(format!("{name} is ignored: FL_GPU_ENABLED is NO"));
+            }
+        }
+        return Some(Gpu { enabled, devices: CudaDevices::All, memory_fraction: 1.0 });
+    }
+    let devices = r.value("FL_CUDA_VISIBLE_DEVICES", values::cuda_devices, |d| json!(d.to_string())).ok().flatten();
+    let memory_fraction = r.float("FL_GPU_MEMORY_FRACTION").ok().flatten();
+    Some(Gpu { enabled, devices: devices?, memory_fraction: memory_fraction? })
+}
+
+/// Variables of the other role: a warning naming them (they are not validated).
+fn unused_for_role(r: &mut Resolver, role: Role) {
+    let other: Vec<String> = vars::VARS
+        .iter()
+        .filter(|v| !v.applies.to(role) && v.applies != Applies::Both)
+        .flat_map(|v| std::iter::once(v.name).chain(v.aliases.iter().copied()))
+        .filter(|n| r.ctx.get(n).is_some())
+        .map(String::from)
+        .collect();
+    if !other.is_empty() {
+        let other_role = if role == Role::SuperLink { Role::SuperNode } else { Role::SuperLink };
+        let verb = if other.len() == 1 { "applies" } else { "apply" };
+        r.warn(format!("{} {verb} to the {other_role} only: ignored on this {role}", other.join(", ")));
+    }
+}
+
+/// `FL_*`-looking keys that are not in the table: probably typos.
+fn unknown_variables(r: &mut Resolver) {
+    let keys: Vec<String> = r.ctx.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| k.to_string()).collect();
+    for k in keys {
+        let up = k.to_ascii_uppercase();
+        let flowerish = ["FL_", "ONEAPP_FL", "ONEAPP_FLOWER", "FLOWER_", "ML_"].iter().any(|p| up.starts_with(p));
+        if !flowerish || vars::lookup(&k).is_some() {
+            continue;
+        }
+        match vars::closest(&k) {
+            Some(c) => r.warn(format!("{k} is not a flower-init variable (did you mean {c}?): ignored")),
+            None => r.warn(format!("{k} is not a flower-init variable: ignored")),
+        }
+    }
+}
