@@ -11,8 +11,7 @@
 //! only that a key is declared (`[code: 15] Invalid run configuration.`), never its type, so
 //! [`AppSchema::validate`] checks both, before submission, naming key, value and type.
 
-use crate::config::{Strategy, UseCase};
-use serde::Deserialize;
+use crate::config::{Strategy, SuperLink, UseCase};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -144,6 +143,11 @@ pub struct Checkpointing {
     pub resume: bool,
 }
 
+/// Seconds the ServerApp waits for the replies of one train or evaluate phase. Flower's own
+/// default is 3600 s: a SuperNode killed mid-round would stall the run for an hour. Flower
+/// answers for a node it marks offline (about 60 s without heartbeat) sooner anyway.
+pub const ROUND_TIMEOUT_S: u32 = 300;
+
 /// The typed training settings flower-init derives from the validated context variables.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSettings {
@@ -168,17 +172,85 @@ pub struct RunSettings {
     pub trim_beta: f64,
     /// FL_CHECKPOINT_ENABLED=YES; None = off
     pub checkpoint: Option<Checkpointing>,
-    /// Where the ServerApp writes its progress (container path); flower-init reads it back.
+    /// Where the ServerApp writes its progress (container path, absolute); flower-init reads
+    /// it back from the state disk with [`parse_status_file`].
     pub status_file: String,
+    /// `round-timeout`: [`ROUND_TIMEOUT_S`] unless the caller knows better.
+    pub round_timeout_s: u32,
 }
 
 impl RunSettings {
-    /// Every key the appliance sets, always all of them (the app's defaults never decide).
-    /// `UseCase::None` has no run to configure.
-    pub fn to_run_config(&self) -> Result<RunConfig, RunConfigError> {
+    /// The settings of the bundled run from the validated SuperLink configuration.
+    /// `checkpoint_dir` is where FL_CHECKPOINT_PATH appears inside the SuperLink container
+    /// (`None`: at the same path, the state disk being mounted at the same place); `status_file`
+    /// is the container path of the status file. A checkpointed run resumes from the latest
+    /// checkpoint, so a run resubmitted after a restart goes on from the last saved model.
+    pub fn from_superlink(
+        sl: &SuperLink,
+        use_case: UseCase,
+        checkpoint_dir: Option<&str>,
+        status_file: &str,
+    ) -> Result<RunSettings, RunConfigError> {
+        let checkpoint = sl.checkpoint.as_ref().map(|c| Checkpointing {
+            interval: c.interval,
+            dir: checkpoint_dir.map_or_else(|| c.path.display().to_string(), str::to_string),
+            resume: true,
+        });
+        let settings = RunSettings {
+            use_case,
+            num_rounds: sl.num_rounds,
+            strategy: sl.strategy,
+            min_train_nodes: sl.min_fit_clients,
+            min_evaluate_nodes: sl.min_evaluate_clients,
+            min_available_nodes: sl.min_available_clients,
+            proximal_mu: sl.proximal_mu,
+            server_learning_rate: sl.server_lr,
+            num_malicious_nodes: sl.num_malicious,
+            trim_beta: sl.trim_beta,
+            checkpoint,
+            status_file: status_file.to_string(),
+            round_timeout_s: ROUND_TIMEOUT_S,
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Rules the app would otherwise fail the run for, checked before submission: a use case,
+    /// absolute container paths, and the Byzantine bounds (config validates them at boot too;
+    /// Flower itself never does).
+    pub fn check(&self) -> Result<(), RunConfigError> {
         if self.use_case == UseCase::None {
             return Err(RunConfigError::NoUseCase);
         }
+        let ck_dir = self.checkpoint.as_ref().map(|c| c.dir.as_str());
+        for (key, path) in [("status-file", Some(self.status_file.as_str())), ("checkpoint-dir", ck_dir)] {
+            if let Some(p) = path.filter(|p| !p.starts_with('/')) {
+                return Err(RunConfigError::Invalid { key: key.into(), value: toml_basic_string(p), rule: "must be an absolute path".into() });
+            }
+        }
+        let (n, f) = (self.min_train_nodes, self.num_malicious_nodes);
+        let bound = match self.strategy {
+            Strategy::Krum => Some((2, 2 * f + 3)),
+            Strategy::Bulyan => Some((4, 4 * f + 3)),
+            _ => None,
+        };
+        if let Some((k, need)) = bound.filter(|(_, need)| n < *need) {
+            return Err(RunConfigError::Invalid {
+                key: "min-train-nodes".into(),
+                value: n.to_string(),
+                rule: format!("{} needs n >= {k}f+3: n={n}, f={f}, {k}*{f}+3={need}", self.strategy),
+            });
+        }
+        if self.round_timeout_s == 0 {
+            return Err(RunConfigError::Invalid { key: "round-timeout".into(), value: "0".into(), rule: "must be > 0".into() });
+        }
+        Ok(())
+    }
+
+    /// Every key the appliance sets, always all of them (the app's defaults never decide),
+    /// after [`RunSettings::check`].
+    pub fn to_run_config(&self) -> Result<RunConfig, RunConfigError> {
+        self.check()?;
         let mut rc = RunConfig::default();
         let int = |v: u32| Value::Int(i64::from(v));
         rc.set("use-case", Value::Str(self.use_case.as_str().into()))
@@ -191,6 +263,7 @@ impl RunSettings {
             .set("server-learning-rate", Value::Float(self.server_learning_rate))
             .set("num-malicious-nodes", int(self.num_malicious_nodes))
             .set("trim-beta", Value::Float(self.trim_beta))
+            .set("round-timeout", Value::Float(f64::from(self.round_timeout_s)))
             .set("status-file", Value::Str(self.status_file.clone()));
         let ck = self.checkpoint.as_ref();
         rc.set("checkpoint-enabled", Value::Bool(ck.is_some()))
@@ -214,6 +287,8 @@ pub enum RunConfigError {
     BadKey { key: String },
     /// NaN or infinity.
     NotFinite { key: String, value: String },
+    /// A setting the app would refuse (rule broken), caught before submission.
+    Invalid { key: String, value: String, rule: String },
     /// The app's config table could not be read.
     Schema(String),
 }
@@ -232,6 +307,7 @@ impl fmt::Display for RunConfigError {
                 write!(f, "run config key {key:?} is not a TOML bare key (letters, digits, '-', '_', '.')")
             }
             RunConfigError::NotFinite { key, value } => write!(f, "run config key {key:?}: value {value} is not a finite number"),
+            RunConfigError::Invalid { key, value, rule } => write!(f, "run config key {key:?}: value {value}: {rule}"),
             RunConfigError::Schema(m) => write!(f, "read the app's run-config declaration: {m}"),
         }
     }
@@ -316,269 +392,8 @@ fn is_bare_key(key: &str) -> bool {
         && key.split('.').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
 }
 
-// ---------------------------------------------------------------------------------------
-// Submitting and following a run with the flwr CLI (inside the SuperLink's container).
-// ---------------------------------------------------------------------------------------
-
-/// Name of the connection flower-init writes into `$FLWR_HOME/config.toml`.
-pub const CONNECTION: &str = "appliance";
-
-/// How the CLI reaches the SuperLink.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Transport {
-    Insecure,
-    /// Absolute path of the CA certificate (flwr refuses relative paths).
-    RootCertificates(String),
-}
-
-/// `$FLWR_HOME/config.toml` with one default connection `name` to `address` (host:port,
-/// normally 127.0.0.1:8000: the server certificate carries the 127.0.0.1 SAN).
-pub fn flwr_config_toml(name: &str, address: &str, transport: &Transport) -> Result<String, String> {
-    if !is_bare_key(name) || name.contains('.') {
-        return Err(format!("connection name {name:?} must be a bare TOML key"));
-    }
-    let mut out = format!("[superlink]\ndefault = {}\n\n[superlink.{name}]\naddress = {}\n", toml_basic_string(name), toml_basic_string(address));
-    match transport {
-        Transport::Insecure => out.push_str("insecure = true\n"),
-        Transport::RootCertificates(path) if path.starts_with('/') => {
-            out.push_str(&format!("root-certificates = {}\n", toml_basic_string(path)));
-        }
-        Transport::RootCertificates(path) => return Err(format!("root-certificates {path:?} must be an absolute path")),
-    }
-    Ok(out)
-}
-
-/// `flwr run APP CONNECTION [--run-config '…'] --format json`.
-pub fn flwr_run_argv(flwr: &str, app_dir: &str, connection: &str, rc: &RunConfig) -> Vec<String> {
-    let mut argv = vec![flwr.to_string(), "run".into(), app_dir.into(), connection.into()];
-    if !rc.entries.is_empty() {
-        argv.push("--run-config".into());
-        argv.push(rc.render());
-    }
-    argv.extend(["--format".into(), "json".into()]);
-    argv
-}
-
-/// `flwr ls CONNECTION [--run-id ID] --format json`.
-pub fn flwr_ls_argv(flwr: &str, connection: &str, run_id: Option<u64>) -> Vec<String> {
-    let mut argv = vec![flwr.to_string(), "ls".into(), connection.into()];
-    if let Some(id) = run_id {
-        argv.extend(["--run-id".into(), id.to_string()]);
-    }
-    argv.extend(["--format".into(), "json".into()]);
-    argv
-}
-
-/// What a `flwr … --format json` call said. flwr exits 0 even when it failed: the JSON's
-/// `success` is the only reliable signal.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FlwrError {
-    /// `success: false`, with flwr's `error-message` (e.g. `[code: 15] Invalid run configuration.`).
-    Refused(String),
-    /// Not the JSON flwr prints (a crash, a traceback, a version change).
-    Unreadable(String),
-}
-
-impl fmt::Display for FlwrError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FlwrError::Refused(m) => write!(f, "flwr refused: {}", m.trim()),
-            FlwrError::Unreadable(m) => write!(f, "read flwr output: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for FlwrError {}
-
-/// A run that `flwr run` started.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Submitted {
-    pub run_id: u64,
-    pub fab_id: String,
-    pub fab_version: String,
-    pub fab_hash: String,
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    success: bool,
-    #[serde(rename = "error-message", default)]
-    error_message: String,
-}
-
-/// flwr prints run ids as JSON strings (u64 exceeds JSON-safe integers); accept numbers too.
-fn run_id_of(v: &serde_json::Value) -> Result<u64, FlwrError> {
-    match v {
-        serde_json::Value::String(s) => s.parse().map_err(|_| FlwrError::Unreadable(format!("run id {s:?} is not a u64"))),
-        serde_json::Value::Number(n) => n.as_u64().ok_or_else(|| FlwrError::Unreadable(format!("run id {n} is not a u64"))),
-        other => Err(FlwrError::Unreadable(format!("run id {other} is not a u64"))),
-    }
-}
-
-fn envelope(stdout: &str) -> Result<serde_json::Value, FlwrError> {
-    let doc: serde_json::Value = serde_json::from_str(stdout.trim()).map_err(|e| FlwrError::Unreadable(format!("{e}: {:.200}", stdout.trim())))?;
-    let env: Envelope = serde_json::from_value(doc.clone()).map_err(|e| FlwrError::Unreadable(e.to_string()))?;
-    if !env.success {
-        return Err(FlwrError::Refused(env.error_message));
-    }
-    Ok(doc)
-}
-
-fn field_str(doc: &serde_json::Value, key: &str) -> String {
-    doc.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_string()
-}
-
-/// Parse the stdout of `flwr run … --format json`.
-pub fn parse_run_output(stdout: &str) -> Result<Submitted, FlwrError> {
-    let doc = envelope(stdout)?;
-    let id = doc.get("run-id").ok_or_else(|| FlwrError::Unreadable("no run-id".into()))?;
-    Ok(Submitted {
-        run_id: run_id_of(id)?,
-        fab_id: field_str(&doc, "fab-id"),
-        fab_version: field_str(&doc, "fab-version"),
-        fab_hash: field_str(&doc, "fab-hash"),
-    })
-}
-
-/// A run's lifecycle state as `flwr ls` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunState {
-    Pending,
-    Starting,
-    Running,
-    Completed,
-    Failed,
-    Stopped,
-    /// A status this flwr version did not have: shown as is, treated as not finished.
-    Other(String),
-}
-
-impl RunState {
-    pub fn parse(s: &str) -> RunState {
-        match s {
-            "pending" => RunState::Pending,
-            "starting" => RunState::Starting,
-            "running" => RunState::Running,
-            "finished:completed" => RunState::Completed,
-            "finished:failed" => RunState::Failed,
-            "finished:stopped" => RunState::Stopped,
-            other => RunState::Other(other.into()),
-        }
-    }
-
-    pub fn is_finished(&self) -> bool {
-        matches!(self, RunState::Completed | RunState::Failed | RunState::Stopped) || matches!(self, RunState::Other(s) if s.starts_with("finished:"))
-    }
-
-    /// The FL_RUN_STATUS word: pending, starting, running, completed, failed, stopped.
-    pub fn as_str(&self) -> &str {
-        match self {
-            RunState::Pending => "pending",
-            RunState::Starting => "starting",
-            RunState::Running => "running",
-            RunState::Completed => "completed",
-            RunState::Failed => "failed",
-            RunState::Stopped => "stopped",
-            RunState::Other(s) => s,
-        }
-    }
-}
-
-/// One row of `flwr ls --format json`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunInfo {
-    pub run_id: u64,
-    pub state: RunState,
-    /// flwr's `status-details` ("N/A" becomes empty), e.g. the ServerApp's exception.
-    pub details: String,
-    pub fab_id: String,
-    pub fab_version: String,
-    pub elapsed_s: f64,
-    /// `YYYY-MM-DD HH:MM:SSZ` or empty.
-    pub pending_at: String,
-    pub finished_at: String,
-}
-
-/// Parse the stdout of `flwr ls … --format json` (all runs, or the one of `--run-id`).
-pub fn parse_ls_output(stdout: &str) -> Result<Vec<RunInfo>, FlwrError> {
-    let doc = envelope(stdout)?;
-    let runs = doc.get("runs").and_then(|r| r.as_array()).ok_or_else(|| FlwrError::Unreadable("no runs array".into()))?;
-    let na = |s: String| if s == "N/A" { String::new() } else { s };
-    runs.iter()
-        .map(|r| {
-            Ok(RunInfo {
-                run_id: run_id_of(r.get("run-id").unwrap_or(&serde_json::Value::Null))?,
-                state: RunState::parse(&field_str(r, "status")),
-                details: na(field_str(r, "status-details")),
-                fab_id: field_str(r, "fab-id"),
-                fab_version: field_str(r, "fab-version"),
-                elapsed_s: r.get("elapsed").and_then(|v| v.as_f64()).unwrap_or(0.0),
-                pending_at: na(field_str(r, "pending-at")),
-                finished_at: na(field_str(r, "finished-at")),
-            })
-        })
-        .collect()
-}
-
-/// The app's progress as its ServerApp wrote it to `status-file` (apps/appliance, files.py).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct AppStatus {
-    #[serde(deserialize_with = "de_run_id")]
-    pub run_id: u64,
-    /// waiting | running | completed | failed
-    pub status: String,
-    /// Last finished round (0 before the first).
-    pub round: u32,
-    pub num_rounds: Option<u32>,
-    /// Federated evaluation after `round` (None before round 1).
-    pub loss: Option<f64>,
-    pub accuracy: Option<f64>,
-    pub strategy: Option<String>,
-    pub use_case: Option<String>,
-    /// While waiting for the minimum nodes.
-    pub connected_nodes: Option<u32>,
-    /// Why it failed (or a note such as "resumed from …").
-    #[serde(default)]
-    pub message: String,
-    /// The newest checkpoint file, if checkpointing.
-    pub checkpoint: Option<String>,
-    /// UTC time of the last write.
-    pub updated: String,
-}
-
-fn de_run_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let v = serde_json::Value::deserialize(d)?;
-    run_id_of(&v).map_err(serde::de::Error::custom)
-}
-
-/// Parse the status file (read from the state directory the container bind-mounts).
-pub fn parse_status_file(text: &str) -> Result<AppStatus, String> {
-    serde_json::from_str(text).map_err(|e| format!("parse app status file: {e}"))
-}
-
-impl AppStatus {
-    /// The FL_RUN_* attributes for OneGate and /status (metrics only once there are some).
-    pub fn attributes(&self) -> Vec<(&'static str, String)> {
-        let mut out = vec![
-            ("FL_RUN_ID", self.run_id.to_string()),
-            ("FL_RUN_STATUS", self.status.clone()),
-            ("FL_RUN_ROUND", match self.num_rounds {
-                Some(n) => format!("{}/{n}", self.round),
-                None => self.round.to_string(),
-            }),
-        ];
-        if let Some(l) = self.loss {
-            out.push(("FL_RUN_LOSS", format!("{l:.6}")));
-        }
-        if let Some(a) = self.accuracy {
-            out.push(("FL_RUN_ACCURACY", format!("{a:.6}")));
-        }
-        if self.status == "failed" && !self.message.is_empty() {
-            out.push(("FL_RUN_ERROR", self.message.clone()));
-        }
-        out
-    }
-}
+mod flwr;
+pub use flwr::*;
 
 #[cfg(test)]
 mod tests {
@@ -640,6 +455,7 @@ mod tests {
             trim_beta: 0.2,
             checkpoint: Some(Checkpointing { interval: 2, dir: "/var/lib/flower/checkpoints".into(), resume: true }),
             status_file: "/var/lib/flower/run-status.json".into(),
+            round_timeout_s: ROUND_TIMEOUT_S,
         }
     }
 
@@ -682,11 +498,94 @@ mod tests {
     }
 
     #[test]
+    fn settings_render_to_the_exact_argument() {
+        let rc = RunSettings { strategy: FlStrategy::Krum, min_train_nodes: 5, num_malicious_nodes: 1, ..settings() };
+        assert_eq!(
+            rc.to_run_config().unwrap().render(),
+            "checkpoint-dir=\"/var/lib/flower/checkpoints\" checkpoint-enabled=true checkpoint-interval=2 \
+             checkpoint-resume=true min-available-nodes=2 min-evaluate-nodes=2 min-train-nodes=5 \
+             num-malicious-nodes=1 num-server-rounds=3 proximal-mu=0.1 round-timeout=300.0 \
+             server-learning-rate=0.1 status-file=\"/var/lib/flower/run-status.json\" strategy=\"Krum\" \
+             trim-beta=0.2 use-case=\"tabular-classification\""
+        );
+    }
+
+    fn superlink() -> SuperLink {
+        SuperLink {
+            num_rounds: 4,
+            strategy: FlStrategy::Bulyan,
+            min_fit_clients: 7,
+            min_evaluate_clients: 3,
+            min_available_clients: 8,
+            proximal_mu: 0.25,
+            server_lr: 0.05,
+            num_malicious: 1,
+            trim_beta: 0.1,
+            checkpoint: Some(crate::config::Checkpoint { interval: 2, path: "/var/lib/flower/ckpt".into() }),
+            database: crate::config::Database::InMemory,
+        }
+    }
+
+    #[test]
+    fn settings_from_the_validated_superlink_config() {
+        let s = RunSettings::from_superlink(&superlink(), UseCase::ImageClassification, None, "/var/lib/flower/status.json").unwrap();
+        assert_eq!(
+            s,
+            RunSettings {
+                use_case: UseCase::ImageClassification,
+                num_rounds: 4,
+                strategy: FlStrategy::Bulyan,
+                min_train_nodes: 7,
+                min_evaluate_nodes: 3,
+                min_available_nodes: 8,
+                proximal_mu: 0.25,
+                server_learning_rate: 0.05,
+                num_malicious_nodes: 1,
+                trim_beta: 0.1,
+                checkpoint: Some(Checkpointing { interval: 2, dir: "/var/lib/flower/ckpt".into(), resume: true }),
+                status_file: "/var/lib/flower/status.json".into(),
+                round_timeout_s: ROUND_TIMEOUT_S,
+            }
+        );
+        assert_eq!(app_schema().validate(&s.to_run_config().unwrap()), Ok(()));
+        // The container sees the state disk elsewhere: the caller says where.
+        let moved = RunSettings::from_superlink(&superlink(), UseCase::ImageClassification, Some("/state/ckpt"), "/state/s.json").unwrap();
+        assert_eq!(moved.checkpoint.unwrap().dir, "/state/ckpt");
+        let off = SuperLink { checkpoint: None, ..superlink() };
+        let s = RunSettings::from_superlink(&off, UseCase::TabularClassification, Some("/ignored"), "/s.json").unwrap();
+        assert_eq!(s.checkpoint, None);
+        assert_eq!(
+            RunSettings::from_superlink(&superlink(), UseCase::None, None, "/s.json"),
+            Err(RunConfigError::NoUseCase)
+        );
+    }
+
+    #[test]
+    fn settings_the_app_would_refuse_are_refused_before_submission() {
+        let err = |s: RunSettings| s.to_run_config().unwrap_err().to_string();
+        assert_eq!(
+            err(RunSettings { strategy: FlStrategy::Krum, min_train_nodes: 4, num_malicious_nodes: 1, ..settings() }),
+            r#"run config key "min-train-nodes": value 4: Krum needs n >= 2f+3: n=4, f=1, 2*1+3=5"#
+        );
+        assert_eq!(
+            err(RunSettings { strategy: FlStrategy::Bulyan, min_train_nodes: 6, num_malicious_nodes: 1, ..settings() }),
+            r#"run config key "min-train-nodes": value 6: Bulyan needs n >= 4f+3: n=6, f=1, 4*1+3=7"#
+        );
+        let sl = SuperLink { strategy: FlStrategy::Krum, min_fit_clients: 2, num_malicious: 0, ..superlink() };
+        let e = RunSettings::from_superlink(&sl, UseCase::TabularClassification, None, "/s.json").unwrap_err();
+        assert!(e.to_string().contains("Krum needs n >= 2f+3: n=2, f=0, 2*0+3=3"), "{e}");
+        assert!(err(RunSettings { status_file: "status.json".into(), ..settings() }).contains("\"status-file\": value \"status.json\": must be an absolute path"));
+        let rel = Checkpointing { interval: 1, dir: "ckpt".into(), resume: false };
+        assert!(err(RunSettings { checkpoint: Some(rel), ..settings() }).contains("\"checkpoint-dir\""));
+        assert!(err(RunSettings { round_timeout_s: 0, ..settings() }).contains("\"round-timeout\": value 0: must be > 0"));
+    }
+
+    #[test]
     fn the_bundled_app_declares_every_key_the_appliance_sets_with_its_type() {
         let schema = app_schema();
         for uc in [UseCase::TabularClassification, UseCase::ImageClassification, UseCase::LlmFineTuning] {
             for st in FlStrategy::ALL {
-                let rc = RunSettings { use_case: uc, strategy: *st, ..settings() }.to_run_config().unwrap();
+                let rc = RunSettings { use_case: uc, strategy: *st, min_train_nodes: 7, ..settings() }.to_run_config().unwrap();
                 assert_eq!(schema.validate(&rc), Ok(()));
             }
         }
@@ -724,84 +623,6 @@ mod tests {
         round_trips(&rc);
         assert!(AppSchema::from_config_table(&serde_json::json!({"x": [1]})).is_err());
         assert!(AppSchema::from_pyproject_json("{}").is_err());
-    }
-
-    #[test]
-    fn connection_config_and_argv() {
-        let toml_text = flwr_config_toml(CONNECTION, "127.0.0.1:8000", &Transport::Insecure).unwrap();
-        assert_eq!(toml_text, "[superlink]\ndefault = \"appliance\"\n\n[superlink.appliance]\naddress = \"127.0.0.1:8000\"\ninsecure = true\n");
-        let tls = flwr_config_toml(CONNECTION, "127.0.0.1:8000", &Transport::RootCertificates("/certs/ca.crt".into())).unwrap();
-        let doc: toml::Table = tls.parse().unwrap();
-        assert_eq!(doc["superlink"]["appliance"]["root-certificates"].as_str(), Some("/certs/ca.crt"));
-        assert_eq!(doc["superlink"]["default"].as_str(), Some("appliance"));
-        assert!(flwr_config_toml(CONNECTION, "x", &Transport::RootCertificates("ca.crt".into())).is_err());
-        let rc = settings().to_run_config().unwrap();
-        let argv = flwr_run_argv("flwr", "/opt/app", CONNECTION, &rc);
-        assert_eq!(&argv[..5], ["flwr", "run", "/opt/app", "appliance", "--run-config"]);
-        assert_eq!(argv[5], rc.render());
-        assert_eq!(&argv[6..], ["--format", "json"]);
-        assert_eq!(flwr_run_argv("flwr", ".", "c", &RunConfig::default()), ["flwr", "run", ".", "c", "--format", "json"]);
-        assert_eq!(flwr_ls_argv("flwr", "c", Some(7)), ["flwr", "ls", "c", "--run-id", "7", "--format", "json"]);
-    }
-
-    fn fixture(name: &str) -> String {
-        std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-    }
-
-    #[test]
-    fn parses_real_flwr_run_outputs() {
-        let s = parse_run_output(&fixture("flwr/run-success.json")).unwrap();
-        assert_eq!(s.run_id, 3644363968915653623);
-        assert_eq!(s.fab_id, "flower-init/appliance");
-        assert_eq!(s.fab_version, "1.0.0");
-        match parse_run_output(&fixture("flwr/run-unknown-key.json")) {
-            Err(FlwrError::Refused(m)) => assert!(m.contains("[code: 15] Invalid run configuration."), "{m}"),
-            other => panic!("{other:?}"),
-        }
-        match parse_run_output(&fixture("flwr/run-bad-format.json")) {
-            Err(FlwrError::Refused(m)) => assert!(m.contains("invalid format"), "{m}"),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(parse_run_output("Traceback (most recent call last):"), Err(FlwrError::Unreadable(_))));
-    }
-
-    #[test]
-    fn parses_real_flwr_ls_outputs() {
-        let starting = parse_ls_output(&fixture("flwr/ls-starting.json")).unwrap();
-        assert_eq!(starting.len(), 1);
-        assert_eq!(starting[0].state, RunState::Starting);
-        assert!(!starting[0].state.is_finished());
-        assert_eq!(starting[0].finished_at, "");
-        let done = parse_ls_output(&fixture("flwr/ls-completed.json")).unwrap();
-        assert_eq!(done[0].run_id, 3644363968915653623);
-        assert_eq!(done[0].state, RunState::Completed);
-        assert!(done[0].state.is_finished());
-        assert!(done[0].elapsed_s > 0.0);
-        assert_eq!(done[0].details, "");
-        let failed = parse_ls_output(&fixture("flwr/ls-failed.json")).unwrap();
-        assert_eq!(failed[0].state, RunState::Failed);
-        assert!(failed[0].details.contains("n >= 2f+3"), "{}", failed[0].details);
-        assert!(matches!(parse_ls_output(&fixture("flwr/ls-unknown-run.json")), Err(FlwrError::Refused(m)) if m.contains("[code: 16]")));
-        assert!(RunState::parse("finished:weird").is_finished());
-        assert_eq!(RunState::parse("queued"), RunState::Other("queued".into()));
-    }
-
-    #[test]
-    fn parses_the_apps_status_files() {
-        let done = parse_status_file(&fixture("app/status-completed.json")).unwrap();
-        assert_eq!(done.run_id, 3644363968915653623);
-        assert_eq!(done.status, "completed");
-        assert_eq!((done.round, done.num_rounds), (2, Some(2)));
-        assert!(done.accuracy.unwrap() > 0.9);
-        let attrs = done.attributes();
-        assert_eq!(attrs[0], ("FL_RUN_ID", "3644363968915653623".to_string()));
-        assert_eq!(attrs[2], ("FL_RUN_ROUND", "2/2".to_string()));
-        assert!(attrs.iter().any(|(k, _)| *k == "FL_RUN_ACCURACY"));
-        let failed = parse_status_file(&fixture("app/status-failed-krum.json")).unwrap();
-        assert_eq!(failed.status, "failed");
-        assert_eq!(failed.loss, None);
-        assert!(failed.attributes().iter().any(|(k, v)| *k == "FL_RUN_ERROR" && v.contains("2f+3")));
-        assert!(parse_status_file("{}").is_err());
     }
 
     proptest! {
