@@ -54,3 +54,22 @@ class Renderer:
 @pytest.fixture(scope="session")
 def render(runconfig_bin, schema_file) -> Renderer:
     return Renderer(runconfig_bin, schema_file)
+
+
+class Parser:
+    """flower-init's parsers (runconfig --parse) fed with what the real flwr printed."""
+
+    def __init__(self, binary: Path):
+        self.binary = binary
+
+    def __call__(self, kind: str, text: str):
+        p = subprocess.run([str(self.binary), "--parse", kind], input=text, capture_output=True,
+                           text=True, timeout=60)
+        if p.returncode != 0:
+            raise AssertionError(f"flower-init cannot parse this {kind} output: {p.stderr}\n{text}")
+        return json.loads(p.stdout)
+
+
+@pytest.fixture(scope="session")
+def parse(runconfig_bin) -> Parser:
+    return Parser(runconfig_bin)

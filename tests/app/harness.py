@@ -49,6 +49,7 @@ class Federation:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.procs: list[subprocess.Popen] = []
+        self.run_outputs: dict[int, str] = {}  # run id -> stdout of `flwr run --format json`
         self.logs: list[Path] = []
         self.nodes = nodes
         self.node_config = node_config or [{} for _ in range(nodes)]
@@ -95,6 +96,12 @@ class Federation:
             time.sleep(0.1)
         return self
 
+    def kill_node(self, i: int) -> None:
+        """SIGKILL SuperNode i and its ClientApp processes (a VM pulled mid-run)."""
+        p = self.procs[1 + i]
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
     def stop(self) -> None:
         for p in reversed(self.procs):
             if p.poll() is None:
@@ -132,12 +139,14 @@ class Federation:
         out = json.loads(p.stdout)
         if not out.get("success"):
             raise RuntimeError(f"flwr run failed: {p.stdout}")
+        self.run_outputs[int(out["run-id"])] = p.stdout
         return int(out["run-id"])
 
+    def ls_output(self, home: Path, run_id: int) -> str:
+        return self.flwr(home, "ls", "appliance", "--run-id", str(run_id), "--format", "json").stdout
+
     def run_status(self, home: Path, run_id: int) -> dict:
-        p = self.flwr(home, "ls", "appliance", "--run-id", str(run_id), "--format", "json")
-        runs = json.loads(p.stdout)["runs"]
-        return runs[0]
+        return json.loads(self.ls_output(home, run_id))["runs"][0]
 
     def wait_finished(self, home: Path, run_id: int, timeout: float = RUN_TIMEOUT_S) -> dict:
         deadline = time.monotonic() + timeout

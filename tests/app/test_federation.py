@@ -7,6 +7,7 @@ nodes because Krum and Bulyan need n >= 2f+3 and n >= 4f+3, i.e. 3 nodes even wi
 """
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -64,8 +65,51 @@ def fed3(empty_data_dirs):
     fed.stop()
 
 
+class Drill:
+    """A 4-round run on its own federation of 3 SuperNodes that needs only 2; a watcher thread
+    SIGKILLs SuperNode 2 once round 1 is in the status file, i.e. during round 2."""
+
+    def __init__(self, render, tmp: Path):
+        dirs = [tmp / f"node{i}" for i in range(NODES)]
+        for d in dirs:
+            d.mkdir()
+        self.fed = H.Federation(NODES, node_config=[{"data-dir": str(d)} for d in dirs]).start()
+        self.home = self.fed.cli_home(tmp)
+        # round-timeout is left at the app's default: the appliance's own setting must do.
+        self.values = {"num-server-rounds": 4, "min-train-nodes": 2, "min-evaluate-nodes": 2,
+                       "min-available-nodes": 2, "status-file": str(tmp / "drill.status.json")}
+        self.run_id = self.fed.submit(self.home, render(self.values))
+        self.killed_after_round: int | None = None
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        deadline = time.monotonic() + H.RUN_TIMEOUT_S
+        path = Path(self.values["status-file"])
+        while time.monotonic() < deadline:
+            try:
+                st = json.loads(path.read_text())
+            except (OSError, ValueError):
+                st = {}
+            if st.get("status") in ("completed", "failed"):
+                return
+            if st.get("round", 0) >= 1:
+                self.fed.kill_node(2)
+                self.killed_after_round = st["round"]
+                return
+            time.sleep(0.2)
+
+
 @pytest.fixture(scope="session")
-def runs(fed3, render, tmp_path_factory) -> Runs:
+def drill(render, tmp_path_factory):
+    d = Drill(render, tmp_path_factory.mktemp("drill"))
+    yield d
+    d.fed.stop()
+
+
+@pytest.fixture(scope="session")
+def runs(fed3, drill, render, tmp_path_factory) -> Runs:
+    # `drill` first: its run overlaps with these.
     tmp = tmp_path_factory.mktemp("runs")
     r = Runs(fed3, fed3.cli_home(tmp), tmp)
     for st in STRATEGIES:
@@ -81,6 +125,23 @@ def runs(fed3, render, tmp_path_factory) -> Runs:
     r.submit(render, "wait", dict(common(tmp, "wait"), **{"min-available-nodes": NODES + 2,
                                                           "node-wait-timeout": 3.0}))
     return r
+
+
+def flower_init_reads(parse, runs: "Runs", name: str, state: str) -> None:
+    """flower-init's parsers read this run's real `flwr run`/`flwr ls` output and status file."""
+    rid = str(runs.ids[name])
+    submitted = parse("run", runs.fed.run_outputs[runs.ids[name]])
+    assert (submitted["run_id"], submitted["fab_id"]) == (rid, "flower-init/appliance")
+    [row] = parse("ls", runs.fed.ls_output(runs.home, runs.ids[name]))
+    assert (row["run_id"], row["state"], row["finished"]) == (rid, state, True)
+    attrs = parse("status", Path(runs.config[name]["status-file"]).read_text())
+    assert (attrs["FL_RUN_ID"], attrs["FL_RUN_STATUS"]) == (rid, state)
+    if state == "failed":
+        assert attrs["FL_RUN_ERROR"] and row["details"], (attrs, row)
+    else:
+        rounds = runs.config[name]["num-server-rounds"]
+        assert attrs["FL_RUN_ROUND"] == f"{rounds}/{rounds}"
+        assert float(attrs["FL_RUN_ACCURACY"]) > 0.5
 
 
 def federated_accuracy(model, use_case: str, data_dirs: list, num_classes: int) -> float:
@@ -100,8 +161,9 @@ def untrained_accuracy(use_case: str, data_dirs: list, d: int, k: int) -> float:
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_each_strategy_trains_two_rounds_and_beats_the_untrained_model(runs, strategy, empty_data_dirs):
+def test_each_strategy_trains_two_rounds_and_beats_the_untrained_model(runs, strategy, empty_data_dirs, parse):
     ls, st = runs.finish(strategy)
+    flower_init_reads(parse, runs, strategy, "completed")
     assert ls["status"] == "finished:completed", (ls["status-details"], runs.fed.run_log(runs.home, runs.ids[strategy]))
     assert (st["status"], st["round"], st["num_rounds"], st["strategy"]) == ("completed", 2, 2, strategy)
     assert [h["round"] for h in st["history"]] == [1, 2]
@@ -158,8 +220,9 @@ def test_checkpoints_appear_at_the_right_rounds_and_load_back(runs, render, empt
     assert (ckdir / f"checkpoint_{rid}_round_0003.npz").exists()  # nothing of run 1 is lost
 
 
-def test_llm_refuses_to_start_without_provisioned_data(runs, empty_data_dirs):
+def test_llm_refuses_to_start_without_provisioned_data(runs, empty_data_dirs, parse):
     ls, st = runs.finish("llm")
+    flower_init_reads(parse, runs, "llm", "failed")
     assert ls["status"] == "finished:failed"
     assert st["status"] == "failed"
     for where in (ls["status-details"], st["message"]):
@@ -182,6 +245,22 @@ def test_krum_below_its_bound_is_refused_with_the_formula(runs, render):
     assert "Krum needs min-train-nodes >= 2*num-malicious-nodes + 3 (n >= 2f+3): n=2, f=0, 2*0+3=3" \
         in ls["status-details"]
     assert st["status"] == "failed" and "2*0+3=3" in st["message"]
+
+
+def test_a_supernode_killed_mid_run_does_not_stop_the_run(drill):
+    drill.watcher.join(timeout=H.RUN_TIMEOUT_S)
+    ls = drill.fed.wait_finished(drill.home, drill.run_id)
+    k = drill.killed_after_round
+    assert k is not None and k <= 2, f"SuperNode 2 was not killed mid-run (after round {k})"
+    assert ls["status"] == "finished:completed", (ls["status-details"], drill.fed.run_log(drill.home, drill.run_id))
+    st = json.loads(Path(drill.values["status-file"]).read_text())
+    assert (st["status"], st["round"]) == ("completed", 4)
+    assert [h["round"] for h in st["history"]] == [1, 2, 3, 4]
+    assert st["history"][0]["replies"]["train"] == [NODES, 0]
+    # From the round after the one the kill interrupted, training goes on with the two nodes
+    # left (the lost one answered with Flower's node-unavailable error, or is not sampled).
+    later = [h["replies"]["train"][0] for h in st["history"] if h["round"] >= k + 2]
+    assert later and all(ok == NODES - 1 for ok in later), st["history"]
 
 
 # --- local data on the nodes overrides the bundled dataset ----------------------------------

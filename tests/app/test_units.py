@@ -201,3 +201,22 @@ def test_status_file_is_replaced_atomically(tmp_path):
     assert doc["run_id"] == "18446744073709551615"
     assert (doc["status"], doc["round"], doc["accuracy"]) == ("running", 1, 0.75)
     assert os.listdir(tmp_path / "s") == ["status.json"]
+
+
+def test_gpu_settings_shared_by_the_framework_variants(monkeypatch):
+    from appliance_app import gpu
+
+    monkeypatch.delenv("FL_GPU_MEMORY_FRACTION", raising=False)
+    assert gpu.memory_fraction() == 1.0
+    monkeypatch.setenv("FL_GPU_MEMORY_FRACTION", "0.3")
+    assert gpu.memory_fraction() == 0.3
+    monkeypatch.setenv("FL_GPU_MEMORY_FRACTION", "0")
+    with pytest.raises(ValueError, match=r"FL_GPU_MEMORY_FRACTION='0' must be in \(0, 1\]"):
+        gpu.memory_fraction()
+    # "all" would hide every GPU from CUDA: it is dropped, indices are kept.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "all")
+    assert gpu.normalise_visible_devices() == "all"
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
+    assert gpu.normalise_visible_devices() == "0,2"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,2"

@@ -58,8 +58,9 @@ class StatusFile:
     running | completed | failed), round (last finished round, 0 before the first),
     num_rounds, loss and accuracy (federated evaluation after `round`, null before),
     strategy, use_case, connected_nodes (while waiting), message (why it failed, or a note),
-    checkpoint (newest checkpoint file), history ([{round, loss, accuracy, train}], train being
-    the aggregated train metrics), updated (UTC).
+    checkpoint (newest checkpoint file), history ([{round, loss, accuracy, train, replies}],
+    train being the aggregated train metrics, replies {"train": [ok, failed], "evaluate": [ok,
+    failed]} the nodes' answers), updated (UTC).
     """
 
     def __init__(self, path: str, run_id: int, num_rounds: int | None = None,
@@ -78,8 +79,10 @@ class StatusFile:
         if self.path is not None:
             write_atomic(self.path, _json(self.doc))
 
-    def round_done(self, rnd: int, loss: float | None, accuracy: float | None, train: dict) -> None:
-        self.doc["history"].append({"round": rnd, "loss": loss, "accuracy": accuracy, "train": train})
+    def round_done(self, rnd: int, loss: float | None, accuracy: float | None, train: dict,
+                   replies: dict | None = None) -> None:
+        self.doc["history"].append({"round": rnd, "loss": loss, "accuracy": accuracy, "train": train,
+                                    "replies": replies or {}})
         self.update(status="running", round=rnd, loss=loss, accuracy=accuracy)
 
 

@@ -24,20 +24,34 @@ class ClientFailure(RuntimeError):
 
 
 class _Observed:
-    """Mixed into the chosen strategy class: keeps each round's aggregated evaluation
-    metrics, and ends the run when no node answered a phase, with the nodes' reasons."""
+    """Mixed into the chosen strategy class: waits (bounded) for the minimum nodes before each
+    phase samples them, keeps each round's aggregated metrics, and ends the run when no node
+    answered a phase, with the nodes' reasons."""
 
     evaluated: dict
     trained: dict
+    reply_counts: dict  # round -> {"train": [ok, failed], "evaluate": [ok, failed]}
+    before_sampling = None  # callable(server_round), set by run()
 
     def _check(self, phase: str, rnd: int, replies: list) -> None:
         errors = [m for m in replies if m.has_error()]
+        self.reply_counts.setdefault(rnd, {})[phase] = [len(replies) - len(errors), len(errors)]
         if replies and len(errors) < len(replies):
             return
         if not replies:
             raise ClientFailure(f"round {rnd}: no {phase} replies within round-timeout")
         reasons = "; ".join(f"node {m.metadata.src_node_id}: {m.error.reason}" for m in errors)
         raise ClientFailure(f"round {rnd}: every ClientApp failed in {phase}: {reasons}")
+
+    def configure_train(self, server_round, arrays, config, grid):
+        if self.before_sampling is not None:
+            self.before_sampling(server_round)
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        if self.before_sampling is not None:
+            self.before_sampling(server_round)
+        return super().configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round, replies):
         replies = list(replies)
@@ -61,6 +75,7 @@ def make_strategy(s: S.Settings):
     strategy = cls(**S.strategy_kwargs(s))
     strategy.evaluated = {}
     strategy.trained = {}
+    strategy.reply_counts = {}
     return strategy
 
 
@@ -94,26 +109,29 @@ def initial_model(s: S.Settings):
     return model, origin
 
 
-def wait_for_nodes(grid: Grid, s: S.Settings, status: F.StatusFile) -> None:
-    """Block until `nodes_needed` SuperNodes are connected (Flower would wait too, silently
-    and forever); node-wait-timeout > 0 bounds the wait."""
+def wait_for_nodes(grid: Grid, s: S.Settings, status: F.StatusFile, what: str) -> bool:
+    """Block until `nodes_needed` SuperNodes are connected, before round 1 and again whenever
+    nodes were lost (Flower would wait too, silently and forever); node-wait-timeout > 0
+    bounds each wait. Keeps `connected_nodes` in the status file while waiting. Returns
+    whether it had to wait."""
     start = time.monotonic()
     last_log = start - WAIT_LOG_EVERY_S
-    last_count = -1
+    last_count = None
     while True:
         count = len(list(grid.get_node_ids()))
+        if count >= s.nodes_needed:
+            if last_count is not None:
+                log(INFO, "%d node(s) connected (minimum %d): %s", count, s.nodes_needed, what)
+            return last_count is not None
         if count != last_count:
             status.update(status="waiting", connected_nodes=count)
             last_count = count
-        if count >= s.nodes_needed:
-            log(INFO, "%d node(s) connected (minimum %d): starting", count, s.nodes_needed)
-            return
         now = time.monotonic()
         if s.node_wait_timeout and now - start > s.node_wait_timeout:
-            raise TimeoutError(f"only {count} of the minimum {s.nodes_needed} nodes connected "
-                               f"within node-wait-timeout={s.node_wait_timeout:g}s")
+            raise TimeoutError(f"{what}: only {count} of the minimum {s.nodes_needed} nodes "
+                               f"connected within node-wait-timeout={s.node_wait_timeout:g}s")
         if now - last_log >= WAIT_LOG_EVERY_S:
-            log(INFO, "waiting for nodes: %d connected, minimum %d", count, s.nodes_needed)
+            log(INFO, "waiting for nodes (%s): %d connected, minimum %d", what, count, s.nodes_needed)
             last_log = now
         time.sleep(1.0)
 
@@ -141,8 +159,16 @@ def run(grid: Grid, context: Context) -> None:
             ckpt = F.Checkpointer(s.checkpoint_dir, s.checkpoint_interval, s.num_rounds, {
                 "run_id": str(context.run_id), "strategy": s.strategy, "use_case": s.use_case,
                 "resumed_from": resumed_from})
-        wait_for_nodes(grid, s, status)
-        status.update(status="running", message=f"resumed from {resumed_from}" if resumed_from else "")
+        wait_for_nodes(grid, s, status, "starting round 1")
+        status.update(status="running", connected_nodes=None,
+                      message=f"resumed from {resumed_from}" if resumed_from else "")
+
+        def before_sampling(rnd: int) -> None:
+            # Nodes lost mid-run (a SuperNode restarting): wait for the minimum again.
+            if wait_for_nodes(grid, s, status, f"round {rnd}"):
+                status.update(status="running", connected_nodes=None)
+
+        strategy.before_sampling = before_sampling
 
         def evaluate_fn(rnd: int, arrays: ArrayRecord):
             # Called before round 1 (rnd 0) and after each round's federated evaluation.
@@ -160,7 +186,8 @@ def run(grid: Grid, context: Context) -> None:
                 status.doc["checkpoint"] = str(path)
                 log(INFO, "checkpoint: %s", path)
             train = strategy.trained.get(rnd)
-            status.round_done(rnd, loss, acc, dict(train) if train is not None else {})
+            status.round_done(rnd, loss, acc, dict(train) if train is not None else {},
+                              strategy.reply_counts.get(rnd, {}))
             return None
 
         strategy.start(

@@ -7,24 +7,18 @@ read from the CUDA driver), or memory growth when the total cannot be read.
 """
 
 import ctypes
-import os
 from collections import OrderedDict
 
 import numpy as np
-import tensorflow as tf
+
+from .gpu import memory_fraction, normalise_visible_devices
+
+# Before tensorflow initialises its GPUs (it reads CUDA_VISIBLE_DEVICES then).
+VISIBLE_DEVICES = normalise_visible_devices()
+
+import tensorflow as tf  # noqa: E402
 
 _configured = False
-
-
-def memory_fraction() -> float:
-    raw = os.environ.get("FL_GPU_MEMORY_FRACTION", "").strip() or "1.0"
-    try:
-        frac = float(raw)
-    except ValueError:
-        raise ValueError(f"FL_GPU_MEMORY_FRACTION={raw!r} is not a number") from None
-    if not 0.0 < frac <= 1.0:
-        raise ValueError(f"FL_GPU_MEMORY_FRACTION={raw!r} must be in (0, 1]")
-    return frac
 
 
 def _total_memory(index: int) -> int | None:
@@ -63,7 +57,7 @@ def configure_gpu() -> None:
             print(f"tensorflow: cannot read the memory of {gpu.name}; memory growth instead "
                   f"of the fraction {frac}")
     print(f"tensorflow: {len(gpus)} GPU(s) (CUDA_VISIBLE_DEVICES="
-          f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}, memory fraction {frac})")
+          f"{VISIBLE_DEVICES}, memory fraction {frac})")
 
 
 def _net(model):

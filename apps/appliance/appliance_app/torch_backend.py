@@ -5,25 +5,19 @@ transposed) so any node and the ServerApp agree on the arrays. GPU: CUDA_VISIBLE
 honoured by CUDA itself; FL_GPU_MEMORY_FRACTION caps this process's share of the device.
 """
 
-import os
 from collections import OrderedDict
 
 import numpy as np
-import torch
-from torch import nn
+
+from .gpu import memory_fraction, normalise_visible_devices
+
+# Before CUDA can read it (torch initialises CUDA lazily, but be first anyway).
+VISIBLE_DEVICES = normalise_visible_devices()
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 _device = None
-
-
-def memory_fraction() -> float:
-    raw = os.environ.get("FL_GPU_MEMORY_FRACTION", "").strip() or "1.0"
-    try:
-        frac = float(raw)
-    except ValueError:
-        raise ValueError(f"FL_GPU_MEMORY_FRACTION={raw!r} is not a number") from None
-    if not 0.0 < frac <= 1.0:
-        raise ValueError(f"FL_GPU_MEMORY_FRACTION={raw!r} must be in (0, 1]")
-    return frac
 
 
 def configure_gpu() -> "torch.device":
@@ -36,7 +30,7 @@ def configure_gpu() -> "torch.device":
             if frac < 1.0:
                 torch.cuda.set_per_process_memory_fraction(frac, _device)
             print(f"torch: {torch.cuda.get_device_name(_device)} (CUDA_VISIBLE_DEVICES="
-                  f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}, memory fraction {frac})")
+                  f"{VISIBLE_DEVICES}, memory fraction {frac})")
         else:
             _device = torch.device("cpu")
             print("torch: no CUDA device visible, training on the CPU")
