@@ -1,6 +1,6 @@
 # The bundled Flower app (apps/appliance) and flower-init's run config (src/runconfig.rs).
 
-## app-test      the app on a real flwr 1.42 federation on loopback (pytest tests/app, ~6 min)
+## app-test      the app on a real flwr 1.42 federation on loopback (pytest tests/app, 5-9 min here)
 .PHONY: app-test app-test-tf
 # APP_TEST_VENV=DIR runs against an existing venv (flwr 1.42.0 + scikit-learn + pytest).
 APP_TEST_VENV ?= $(BUILD)/venv

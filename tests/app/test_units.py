@@ -220,3 +220,15 @@ def test_gpu_settings_shared_by_the_framework_variants(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2")
     assert gpu.normalise_visible_devices() == "0,2"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,2"
+
+
+def test_docs_list_every_declared_key_with_its_type_and_default():
+    """docs/app.md's run-config table is what the pyproject declares (no drift)."""
+    import re
+
+    doc = (H.ROOT / "docs" / "app.md").read_text()
+    rows = {k: (t, v.strip().strip("`")) for k, t, v in
+            re.findall(r"^\| `([a-z-]+)` \| (\w+) \| ([^|]+) \|", doc, re.M)}
+    names = {bool: "bool", int: "int", float: "float", str: "string"}
+    want = {k: (names[type(v)], json.dumps(v)) for k, v in defaults().items()}
+    assert rows == want
