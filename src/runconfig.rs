@@ -34,6 +34,7 @@ pub enum ValueType {
 }
 
 impl Value {
+    /// Its TOML type, compared with the declared one by [`AppSchema::validate`].
     pub fn value_type(&self) -> ValueType {
         match self {
             Value::Int(_) => ValueType::Int,
@@ -110,11 +111,13 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// Set (or replace) one override; chains.
     pub fn set(&mut self, key: &str, value: Value) -> &mut Self {
         self.entries.insert(key.to_string(), value);
         self
     }
 
+    /// The override of `key`, if set.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.entries.get(key)
     }
@@ -364,6 +367,7 @@ impl AppSchema {
     }
 }
 
+/// Flower flattens nested config tables into dotted keys; the schema does the same.
 fn flatten_into(schema: &mut AppSchema, prefix: &str, obj: &serde_json::Map<String, serde_json::Value>) -> Result<(), RunConfigError> {
     for (k, v) in obj {
         let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };

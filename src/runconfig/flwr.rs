@@ -101,6 +101,7 @@ fn run_id_of(v: &serde_json::Value) -> Result<u64, FlwrError> {
     }
 }
 
+/// The JSON document when flwr says `success: true`, else its error message.
 fn envelope(stdout: &str) -> Result<serde_json::Value, FlwrError> {
     let doc: serde_json::Value = serde_json::from_str(stdout.trim()).map_err(|e| FlwrError::Unreadable(format!("{e}: {:.200}", stdout.trim())))?;
     let env: Envelope = serde_json::from_value(doc.clone()).map_err(|e| FlwrError::Unreadable(e.to_string()))?;
@@ -110,6 +111,7 @@ fn envelope(stdout: &str) -> Result<serde_json::Value, FlwrError> {
     Ok(doc)
 }
 
+/// A string field, empty when absent (flwr omits fields between versions).
 fn field_str(doc: &serde_json::Value, key: &str) -> String {
     doc.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_string()
 }
@@ -140,6 +142,7 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// From `flwr ls`'s `status` field; unknown words are kept as [`RunState::Other`].
     pub fn parse(s: &str) -> RunState {
         match s {
             "pending" => RunState::Pending,
@@ -152,6 +155,7 @@ impl RunState {
         }
     }
 
+    /// Any `finished:*` state: stop polling.
     pub fn is_finished(&self) -> bool {
         matches!(self, RunState::Completed | RunState::Failed | RunState::Stopped) || matches!(self, RunState::Other(s) if s.starts_with("finished:"))
     }
@@ -232,6 +236,7 @@ pub struct AppStatus {
     pub updated: String,
 }
 
+/// The status file's run id: a string (u64) or a number.
 fn de_run_id<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let v = serde_json::Value::deserialize(d)?;
     run_id_of(&v).map_err(serde::de::Error::custom)
