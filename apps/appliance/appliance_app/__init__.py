@@ -1,0 +1,1 @@
+"""The appliance's bundled Flower app: one ServerApp, ClientApps per use case."""
