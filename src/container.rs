@@ -18,7 +18,7 @@ pub mod oci;
 pub mod output;
 pub mod runc;
 
-pub use oci::{Controllers, Limits, Spec, config_json, write_bundle};
+pub use oci::{Controllers, Limits, Spec, config_json, nofile_hard, write_bundle};
 pub use output::OutputRing;
 pub use runc::{Runc, State, Status, cleanup_stale, parse_list, parse_state};
 

@@ -93,7 +93,23 @@ impl Controllers {
     }
 }
 
+/// The hard `RLIMIT_NOFILE` of this process: runc cannot raise the container's above it
+/// without CAP_SYS_RESOURCE (a VM's root has it; a sandboxed host may not).
+pub fn nofile_hard() -> Option<u64> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the rlimit struct we own and pass by valid pointer.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    (rc == 0).then_some(r.rlim_max as u64)
+}
+
 impl Limits {
+    /// Lower `nofile` to `hard` if it is above; returns whether it changed (for a warning).
+    pub fn cap_nofile(&mut self, hard: u64) -> bool {
+        let over = self.nofile > hard;
+        self.nofile = self.nofile.min(hard);
+        over
+    }
+
     /// Drop the limits whose controller is missing; returns their names for a warning.
     pub fn restrict_to(&mut self, c: Controllers) -> Vec<&'static str> {
         let mut dropped = Vec::new();

@@ -134,6 +134,11 @@ fn limits_follow_the_available_controllers() {
     assert_eq!(l.restrict_to(Controllers { memory: false, pids: true }), vec!["memory"]);
     assert_eq!(l.memory, None);
     assert_eq!(l.pids, Some(super::oci::PIDS));
+    assert!(l.cap_nofile(20_000));
+    assert_eq!(l.nofile, 20_000);
+    assert!(!l.cap_nofile(1 << 20));
+    assert_eq!(l.nofile, 20_000);
+    assert!(super::oci::nofile_hard().unwrap() > 0);
     let mut s = spec();
     s.limits = Limits { nofile: 1024, pids: Some(64), memory: Some(1 << 30) };
     let c = config_json(&s);
