@@ -6,6 +6,7 @@ pkgs=(
     musl-tools        # musl-gcc: ring's C code for the static binary
     file              # checks that the binary is statically linked
     cpio              # the initramfs archive
+    busybox-static    # /init of the small test VMs (static: it runs alone in an initramfs)
     xorriso           # context CD images, as OpenNebula builds them
     qemu-system-x86   # VM tests (KVM when usable, else TCG)
     qemu-utils        # qemu-img for state/data disks

@@ -1,0 +1,8 @@
+# GPU (issue #9): the unit tests run in `make unit` (fake sysfs trees); this runs the binding on
+# a real kernel under qemu (virtual IOMMU, emulated AMD-vendor VGA + audio in one IOMMU group).
+
+.PHONY: gpu-vm-test
+## gpu-vm-test      vfio-pci binding of a display function + its audio on a real kernel under qemu (KERNEL_DIR=…)
+gpu-vm-test: setup
+	scripts/gpu-vm-test.sh
+TEST_TARGETS += gpu-vm-test
