@@ -8,6 +8,7 @@
 //!   stale-container clean-up at boot.
 //! - [`output`]: the container's stdout/stderr split into lines with a role prefix, kept in a
 //!   bounded ring for `/status`.
+//! - [`rootfs`]: the read-only bind of the image that runc uses as the container's root.
 //!
 //! Layout inside the container (the image provides every mountpoint, its root is read-only):
 //! `/app` = HOME (tmpfs, owned by the container user), `/state` = the state directory
@@ -16,11 +17,13 @@
 
 pub mod oci;
 pub mod output;
+pub mod rootfs;
 pub mod runc;
 
 pub use oci::{Controllers, Limits, Spec, config_json, nofile_hard, write_bundle};
 pub use output::OutputRing;
-pub use runc::{Runc, State, Status, cleanup_stale, parse_list, parse_state};
+pub use rootfs::{ROOTFS_DIR, bind_rootfs};
+pub use runc::{Runc, State, Status, cleanup_stale, cleanup_stale_with, parse_list, parse_state, run_blocking};
 
 /// A device node given to the container: an entry in `linux.devices` plus an allow rule in
 /// `linux.resources.devices` (everything else stays denied). Produced by `gpu` for GPU nodes.

@@ -5,16 +5,21 @@
 //! and to know the bundled app: where it is and which `[tool.flwr.app.config]` keys a run
 //! config may set, with their TOML types and defaults (so no TOML parser is needed at boot).
 //! Every error names the file and the field.
+//!
+//! This is the one reader of the manifest: `config::ImageFacts::load` (used by `check`) is
+//! [`load_file`] keeping only the facts.
 
-use crate::config::{Framework, ImageFacts, Role, UseCase};
+use crate::config::{Framework, IMAGE_MANIFEST, ImageFacts, Role, UseCase};
 use crate::error::{Error, Result};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Where the manifest is, relative to the image root.
-pub const MANIFEST_PATH: &str = "etc/flower-init/image.json";
+/// Where the manifest is, relative to the image root ([`IMAGE_MANIFEST`] without its `/`).
+pub fn manifest_path_at(root: &Path) -> PathBuf {
+    root.join(IMAGE_MANIFEST.trim_start_matches('/'))
+}
 
 /// The manifest, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +78,18 @@ impl ConfigType {
     }
 }
 
+impl ConfigType {
+    /// The type with its article, for messages: "an integer", "a float".
+    pub fn a(&self) -> &'static str {
+        match self {
+            ConfigType::String => "a string",
+            ConfigType::Integer => "an integer",
+            ConfigType::Float => "a float",
+            ConfigType::Boolean => "a boolean",
+        }
+    }
+}
+
 impl fmt::Display for ConfigType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -107,24 +124,26 @@ impl App {
         match (default.kind(), value.kind()) {
             (a, b) if a == b => Ok(()),
             (ConfigType::Float, ConfigType::Integer) => Ok(()),
-            (want, got) => Err(format!("run config key {key:?} must be a {want}, not a {got}")),
+            (want, got) => Err(format!("run config key {key:?} must be {}, not {}", want.a(), got.a())),
         }
     }
 }
 
-/// Read the manifest of the running image (`/etc/flower-init/image.json`).
+/// Read the manifest of the running image ([`IMAGE_MANIFEST`]).
 pub fn load() -> Result<Manifest> {
-    load_at(Path::new("/"))
+    load_file(Path::new(IMAGE_MANIFEST))
 }
 
 /// Read the manifest of the image whose root is `root` (tests, the host's unpacked rootfs).
 pub fn load_at(root: &Path) -> Result<Manifest> {
-    let path = root.join(MANIFEST_PATH);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error {
-        what: format!("read image manifest {}", path.display()),
-        cause: e.into(),
-    })?;
-    parse(&text).map_err(|e| Error::msg(format!("read image manifest {}", path.display()), e))
+    load_file(&manifest_path_at(root))
+}
+
+/// Read the manifest file `path` (`check --image FILE`); errors name the file and the field.
+pub fn load_file(path: &Path) -> Result<Manifest> {
+    let what = || format!("read image manifest {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| Error { what: what(), cause: e.into() })?;
+    parse(&text).map_err(|e| Error::msg(what(), e))
 }
 
 /// Parse and validate manifest text; errors name the field (`app.config.lr.default: …`).
@@ -188,7 +207,7 @@ fn config_entry(key: &str, entry: &Value) -> std::result::Result<ConfigValue, St
         (ConfigType::Boolean, Value::Bool(b)) => ConfigValue::Boolean(*b),
         (ConfigType::Integer, Value::Number(n)) if n.as_i64().is_some() => ConfigValue::Integer(n.as_i64().unwrap_or(0)),
         (ConfigType::Float, Value::Number(n)) if n.as_f64().is_some() => ConfigValue::Float(n.as_f64().unwrap_or(0.0)),
-        (ty, other) => return Err(format!("field {at}.default: {other} is not a {ty}")),
+        (ty, other) => return Err(format!("field {at}.default: {other} is not {}", ty.a())),
     };
     Ok(value)
 }

@@ -4,9 +4,11 @@
 //! bundles and probe of `flower_init::{container, flower}`.
 //!
 //! `#[ignore]`d: needs root, runc and the unpacked rootfs of `make image`. Run with
-//! `make image-test` (sets FI_IMAGE_ROOTFS). The test process is a child subreaper, so the
-//! container inits (re-parented when `runc create` exits) are its children: it reaps them
-//! itself, as flower-init's supervisor would. Everything is removed at the end, also on failure.
+//! `make image-test`: it sets FI_IMAGE_ROOTFS and runs this binary as PID 1 of a new PID and
+//! mount namespace (`unshare --pid --fork --mount-proc`), so the container inits (re-parented
+//! when `runc create` exits) are its children: it reaps them itself, as flower-init's
+//! supervisor would, and a zombie would show. The rootfs is bound read-only as in a VM
+//! (`container::bind_rootfs`). Everything is removed at the end, also on failure.
 
 use flower_init::config::{Isolation, LogLevel};
 use flower_init::container::{self, Controllers, OutputRing, Runc, Spec, Status};
@@ -32,7 +34,7 @@ const SUBNET: &str = "10.96.6";
 const NS_LINK: &str = "fi-im-l";
 const NS_NODE: &str = "fi-im-n";
 
-fn rootfs() -> PathBuf {
+fn image_rootfs() -> PathBuf {
     let p = PathBuf::from(std::env::var_os("FI_IMAGE_ROOTFS").expect("FI_IMAGE_ROOTFS is not set (`make image-test` sets it)"));
     assert!(p.join("etc/flower-init/image.json").is_file(), "{}: not an image rootfs (make image)", p.display());
     p
@@ -42,8 +44,10 @@ fn sh(argv: &[&str]) -> std::process::Output {
     Command::new(argv[0]).args(&argv[1..]).stdin(Stdio::null()).output().unwrap()
 }
 
-/// Run a runc argv (inside `netns` if given) to completion; panics with runc's error on failure.
-fn runc(argv: Vec<OsString>, netns: Option<&str>, stdout: Option<std::os::fd::OwnedFd>) -> Duration {
+/// Run a runc argv (inside `netns` if given) to completion; panics with runc's logged error on
+/// failure. `stdio` becomes runc's stdout and stderr, which `create` hands on to the container
+/// (without one they are /dev/null: a captured pipe would stay open in the waiting init).
+fn runc(r: &Runc, argv: Vec<OsString>, netns: Option<&str>, stdio: Option<std::os::fd::OwnedFd>) -> Duration {
     // Not `ip netns exec`: it remounts /sys in a new mount namespace, hiding the cgroup
     // mounts runc needs. Only the network namespace is joined, in the child before exec.
     let mut cmd = Command::new(&argv[0]);
@@ -58,13 +62,18 @@ fn runc(argv: Vec<OsString>, netns: Option<&str>, stdout: Option<std::os::fd::Ow
         }
     }
     cmd.stdin(Stdio::null());
-    if let Some(fd) = stdout {
-        let err = fd.try_clone().unwrap();
-        cmd.stdout(Stdio::from(fd)).stderr(Stdio::from(err));
+    match stdio {
+        Some(fd) => {
+            let err = fd.try_clone().unwrap();
+            cmd.stdout(Stdio::from(fd)).stderr(Stdio::from(err));
+        }
+        None => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
     }
     let t = Instant::now();
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{argv:?}: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "{argv:?}: {status}: {}", r.last_error().unwrap_or_default());
     t.elapsed()
 }
 
@@ -79,10 +88,13 @@ struct World {
     dir: tempfile::TempDir,
     runc: Runc,
     ids: Vec<String>,
+    /// The image, bound read-only (what runc gets as `root.path`).
+    rootfs: PathBuf,
 }
 
 impl World {
     fn new() -> World {
+        assert_eq!(std::process::id(), 1, "run me through `make image-test` (PID 1 of unshare --pid --fork --mount-proc)");
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and changes only this process.
         let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         assert_eq!(rc, 0, "prctl(PR_SET_CHILD_SUBREAPER)");
@@ -101,7 +113,10 @@ impl World {
             assert!(sh(&["ip", "-n", ns, "addr", "add", &cidr, "dev", ifname]).status.success());
             assert!(sh(&["ip", "-n", ns, "link", "set", ifname, "up"]).status.success());
         }
-        World { dir, runc, ids: Vec::new() }
+        // Our mount namespace is private (unshare): the bind disappears with it at the latest.
+        let bound = dir.path().join("rootfs");
+        container::bind_rootfs(&image_rootfs(), &bound).unwrap();
+        World { dir, runc, ids: Vec::new(), rootfs: bound }
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -122,13 +137,13 @@ impl World {
         self.ids.push(spec.id.clone());
         let bundle = container::write_bundle(&self.path(&format!("bundle-{}", spec.id)), spec).unwrap();
         let ring = Arc::new(Mutex::new(OutputRing::new(role, 400)));
-        let (r, w) = std::io::pipe().unwrap();
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         let feed = ring.clone();
-        std::thread::spawn(move || pump(r, feed));
+        std::thread::spawn(move || pump(std::fs::File::from(r), feed));
         let pid_file = bundle.join("init.pid");
-        let create = runc(self.runc.create(&bundle, &pid_file, &spec.id), Some(netns), Some(w.into()));
+        let create = runc(&self.runc, self.runc.create(&bundle, &pid_file, &spec.id), Some(netns), Some(w));
         let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-        let start = runc(self.runc.start(&spec.id), None, None);
+        let start = runc(&self.runc, self.runc.start(&spec.id), None, None);
         (Pid::from_raw(pid), ring, create, start)
     }
 
@@ -143,12 +158,12 @@ impl World {
     /// `runc kill TERM`, wait up to [`GRACE`] for the init to exit (reaping it), else `KILL`;
     /// then `delete`. Returns the init's wait status.
     fn stop(&self, id: &str, pid: Pid) -> WaitStatus {
-        runc(self.runc.kill(id, "TERM"), None, None);
+        runc(&self.runc, self.runc.kill(id, "TERM"), None, None);
         let status = wait_exit(pid, GRACE).unwrap_or_else(|| {
-            runc(self.runc.kill(id, "KILL"), None, None);
+            runc(&self.runc, self.runc.kill(id, "KILL"), None, None);
             wait_exit(pid, GRACE).expect("container init survived KILL")
         });
-        runc(self.runc.delete(id, false), None, None);
+        runc(&self.runc, self.runc.delete(id, false), None, None);
         status
     }
 }
@@ -160,6 +175,7 @@ impl Drop for World {
         }
         reap_all();
         delete_netns();
+        let _ = nix::mount::umount2(&self.rootfs, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
@@ -170,7 +186,7 @@ fn delete_netns() {
 }
 
 /// Read the container's stdout/stderr pipe into the ring, echoing each line.
-fn pump(mut r: std::io::PipeReader, ring: Arc<Mutex<OutputRing>>) {
+fn pump(mut r: std::fs::File, ring: Arc<Mutex<OutputRing>>) {
     let mut buf = [0u8; 4096];
     loop {
         match r.read(&mut buf) {
@@ -240,6 +256,28 @@ fn children_of(ppid: Pid) -> Vec<(i32, Vec<String>)> {
     out
 }
 
+/// The Flower process the container init (tini) runs: its pid and argv.
+fn flower_child(init: Pid, program: &str) -> (i32, Vec<String>) {
+    let children = children_of(init);
+    children
+        .iter()
+        .find(|(_, a)| a.iter().any(|x| x.ends_with(program)))
+        .cloned()
+        .unwrap_or_else(|| panic!("no {program} under the container init: {children:?}"))
+}
+
+/// The mount options of `mountpoint` as process `pid` sees it (field 6 of mountinfo).
+fn mount_options(pid: i32, mountpoint: &str) -> String {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    info.lines()
+        .rev()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.get(4) == Some(&mountpoint)).then(|| f[5].to_string())
+        })
+        .unwrap_or_else(|| panic!("{mountpoint} is not a mountpoint of {pid}:\n{info}"))
+}
+
 /// Run `f` in a thread that has joined the network namespace `ns` (setns is per thread).
 fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{ns}");
@@ -279,7 +317,7 @@ fn superlink_spec(w: &World, id: &str, files: &tls::ContainerFiles) -> Spec {
         database: flower::default_database(),
         isolation: Isolation::Subprocess,
     });
-    let mut s = Spec::new(id, &rootfs(), args);
+    let mut s = Spec::new(id, &w.rootfs, args);
     s.log_level = LogLevel::Info;
     s.state_dir = Some(w.user_dir(&format!("state-{id}")));
     s.certs = files.bind_mounts(container::CERTS_DIR);
@@ -343,6 +381,19 @@ fn superlink_and_supernode_containers_register_die_and_stop_cleanly() {
     let plain = in_netns(NS_LINK, move || flower::probe(lo, None, Duration::from_secs(20)));
     assert!(plain.is_err(), "plain http to the TLS port must fail");
 
+    // config.json really applied: Flower runs as 49999 with no capabilities, no new
+    // privileges, on a read-only root, its database on the state directory.
+    let (sl_pid, _) = flower_child(link_pid, "flower-superlink");
+    let status = std::fs::read_to_string(format!("/proc/{sl_pid}/status")).unwrap();
+    for want in ["Uid:\t49999\t49999\t49999\t49999", "Gid:\t49999\t49999\t49999\t49999", "NoNewPrivs:\t1",
+                 "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "CapPrm:\t0000000000000000"] {
+        assert!(status.lines().any(|l| l == want), "{want:?} not in /proc/{sl_pid}/status:\n{status}");
+    }
+    let root_mount = mount_options(sl_pid, "/");
+    assert!(root_mount.split(',').any(|o| o == "ro"), "container root is not read-only: {root_mount}");
+    assert!(mount_options(sl_pid, "/tmp").split(',').any(|o| o == "rw"));
+    assert!(w.path(&format!("state-{id_link}/state.db")).is_file(), "the SuperLink database is on the state directory");
+
     // SuperNode in fi-im-n, trusting the CA; a node-config value with shell metacharacters.
     let id_node = format!("fi-im-sn-{}", std::process::id());
     let node_config = "partition-id=0 num-partitions=2 label=\"x; rm -rf / $(id)\"".to_string();
@@ -355,7 +406,7 @@ fn superlink_and_supernode_containers_register_die_and_stop_cleanly() {
         runtime_port: flower::SUPERNODE_RUNTIME_PORT,
         isolation: Isolation::Subprocess,
     });
-    let mut node = Spec::new(&id_node, &rootfs(), args);
+    let mut node = Spec::new(&id_node, &w.rootfs, args);
     node.certs = vec![container::BindMount {
         source: files.ca_cert.clone(),
         destination: format!("{}/{}", container::CERTS_DIR, tls::CA_CERT),
@@ -372,12 +423,7 @@ fn superlink_and_supernode_containers_register_die_and_stop_cleanly() {
     wait_for_line(&link_out, "Activated node_id", link_pid);
 
     // The hostile value reached Flower as one literal argument.
-    let tini_children = children_of(node_pid);
-    let (flower_pid, argv) = tini_children
-        .iter()
-        .find(|(_, a)| a.iter().any(|x| x.ends_with("flower-supernode")))
-        .cloned()
-        .unwrap_or_else(|| panic!("no flower-supernode under the container init: {tini_children:?}"));
+    let (flower_pid, argv) = flower_child(node_pid, "flower-supernode");
     let i = argv.iter().position(|a| a == "--node-config").unwrap();
     assert_eq!(argv[i + 1], node_config);
 
@@ -387,11 +433,11 @@ fn superlink_and_supernode_containers_register_die_and_stop_cleanly() {
     eprintln!("supernode container init exited: {status:?}");
     assert!(matches!(status, WaitStatus::Exited(_, 137)), "tini reports Flower's SIGKILL as 128+9: {status:?}");
     assert_eq!(w.state(&id_node).status, Status::Stopped);
-    runc(w.runc.delete(&id_node, false), None, None);
+    runc(&w.runc, w.runc.delete(&id_node, false), None, None);
 
     // A leftover container with our id (created, never started) is cleaned at "boot".
     let bundle = container::write_bundle(&w.path("bundle-stale"), &node).unwrap();
-    runc(w.runc.create(&bundle, &bundle.join("pid"), &id_node), Some(NS_NODE), None);
+    runc(&w.runc, w.runc.create(&bundle, &bundle.join("pid"), &id_node), Some(NS_NODE), None);
     let stale_pid: i32 = std::fs::read_to_string(bundle.join("pid")).unwrap().trim().parse().unwrap();
     let removed = container::cleanup_stale(&w.runc, &id_node).unwrap().expect("the stale container was found");
     assert_eq!(removed.status, Status::Created);

@@ -99,7 +99,7 @@ pub fn nofile_hard() -> Option<u64> {
     let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the rlimit struct we own and pass by valid pointer.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    (rc == 0).then_some(r.rlim_max as u64)
+    (rc == 0).then_some(r.rlim_max)
 }
 
 impl Limits {

@@ -169,9 +169,20 @@ pub fn parse_list(json: &str) -> Result<Vec<State>, String> {
 
 /// At boot, before anything is supervised: if runc still knows a container `id` (a crashed
 /// earlier run in service mode, or a restart), `delete --force` it so `create` can reuse the id.
-/// Returns the state that was removed. It waits for runc itself, so it must run before the
-/// supervisor's reaper (`waitpid(-1)`) does, as boot steps do.
+/// Returns the state that was removed. It waits for runc itself ([`run_blocking`]), so it must
+/// run before the supervisor's reaper (`waitpid(-1)`) does, as boot steps do; under the
+/// reaper use [`cleanup_stale_with`] and a runner that goes through it.
 pub fn cleanup_stale(runc: &Runc, id: &str) -> crate::error::Result<Option<State>> {
+    cleanup_stale_with(runc, id, run_blocking)
+}
+
+/// [`cleanup_stale`] with the way to run a runc command to completion given (`run` returns
+/// runc's stdout, or an error text): list, find `id`, `delete --force` it.
+pub fn cleanup_stale_with(
+    runc: &Runc,
+    id: &str,
+    mut run: impl FnMut(&[OsString]) -> Result<String, String>,
+) -> crate::error::Result<Option<State>> {
     use crate::error::Ctx;
     let listed = run(&runc.list()).ctx("list runc containers")?;
     let stale = parse_list(&listed).ctx("list runc containers")?.into_iter().find(|s| s.id == id);
@@ -181,13 +192,17 @@ pub fn cleanup_stale(runc: &Runc, id: &str) -> crate::error::Result<Option<State
     Ok(stale)
 }
 
-/// Run a runc command to completion; its stdout, or its stderr as the error.
-fn run(argv: &[OsString]) -> Result<String, String> {
-    let out = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
+/// Run a runc command to completion, waiting for it here (only where no reaper runs: boot
+/// steps before supervision, tests); its stdout, or its status and stderr as the error.
+pub fn run_blocking(argv: &[OsString]) -> Result<String, String> {
+    let Some((bin, args)) = argv.split_first() else {
+        return Err("empty command line".into());
+    };
+    let out = std::process::Command::new(bin)
+        .args(args)
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| format!("run {}: {e}", Path::new(&argv[0]).display()))?;
+        .map_err(|e| format!("run {}: {e}", Path::new(bin).display()))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {

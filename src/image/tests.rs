@@ -31,9 +31,9 @@ fn load_at_reads_the_image_root_and_names_the_file() {
     let e = load_at(d.path()).unwrap_err().to_string();
     assert!(e.starts_with(&format!("read image manifest {}/etc/flower-init/image.json: ", d.path().display())), "{e}");
     std::fs::create_dir_all(d.path().join("etc/flower-init")).unwrap();
-    std::fs::write(d.path().join(MANIFEST_PATH), REAL).unwrap();
+    std::fs::write(manifest_path_at(d.path()), REAL).unwrap();
     assert_eq!(load_at(d.path()).unwrap(), parse(REAL).unwrap());
-    std::fs::write(d.path().join(MANIFEST_PATH), edit(|v| v["framework"] = json!("jax"))).unwrap();
+    std::fs::write(manifest_path_at(d.path()), edit(|v| v["framework"] = json!("jax"))).unwrap();
     let e = load_at(d.path()).unwrap_err().to_string();
     assert!(e.contains("image.json: field framework: must be one of pytorch, tensorflow, sklearn"), "{e}");
 }
@@ -49,7 +49,7 @@ fn errors_name_the_field() {
         (edit(|v| v["app"]["path"] = json!("opt/app")), "field app.path: opt/app is not an absolute path"),
         (edit(|v| v["app"]["config"]["lr"] = json!({"type": "float", "default": "fast"})), "field app.config.lr.default: \"fast\" is not a float"),
         (edit(|v| v["app"]["config"]["lr"] = json!({"type": "decimal", "default": 1})), "field app.config.lr.type: \"decimal\" is not string"),
-        (edit(|v| v["app"]["config"]["lr"] = json!({"type": "integer", "default": 1.5})), "field app.config.lr.default: 1.5 is not a integer"),
+        (edit(|v| v["app"]["config"]["lr"] = json!({"type": "integer", "default": 1.5})), "field app.config.lr.default: 1.5 is not an integer"),
         (edit(|v| v["app"]["config"]["lr"] = json!({"type": "integer"})), "field app.config.lr.default: missing"),
         (edit(|v| v["app"]["name"] = json!("")), "field app.name: expected a non-empty string"),
         ("[]".to_string(), "not a JSON object"),
@@ -78,7 +78,7 @@ fn run_config_values_are_checked_against_the_app() {
     assert_eq!(m.app.check("num-server-rounds", &ConfigValue::Integer(5)), Ok(()));
     assert_eq!(m.app.check("proximal-mu", &ConfigValue::Integer(1)), Ok(()), "an integer is a float");
     assert_eq!(m.app.check("strategy", &ConfigValue::String("fedprox".into())), Ok(()));
-    assert!(m.app.check("num-server-rounds", &ConfigValue::Float(1.5)).unwrap_err().contains("must be a integer, not a float"));
+    assert!(m.app.check("num-server-rounds", &ConfigValue::Float(1.5)).unwrap_err().contains("must be an integer, not a float"));
     assert!(m.app.check("nope", &ConfigValue::Boolean(true)).unwrap_err().contains("not declared by the app tinyfl"));
 }
 
