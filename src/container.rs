@@ -22,7 +22,7 @@ pub mod runc;
 
 pub use oci::{Controllers, Limits, Spec, config_json, nofile_hard, write_bundle};
 pub use output::OutputRing;
-pub use rootfs::{ROOTFS_DIR, bind_rootfs};
+pub use rootfs::{ROOTFS_DIR, bind_rootfs, prepare_state_dir};
 pub use runc::{Runc, State, Status, cleanup_stale, cleanup_stale_with, parse_list, parse_state, run_blocking};
 
 /// A device node given to the container: an entry in `linux.devices` plus an allow rule in

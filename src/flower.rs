@@ -31,14 +31,22 @@ pub struct ServerTls {
 }
 
 impl ServerTls {
-    /// `/certs/ca.crt`, `/certs/server.pem`, `/certs/server.key` (the names `tls` writes).
+    /// `/certs/ca.crt`, `/certs/server.pem`, `/certs/server.key`: where
+    /// `tls::ContainerFiles::bind_mounts(CERTS_DIR)` puts the files `tls` writes.
     pub fn in_certs_dir() -> ServerTls {
+        use crate::tls::{CA_CERT, SERVER_CERT, SERVER_KEY};
         ServerTls {
-            ca_cert: format!("{CERTS_DIR}/ca.crt"),
-            cert: format!("{CERTS_DIR}/server.pem"),
-            key: format!("{CERTS_DIR}/server.key"),
+            ca_cert: format!("{CERTS_DIR}/{CA_CERT}"),
+            cert: format!("{CERTS_DIR}/{SERVER_CERT}"),
+            key: format!("{CERTS_DIR}/{SERVER_KEY}"),
         }
     }
+
+}
+
+/// `/certs/ca.crt`: where a SuperNode's trusted CA (`--root-certificates`) is bound.
+pub fn supernode_ca_path() -> String {
+    format!("{CERTS_DIR}/{}", crate::tls::CA_CERT)
 }
 
 /// Inputs of `flower-superlink`.

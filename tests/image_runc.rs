@@ -319,7 +319,9 @@ fn superlink_spec(w: &World, id: &str, files: &tls::ContainerFiles) -> Spec {
     });
     let mut s = Spec::new(id, &w.rootfs, args);
     s.log_level = LogLevel::Info;
-    s.state_dir = Some(w.user_dir(&format!("state-{id}")));
+    let state = w.path(&format!("state-{id}"));
+    container::prepare_state_dir(&state, container::CONTAINER_UID, container::CONTAINER_GID).unwrap();
+    s.state_dir = Some(state);
     s.certs = files.bind_mounts(container::CERTS_DIR);
     s.resolv_conf = Some(w.path("resolv.conf"));
     s.hosts = Some(w.path("hosts"));
@@ -399,7 +401,7 @@ fn superlink_and_supernode_containers_register_die_and_stop_cleanly() {
     let node_config = "partition-id=0 num-partitions=2 label=\"x; rm -rf / $(id)\"".to_string();
     let args = flower::supernode_args(&SuperNodeArgs {
         superlink: format!("{link_ip}:{}", flower::SUPERLINK_PORT),
-        root_certificates: Some(format!("{}/{}", container::CERTS_DIR, tls::CA_CERT)),
+        root_certificates: Some(flower::supernode_ca_path()),
         node_config: Some(node_config.clone()),
         max_retries: None,
         max_wait_time: None,
@@ -409,7 +411,7 @@ fn superlink_and_supernode_containers_register_die_and_stop_cleanly() {
     let mut node = Spec::new(&id_node, &w.rootfs, args);
     node.certs = vec![container::BindMount {
         source: files.ca_cert.clone(),
-        destination: format!("{}/{}", container::CERTS_DIR, tls::CA_CERT),
+        destination: flower::supernode_ca_path(),
         read_only: true,
     }];
     node.data_dir = Some(w.user_dir("data"));

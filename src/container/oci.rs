@@ -185,6 +185,13 @@ impl Spec {
         if self.args.is_empty() {
             return Err("the command line is empty".into());
         }
+        // exec(2) cannot pass a NUL byte: runc would fail late and obscurely.
+        if let Some(a) = self.args.iter().find(|a| a.contains('\0')) {
+            return Err(format!("argument {a:?} contains a NUL byte"));
+        }
+        if let Some((k, v)) = self.env.iter().find(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0')) {
+            return Err(format!("environment variable {k:?}={v:?} must have a name without '=' and no NUL byte"));
+        }
         for c in &self.certs {
             let name = c.destination.strip_prefix(CERTS_DIR).and_then(|r| r.strip_prefix('/'));
             if !name.is_some_and(|n| !n.is_empty() && !n.contains('/') && n != "..") {

@@ -184,6 +184,19 @@ fn validate_rejects_bad_ids_relative_paths_and_cert_escapes() {
     let mut s = spec();
     s.args.clear();
     assert!(s.validate().is_err());
+    let mut s = spec();
+    s.args.push("a\0b".into());
+    assert!(s.validate().unwrap_err().contains("NUL byte"));
+    for (k, v) in [("A=B", "1"), ("", "1"), ("X", "a\0")] {
+        let mut s = spec();
+        s.env.push((k.into(), v.into()));
+        assert!(s.validate().unwrap_err().starts_with("environment variable"), "{k:?}={v:?}");
+    }
+    // Shell metacharacters and newlines are fine: they are data, one argv element each.
+    let mut s = spec();
+    s.args.push("x; rm -rf /\n$(id)".into());
+    assert_eq!(s.validate(), Ok(()));
+    assert_eq!(config_json(&s)["process"]["args"].as_array().unwrap().last().unwrap(), "x; rm -rf /\n$(id)");
 }
 
 #[test]

@@ -20,8 +20,10 @@ fn a_real_manifest_parses() {
     assert_eq!(m.venv, Path::new("/opt/flower/venv"));
     assert_eq!(m.app.path, Path::new("/opt/flower/app"));
     assert_eq!(m.app.config["num-server-rounds"], ConfigValue::Integer(3));
-    assert_eq!(m.app.config["proximal-mu"], ConfigValue::Float(0.0));
-    assert_eq!(m.app.config["strategy"].kind(), ConfigType::String);
+    assert_eq!(m.app.config["proximal-mu"], ConfigValue::Float(0.1));
+    assert_eq!(m.app.config["strategy"], ConfigValue::String("FedAvg".into()));
+    assert_eq!(m.app.config["checkpoint-enabled"], ConfigValue::Boolean(false));
+    assert_eq!(m.app.name, "appliance");
     assert!(m.rootfs_bytes.unwrap() > m.venv_bytes.unwrap());
 }
 
@@ -77,9 +79,9 @@ fn run_config_values_are_checked_against_the_app() {
     let m = parse(REAL).unwrap();
     assert_eq!(m.app.check("num-server-rounds", &ConfigValue::Integer(5)), Ok(()));
     assert_eq!(m.app.check("proximal-mu", &ConfigValue::Integer(1)), Ok(()), "an integer is a float");
-    assert_eq!(m.app.check("strategy", &ConfigValue::String("fedprox".into())), Ok(()));
+    assert_eq!(m.app.check("strategy", &ConfigValue::String("FedProx".into())), Ok(()));
     assert!(m.app.check("num-server-rounds", &ConfigValue::Float(1.5)).unwrap_err().contains("must be an integer, not a float"));
-    assert!(m.app.check("nope", &ConfigValue::Boolean(true)).unwrap_err().contains("not declared by the app tinyfl"));
+    assert!(m.app.check("nope", &ConfigValue::Boolean(true)).unwrap_err().contains("not declared by the app appliance"));
 }
 
 #[test]
