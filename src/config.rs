@@ -167,14 +167,10 @@ impl ImageFacts {
 }
 
 impl ImageFacts {
-    /// Read an image manifest (JSON; see [`ImageFacts`]).
+    /// Read an image manifest (JSON written by `make image`); the one reader is
+    /// [`crate::image::load_file`], which validates the whole file (app schema included).
     pub fn load(path: &Path) -> crate::error::Result<ImageFacts> {
-        use crate::error::Ctx;
-        let what = || format!("read image manifest {}", path.display());
-        let text = std::fs::read_to_string(path).with_ctx(what)?;
-        let facts: ImageFacts = serde_json::from_str(&text).map_err(|e| e.to_string()).with_ctx(what)?;
-        values::semver(&facts.flower_version).map_err(|e| format!("flower_version {e}")).with_ctx(what)?;
-        Ok(facts)
+        crate::image::load_file(path).map(|m| m.facts)
     }
 }
 

@@ -1,1 +1,153 @@
 //! Flower command lines for the pinned version and the readiness probe on `/health`. Issue #6.
+//!
+//! The command lines are argument vectors built from plain, validated inputs: no shell ever
+//! sees them, so a context value (a node-config string, a path) reaches Flower as one literal
+//! argument whatever characters it holds. Every flag was checked against `--help` of
+//! flwr 1.42.0 (`flower-superlink`, `flower-supernode`; research/flower.md §1-2).
+
+pub mod probe;
+
+pub use probe::{ProbeError, ProbeTls, health_request, parse_response, probe};
+
+use crate::config::Isolation;
+use crate::container::{CERTS_DIR, STATE_DIR, VENV_BIN};
+use std::time::Duration;
+
+/// Flower's HTTP port (Fleet, Control, Runtime APIs and `/health`).
+pub const SUPERLINK_PORT: u16 = 8000;
+/// The SuperNode's local Runtime API port (loopback; its `/health` too).
+pub const SUPERNODE_RUNTIME_PORT: u16 = 9094;
+/// The SQLite state of the SuperLink on the state directory (as the container sees it).
+pub fn default_database() -> String {
+    format!("{STATE_DIR}/state.db")
+}
+
+/// TLS files of the SuperLink, as paths inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub ca_cert: String,
+    pub cert: String,
+    pub key: String,
+}
+
+impl ServerTls {
+    /// `/certs/ca.crt`, `/certs/server.pem`, `/certs/server.key`: where
+    /// `tls::ContainerFiles::bind_mounts(CERTS_DIR)` puts the files `tls` writes.
+    pub fn in_certs_dir() -> ServerTls {
+        use crate::tls::{CA_CERT, SERVER_CERT, SERVER_KEY};
+        ServerTls {
+            ca_cert: format!("{CERTS_DIR}/{CA_CERT}"),
+            cert: format!("{CERTS_DIR}/{SERVER_CERT}"),
+            key: format!("{CERTS_DIR}/{SERVER_KEY}"),
+        }
+    }
+
+}
+
+/// `/certs/ca.crt`: where a SuperNode's trusted CA (`--root-certificates`) is bound.
+pub fn supernode_ca_path() -> String {
+    format!("{CERTS_DIR}/{}", crate::tls::CA_CERT)
+}
+
+/// Inputs of `flower-superlink`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuperLinkArgs {
+    /// `--host`: `0.0.0.0` in a VM (SuperNodes connect from other VMs).
+    pub host: String,
+    pub port: u16,
+    /// `None`: `--insecure`.
+    pub tls: Option<ServerTls>,
+    /// `--database`: a file on the state directory, or `:flwr-in-memory:`.
+    pub database: String,
+    pub isolation: Isolation,
+}
+
+/// Inputs of `flower-supernode`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuperNodeArgs {
+    /// `--superlink host:port` (IPv6 in brackets, no scheme).
+    pub superlink: String,
+    /// `--root-certificates` (path inside the container); `None`: `--insecure`.
+    pub root_certificates: Option<String>,
+    /// `--node-config`, e.g. `partition-id=0 num-partitions=2` (TOML values), as one argument.
+    pub node_config: Option<String>,
+    /// `--max-retries`; `None`: unlimited (Flower's default).
+    pub max_retries: Option<u32>,
+    /// `--max-wait-time` (seconds); `None`: unlimited.
+    pub max_wait_time: Option<Duration>,
+    /// `--port` of the local Runtime API.
+    pub runtime_port: u16,
+    pub isolation: Isolation,
+}
+
+fn isolation_word(i: Isolation) -> &'static str {
+    match i {
+        Isolation::Subprocess => "subprocess",
+        Isolation::Process => "process",
+    }
+}
+
+/// `flower-superlink …`: serve on `host:port`, TLS or `--insecure`, persistent state, and no
+/// per-run `uv sync` (the appliance is offline; the app's dependencies are in the image).
+pub fn superlink_args(a: &SuperLinkArgs) -> Vec<String> {
+    let mut v = vec![format!("{VENV_BIN}/flower-superlink")];
+    match &a.tls {
+        Some(t) => v.extend([
+            "--ssl-ca-certfile".into(),
+            t.ca_cert.clone(),
+            "--ssl-certfile".into(),
+            t.cert.clone(),
+            "--ssl-keyfile".into(),
+            t.key.clone(),
+        ]),
+        None => v.push("--insecure".into()),
+    }
+    v.extend([
+        "--host".into(),
+        a.host.clone(),
+        "--port".into(),
+        a.port.to_string(),
+        "--database".into(),
+        a.database.clone(),
+        "--isolation".into(),
+        isolation_word(a.isolation).into(),
+        "--disable-runtime-dependency-installation".into(),
+    ]);
+    v
+}
+
+/// `flower-supernode …`: connect to the SuperLink (TLS trusting the given CA, or
+/// `--insecure`), with its node config and retry bounds; the Runtime API stays on loopback.
+pub fn supernode_args(a: &SuperNodeArgs) -> Vec<String> {
+    let mut v = vec![format!("{VENV_BIN}/flower-supernode"), "--superlink".into(), a.superlink.clone()];
+    match &a.root_certificates {
+        Some(ca) => v.extend(["--root-certificates".into(), ca.clone()]),
+        None => v.push("--insecure".into()),
+    }
+    if let Some(nc) = &a.node_config {
+        v.extend(["--node-config".into(), nc.clone()]);
+    }
+    if let Some(n) = a.max_retries {
+        v.extend(["--max-retries".into(), n.to_string()]);
+    }
+    if let Some(d) = a.max_wait_time {
+        v.extend(["--max-wait-time".into(), format_seconds(d)]);
+    }
+    v.extend([
+        "--host".into(),
+        "127.0.0.1".into(),
+        "--port".into(),
+        a.runtime_port.to_string(),
+        "--isolation".into(),
+        isolation_word(a.isolation).into(),
+    ]);
+    v
+}
+
+/// Seconds as Flower's float argument: `30`, `2.5`.
+fn format_seconds(d: Duration) -> String {
+    if d.subsec_nanos() == 0 { d.as_secs().to_string() } else { format!("{}", d.as_secs_f64()) }
+}
+
+#[cfg(test)]
+mod tests;

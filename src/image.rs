@@ -1,1 +1,250 @@
 //! The appliance image manifest: Flower version, framework, use cases and app baked in. Issue #6.
+//!
+//! `make image` writes `/etc/flower-init/image.json` (image/manifest.py). flower-init reads it
+//! to check FLOWER_VERSION / ML_FRAMEWORK / FL_USE_CASE against what the image really holds,
+//! and to know the bundled app: where it is and which `[tool.flwr.app.config]` keys a run
+//! config may set, with their TOML types and defaults (so no TOML parser is needed at boot).
+//! Every error names the file and the field.
+//!
+//! This is the one reader of the manifest: `config::ImageFacts::load` (used by `check`) is
+//! [`load_file`] keeping only the facts.
+
+use crate::config::{Framework, IMAGE_MANIFEST, ImageFacts, Role, UseCase};
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where the manifest is, relative to the image root ([`IMAGE_MANIFEST`] without its `/`).
+pub fn manifest_path_at(root: &Path) -> PathBuf {
+    root.join(IMAGE_MANIFEST.trim_start_matches('/'))
+}
+
+/// The manifest, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Flower version, framework, use cases, role: what `config` checks the context against.
+    pub facts: ImageFacts,
+    /// Python of the image (Debian's), e.g. `3.11.2`.
+    pub python_version: String,
+    /// The venv holding Flower, e.g. `/opt/flower/venv`.
+    pub venv: PathBuf,
+    pub app: App,
+    pub build_date: String,
+    /// Bytes of the unpacked root and of the venv, if recorded.
+    pub rootfs_bytes: Option<u64>,
+    pub venv_bytes: Option<u64>,
+}
+
+/// The bundled Flower app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    /// Its source directory in the image (for `flwr run`).
+    pub path: PathBuf,
+    pub name: String,
+    pub version: Option<String>,
+    /// `[tool.flwr.app.config]`: every key a run config may set, with its default.
+    pub config: BTreeMap<String, ConfigValue>,
+}
+
+/// A run-config value (Flower's run configs are TOML scalars).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigValue {
+    String(String),
+    Integer(i64),
+    Float(f64),
+    Boolean(bool),
+}
+
+/// The TOML type of a [`ConfigValue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    String,
+    Integer,
+    Float,
+    Boolean,
+}
+
+impl ConfigType {
+    fn parse(s: &str) -> Option<ConfigType> {
+        Some(match s {
+            "string" => ConfigType::String,
+            "integer" => ConfigType::Integer,
+            "float" => ConfigType::Float,
+            "boolean" => ConfigType::Boolean,
+            _ => return None,
+        })
+    }
+}
+
+impl ConfigType {
+    /// The type with its article, for messages: "an integer", "a float".
+    pub fn a(&self) -> &'static str {
+        match self {
+            ConfigType::String => "a string",
+            ConfigType::Integer => "an integer",
+            ConfigType::Float => "a float",
+            ConfigType::Boolean => "a boolean",
+        }
+    }
+}
+
+impl fmt::Display for ConfigType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConfigType::String => "string",
+            ConfigType::Integer => "integer",
+            ConfigType::Float => "float",
+            ConfigType::Boolean => "boolean",
+        })
+    }
+}
+
+impl ConfigValue {
+    /// The value's TOML type.
+    pub fn kind(&self) -> ConfigType {
+        match self {
+            ConfigValue::String(_) => ConfigType::String,
+            ConfigValue::Integer(_) => ConfigType::Integer,
+            ConfigValue::Float(_) => ConfigType::Float,
+            ConfigValue::Boolean(_) => ConfigType::Boolean,
+        }
+    }
+}
+
+impl App {
+    /// Whether a run config may set `key` to `value`: the key must be declared by the app
+    /// (Flower refuses others: "Invalid run configuration") with the same type; an integer is
+    /// accepted for a float key.
+    pub fn check(&self, key: &str, value: &ConfigValue) -> std::result::Result<(), String> {
+        let Some(default) = self.config.get(key) else {
+            return Err(format!("run config key {key:?} is not declared by the app {}", self.name));
+        };
+        match (default.kind(), value.kind()) {
+            (a, b) if a == b => Ok(()),
+            (ConfigType::Float, ConfigType::Integer) => Ok(()),
+            (want, got) => Err(format!("run config key {key:?} must be {}, not {}", want.a(), got.a())),
+        }
+    }
+}
+
+/// Read the manifest of the running image ([`IMAGE_MANIFEST`]).
+pub fn load() -> Result<Manifest> {
+    load_file(Path::new(IMAGE_MANIFEST))
+}
+
+/// Read the manifest of the image whose root is `root` (tests, the host's unpacked rootfs).
+pub fn load_at(root: &Path) -> Result<Manifest> {
+    load_file(&manifest_path_at(root))
+}
+
+/// Read the manifest file `path` (`check --image FILE`); errors name the file and the field.
+pub fn load_file(path: &Path) -> Result<Manifest> {
+    let what = || format!("read image manifest {}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| Error { what: what(), cause: e.into() })?;
+    parse(&text).map_err(|e| Error::msg(what(), e))
+}
+
+/// Parse and validate manifest text; errors name the field (`app.config.lr.default: …`).
+pub fn parse(text: &str) -> std::result::Result<Manifest, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let top = v.as_object().ok_or("not a JSON object")?;
+    let f = Fields { obj: top, at: "" };
+    let flower_version = f.string("flower_version")?;
+    crate::config::values::semver(&flower_version).map_err(|e| format!("field flower_version: {e}"))?;
+    let framework: Framework = f.word("framework")?;
+    let mut use_cases = Vec::new();
+    for (i, u) in f.array("use_cases")?.iter().enumerate() {
+        let uc: UseCase = u
+            .as_str()
+            .ok_or(format!("field use_cases[{i}]: expected a string"))?
+            .parse()
+            .map_err(|e| format!("field use_cases[{i}]: {e}"))?;
+        if !uc.frameworks().contains(&framework) {
+            return Err(format!("field use_cases[{i}]: {uc} cannot run on the {framework} variant"));
+        }
+        use_cases.push(uc);
+    }
+    let role: Option<Role> = match top.get("role") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(f.word("role")?),
+    };
+    let app = f.object("app")?;
+    let app = Fields { obj: app, at: "app." };
+    let path = PathBuf::from(app.string("path")?);
+    if !path.is_absolute() {
+        return Err(format!("field app.path: {} is not an absolute path", path.display()));
+    }
+    let mut config = BTreeMap::new();
+    for (key, entry) in app.object("config")? {
+        config.insert(key.clone(), config_entry(key, entry)?);
+    }
+    let venv = PathBuf::from(f.string("venv")?);
+    let sizes = top.get("sizes").and_then(Value::as_object);
+    let size = |k: &str| sizes.and_then(|s| s.get(k)).and_then(Value::as_u64);
+    Ok(Manifest {
+        facts: ImageFacts { flower_version, framework, use_cases, role },
+        python_version: f.string("python_version")?,
+        venv,
+        app: App { path, name: app.string("name")?, version: app.opt_string("version")?, config },
+        build_date: f.string("build_date")?,
+        rootfs_bytes: size("rootfs_bytes"),
+        venv_bytes: size("venv_bytes"),
+    })
+}
+
+/// One `app.config` entry: `{"type": …, "default": …}` with a default of that type.
+fn config_entry(key: &str, entry: &Value) -> std::result::Result<ConfigValue, String> {
+    let at = format!("app.config.{key}");
+    let e = entry.as_object().ok_or(format!("field {at}: expected an object with type and default"))?;
+    let e = Fields { obj: e, at: &format!("{at}.") };
+    let ty = e.string("type")?;
+    let ty = ConfigType::parse(&ty).ok_or(format!("field {at}.type: {ty:?} is not string, integer, float or boolean"))?;
+    let d = e.obj.get("default").ok_or(format!("field {at}.default: missing"))?;
+    let value = match (ty, d) {
+        (ConfigType::String, Value::String(s)) => ConfigValue::String(s.clone()),
+        (ConfigType::Boolean, Value::Bool(b)) => ConfigValue::Boolean(*b),
+        (ConfigType::Integer, Value::Number(n)) if n.as_i64().is_some() => ConfigValue::Integer(n.as_i64().unwrap_or(0)),
+        (ConfigType::Float, Value::Number(n)) if n.as_f64().is_some() => ConfigValue::Float(n.as_f64().unwrap_or(0.0)),
+        (ty, other) => return Err(format!("field {at}.default: {other} is not {}", ty.a())),
+    };
+    Ok(value)
+}
+
+/// Typed access to the fields of one JSON object, naming `at` + field in errors.
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    at: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    fn get(&self, k: &str) -> std::result::Result<&'a Value, String> {
+        self.obj.get(k).ok_or_else(|| format!("field {}{k}: missing", self.at))
+    }
+    fn string(&self, k: &str) -> std::result::Result<String, String> {
+        match self.get(k)? {
+            Value::String(s) if !s.is_empty() => Ok(s.clone()),
+            other => Err(format!("field {}{k}: expected a non-empty string, found {other}", self.at)),
+        }
+    }
+    fn opt_string(&self, k: &str) -> std::result::Result<Option<String>, String> {
+        match self.obj.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.string(k).map(Some),
+        }
+    }
+    fn array(&self, k: &str) -> std::result::Result<&'a Vec<Value>, String> {
+        self.get(k)?.as_array().ok_or_else(|| format!("field {}{k}: expected an array", self.at))
+    }
+    fn object(&self, k: &str) -> std::result::Result<&'a Map<String, Value>, String> {
+        self.get(k)?.as_object().ok_or_else(|| format!("field {}{k}: expected an object", self.at))
+    }
+    /// A field holding one of an enum's words (`FromStr` lists the choices on error).
+    fn word<T: std::str::FromStr<Err = String>>(&self, k: &str) -> std::result::Result<T, String> {
+        self.string(k)?.parse().map_err(|e| format!("field {}{k}: {e}", self.at))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -607,14 +607,20 @@ fn network_problems_name_the_variable() {
 fn image_manifest_json() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("image.json");
-    std::fs::write(&p, r#"{"flower_version":"1.42.0","framework":"pytorch","use_cases":["llm-fine-tuning"],"role":"supernode","app":"x"}"#).unwrap();
+    // A full manifest as `make image` writes it (image.rs is the one reader), edited.
+    let mut m: serde_json::Value = serde_json::from_str(include_str!("../image/testdata-image.json")).unwrap();
+    m["framework"] = "pytorch".into();
+    m["use_cases"] = serde_json::json!(["llm-fine-tuning"]);
+    m["role"] = "supernode".into();
+    std::fs::write(&p, m.to_string()).unwrap();
     let f = ImageFacts::load(&p).unwrap();
     assert_eq!(
         (f.framework, f.role, f.use_cases),
         (Framework::PyTorch, Some(Role::SuperNode), vec![UseCase::LlmFineTuning])
     );
-    std::fs::write(&p, r#"{"flower_version":"1.42","framework":"pytorch","use_cases":[]}"#).unwrap();
-    assert!(ImageFacts::load(&p).unwrap_err().to_string().contains("flower_version must be a version X.Y.Z"));
+    m["flower_version"] = "1.42".into();
+    std::fs::write(&p, m.to_string()).unwrap();
+    assert!(ImageFacts::load(&p).unwrap_err().to_string().contains("flower_version: must be a version X.Y.Z"));
     assert_eq!(image_facts(None, &d.path().join("none")).unwrap().1, "builtin");
     assert!(image_facts(None, &p).map(|x| x.1).unwrap_err().to_string().contains("image.json"));
 }

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Build the appliance image of one framework variant (issue #6): a Debian bookworm rootfs with
+# Debian's python3, runc, tini and ca-certificates, a venv at /opt/flower/venv with the pinned
+# Flower + the framework, the bundled Flower app, user app (49999), the mountpoints the VM and
+# the container need, a manifest /etc/flower-init/image.json; then a read-only disk image.
+#
+#   image/build.sh FRAMEWORK APP_DIR OUT_DIR
+#
+# Inputs only from the checkout, Debian (deb.debian.org) and PyPI (wheels cached in $WHEELS).
+# Runs as root (mmdebstrap, chroot); every chroot runs in a private mount namespace, so nothing
+# is mounted on the host afterwards even when the build fails.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+framework=$1; app=$(cd "$2" && pwd); out=$3
+wheels=${WHEELS:-$root/build/wheels}
+base=${IMAGE_BASE:-$root/build/image/base}
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+formats=${IMAGE_FORMATS:-squashfs}
+suite=bookworm
+t0=$(date +%s)
+say() { echo "image[$framework] +$(( $(date +%s) - t0 ))s: $*"; }
+
+[ "$(id -u)" -eq 0 ] || { echo "image/build.sh: must run as root (mmdebstrap, chroot)"; exit 1; }
+[ -f "$app/pyproject.toml" ] || { echo "image/build.sh: APP=$app has no pyproject.toml"; exit 1; }
+reqs=("$root/python/requirements-flwr-deps.txt" "$root/python/requirements-$framework.txt")
+[ -f "${reqs[1]}" ] || { echo "image/build.sh: unknown FRAMEWORK=$framework (no ${reqs[1]})"; exit 1; }
+case $framework in   # the use cases this variant can run; mirrors UseCase::frameworks() in src/config.rs
+    sklearn) use_cases='["tabular-classification", "image-classification"]' ;;
+    pytorch) use_cases='["image-classification", "llm-fine-tuning"]' ;;
+    tensorflow) use_cases='["image-classification"]' ;;
+    *) echo "image/build.sh: no use-case list for FRAMEWORK=$framework"; exit 1 ;;
+esac
+
+# 1. Debian base, shared by every variant; rebuilt only when the package list changes.
+debs=$(grep -v '^#' "$here/debian-packages.txt" | xargs | tr ' ' ,)
+if [ "$(cat "$base/.packages" 2>/dev/null)" != "$suite $debs" ]; then
+    say "mmdebstrap $suite minbase + $debs"
+    rm -rf "$base"; mkdir -p "$base"
+    mmdebstrap --quiet --variant=minbase --include="$debs" \
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --aptopt='Acquire::Retries "3"' \
+        "$suite" "$base/rootfs" \
+        "deb $mirror $suite main" "deb $mirror $suite-updates main" \
+        "deb ${mirror%/debian}/debian-security $suite-security main"
+    rm -rf "$base"/rootfs/var/lib/apt/lists/* "$base"/rootfs/var/cache/apt/*
+    echo "$suite $debs" > "$base/.packages"
+fi
+
+# 2. Wheels: the pinned closure (flwr's deps + the framework's), downloaded once for the
+# rootfs's Python (cp311, manylinux x86_64); flwr itself without deps (see python/install.sh).
+pyver=$(chroot "$base/rootfs" python3 -c 'import sys; print("%d%d" % sys.version_info[:2])')
+mkdir -p "$wheels"
+say "wheels for cp$pyver in $wheels"
+rargs=(); for r in "${reqs[@]}"; do rargs+=(-r "$r"); done
+python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    --python-version "$pyver" --implementation cp --abi "cp$pyver" --abi abi3 --abi none \
+    --platform manylinux_2_36_x86_64 --platform manylinux_2_35_x86_64 --platform manylinux_2_34_x86_64 \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+    --platform manylinux_2_5_x86_64 --platform any \
+    -d "$wheels" "${rargs[@]}" "$(cat "$root/python/flwr-version.txt")"
+
+# 3. The app as a wheel, built from a copy (the build backend must not write into the checkout);
+# the backend its pyproject names comes from PyPI (build isolation).
+stage=$out/stage
+rm -rf "$stage"; mkdir -p "$stage/app" "$stage/appwheel"
+tar -C "$app" --exclude=__pycache__ --exclude='*.pyc' --exclude=.venv --exclude=build --exclude=dist \
+    -cf - . | tar -C "$stage/app" -xf -
+say "app wheel from $app"
+python3 -m pip wheel -q --disable-pip-version-check --no-deps -w "$stage/appwheel" "$stage/app"
+rm -rf "$stage/app/build" "$stage/app"/*.egg-info
+
+# 4. The variant's rootfs: a fresh copy of the base, then everything installed with the
+# rootfs's own python (image/in-rootfs.sh) inside a chroot in a private mount namespace.
+new=$out/rootfs.new
+rm -rf "$new"; mkdir -p "$out"
+cp -a "$base/rootfs" "$new"
+mkdir -p "$new/opt/flower" "$new/tmp/build/wheels"
+cp -a "$stage/app" "$new/opt/flower/app"
+cp "$here/in-rootfs.sh" "$here/manifest.py" "$root/python/flwr-version.txt" "${reqs[@]}" \
+    "$stage"/appwheel/*.whl "$new/tmp/build/"
+say "venv, app, user, mountpoints, manifest (chroot)"
+unshare --mount --fork --propagation private /bin/sh -ec '
+    mount --bind "$2" "$1/tmp/build/wheels"
+    mount -t proc proc "$1/proc"
+    mount --bind /dev "$1/dev"
+    shift 2
+    exec chroot "$0" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+        /bin/sh /tmp/build/in-rootfs.sh "$@"' \
+    "$new" "$new" "$wheels" "$framework" "$use_cases" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+    "$(basename "${reqs[0]}")" "$(basename "${reqs[1]}")" < /dev/null
+rm -rf "$new/tmp/build" "$new/root/.cache"
+dpkg-query --admindir="$new/var/lib/dpkg" -W -f='${Package}=${Version}\n' > "$out/debian-packages.lock"
+
+# 5. Swap the finished tree in, then pack it read-only.
+rm -rf "$out/rootfs"; mv "$new" "$out/rootfs"
+rootfs_b=$(du -sb "$out/rootfs" | cut -f1)
+venv_b=$(du -sb "$out/rootfs/opt/flower/venv" | cut -f1)
+sizes="\"rootfs_bytes\": $rootfs_b, \"venv_bytes\": $venv_b"
+for f in $formats; do
+    say "pack $f"
+    rm -f "$out/image.$f"
+    s=$(date +%s%N)
+    case $f in
+        squashfs) mksquashfs "$out/rootfs" "$out/image.squashfs" -quiet -no-progress -comp zstd -Xcompression-level 19 \
+                      -b 1M -noappend -xattrs >/dev/null ;;
+        squashfs-xz) mksquashfs "$out/rootfs" "$out/image.squashfs-xz" -quiet -no-progress -comp xz -b 1M -noappend >/dev/null ;;
+        erofs) mkfs.erofs --quiet -zlz4hc,12 -L flower-image "$out/image.erofs" "$out/rootfs" >/dev/null ;;
+        erofs-plain) mkfs.erofs --quiet -L flower-image "$out/image.erofs-plain" "$out/rootfs" >/dev/null ;;
+        *) echo "image/build.sh: unknown format $f"; exit 1 ;;
+    esac
+    took=$(( ($(date +%s%N) - s) / 1000000 ))
+    sizes="$sizes, \"$f\": {\"bytes\": $(stat -c %s "$out/image.$f"), \"pack_ms\": $took}"
+done
+echo "{$sizes}" > "$out/sizes.json"
+say "done: $(cat "$out/sizes.json")"

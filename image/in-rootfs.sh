@@ -1,0 +1,55 @@
+#!/bin/sh
+# Runs inside the chroot of the rootfs being built (image/build.sh step 4), with the rootfs's own
+# python3. Arguments: FRAMEWORK USE_CASES_JSON BUILD_DATE REQUIREMENTS...
+# /tmp/build holds this script, manifest.py, the requirement files, the app wheel and wheels/.
+set -eu
+framework=$1; use_cases=$2; build_date=$3; shift 3
+venv=/opt/flower/venv
+b=/tmp/build
+pip="$venv/bin/python -m pip -q --disable-pip-version-check --no-cache-dir --no-input"
+
+# The venv: pinned Flower dependencies + framework, then flwr itself without its deps (it pins a
+# certifi newer than PyPI serves here; python/install.sh), then the app, also without deps so
+# nothing is resolved against an index. pip leaves afterwards: nothing installs at run time.
+python3 -m venv "$venv"
+reqs=""; for r in "$@"; do reqs="$reqs -r $b/$r"; done
+# shellcheck disable=SC2086
+$pip install --no-index --no-deps --find-links "$b/wheels" $reqs
+$pip install --no-index --no-deps --find-links "$b/wheels" "$(cat $b/flwr-version.txt)"
+$pip install --no-index --no-deps "$b"/*.whl
+# Dependency check; the one known mismatch is flwr's certifi pin (see above).
+problems=$($venv/bin/python -m pip --disable-pip-version-check check 2>&1 | grep -v '^flwr .* has requirement certifi' | grep -v '^No broken' || true)
+[ -z "$problems" ] || { echo "in-rootfs: pip check: $problems"; exit 1; }
+$venv/bin/python -m pip uninstall -q -y pip
+
+# User and group of Flower's own images: app, 49999, home /app.
+groupadd --gid 49999 app
+useradd --uid 49999 --gid 49999 --home-dir /app --no-create-home --shell /usr/sbin/nologin app
+
+# Mountpoints: the root is read-only in the VM and in the container, so every directory
+# something is mounted on must exist in the image.
+#   VM:        /var/lib/flower (state disk), /var/lib/flower-data (data disk), /run, /tmp,
+#              /run/flower-init (runtime files: resolv.conf, hosts, bundle)
+#   container: /state, /certs, /app (HOME), /app/data, /tmp, /run
+mkdir -p /var/lib/flower /var/lib/flower-data /run /tmp /state /certs /app/data /etc/flower-init
+chmod 0755 /var/lib/flower /var/lib/flower-data /state /certs /app /app/data
+chmod 1777 /tmp
+# resolv.conf and hosts are written at boot by flower-init under /run/flower-init.
+rm -f /etc/resolv.conf /etc/hosts /etc/hostname
+ln -s /run/flower-init/resolv.conf /etc/resolv.conf
+ln -s /run/flower-init/hosts /etc/hosts
+ln -s /run/flower-init/hostname /etc/hostname
+: > /etc/machine-id
+
+# Python cannot write bytecode at run time on a read-only root: compile it all now. pip already
+# compiled what it installed; this adds Debian's stdlib and the app's source copy.
+python3 -m compileall -q -j0 /usr/lib/python3 /usr/lib/python3.11 /opt/flower >/dev/null
+
+# The manifest flower-init reads (src/image.rs), with sizes measured just before it is written.
+rm -rf /var/cache/* /var/log/* /var/lib/apt/lists/* /root/.cache
+rootfs_bytes=$(du -sbx --exclude=/tmp/build / | cut -f1)
+venv_bytes=$(du -sb "$venv" | cut -f1)
+"$venv/bin/python" "$b/manifest.py" --framework "$framework" --use-cases "$use_cases" \
+    --build-date "$build_date" --rootfs-bytes "$rootfs_bytes" --venv-bytes "$venv_bytes" \
+    --app /opt/flower/app --out /etc/flower-init/image.json
+echo "  $(cat /etc/flower-init/image.json | head -c 300)"

@@ -1,0 +1,51 @@
+# The appliance image (issue #6): Debian bookworm rootfs + runc + a venv with the pinned Flower,
+# the framework variant and the bundled app; packed read-only (squashfs). See docs/image.md.
+#   make image [FRAMEWORK=sklearn|pytorch|tensorflow] [APP=apps/appliance] [IMAGE_FORMATS="squashfs erofs"]
+# Rebuilds only when an input or an argument changed (stamps); the Debian base is shared by
+# the variants and rebuilt only when image/debian-packages.txt changes.
+
+FRAMEWORK     ?= sklearn
+APP           ?= apps/appliance
+IMAGE_FORMATS ?= squashfs
+IMAGE_DIR     := $(BUILD)/image/$(FRAMEWORK)
+IMAGE_ROOTFS  := $(IMAGE_DIR)/rootfs
+IMAGE_ARGS    := $(FRAMEWORK) $(abspath $(APP)) $(IMAGE_FORMATS)
+IMAGE_INPUTS  := $(wildcard image/*) python/flwr-version.txt python/requirements-flwr-deps.txt \
+                 python/requirements-$(FRAMEWORK).txt \
+                 $(shell find $(APP) -type f -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
+
+.PHONY: image image-test image-timings FORCE
+## image            Debian rootfs + Flower venv + app for FRAMEWORK (sklearn|pytorch|tensorflow) in build/image/FRAMEWORK/{rootfs,image.squashfs}
+image: $(IMAGE_DIR)/.stamp
+
+# Rewritten only when the arguments differ from the last build's, so a new APP or format rebuilds.
+$(IMAGE_DIR)/.args: FORCE
+	@mkdir -p $(@D)
+	@[ "$$(cat $@ 2>/dev/null)" = "$(IMAGE_ARGS)" ] || echo "$(IMAGE_ARGS)" > $@
+
+$(IMAGE_DIR)/.stamp: $(IMAGE_INPUTS) $(IMAGE_DIR)/.args | setup
+	@test -f $(APP)/pyproject.toml || { echo "make image: APP=$(APP) has no pyproject.toml (the bundled Flower app)"; exit 1; }
+	IMAGE_FORMATS="$(IMAGE_FORMATS)" image/build.sh $(FRAMEWORK) $(APP) $(IMAGE_DIR)
+	@touch $@
+
+# The host tests run as PID 1 of a new PID and mount namespace (the container inits re-parent
+# to it, a stray kill(-1) cannot leave it, its mounts vanish with it), with the test binary
+# built outside first. A hung run is ended after IMAGE_TEST_TIMEOUT s: --kill-child takes the
+# namespace, containers included, down with it.
+IMAGE_TEST_TIMEOUT ?= 1800
+IMAGE_TEST_RUN = bin=$$(cargo test --locked --test image_runc --no-run --message-format=json 2>/dev/null \
+	    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1); \
+	test -x "$$bin" || { echo "image-test: cannot find the image_runc test binary"; exit 1; }; \
+	FI_IMAGE_ROOTFS="$(abspath $(IMAGE_ROOTFS))" timeout $(IMAGE_TEST_TIMEOUT) unshare --pid --fork --kill-child --mount-proc "$$bin" --ignored --nocapture --test-threads=1
+
+## image-test       real runc + the built rootfs (PID namespace, fi-im-* netns): TLS SuperLink and SuperNode register; kill, stop, clean-up
+image-test: image
+	cargo test --locked --test image_runc --no-run
+	@$(IMAGE_TEST_RUN) --skip timings
+
+## image-timings    runc create/start and runc start -> https /health, FI_TIMING_RUNS times (default 5), medians
+image-timings: image
+	cargo test --locked --test image_runc --no-run
+	@FI_TIMING_RUNS=$${FI_TIMING_RUNS:-5} $(IMAGE_TEST_RUN) timings
+
+TEST_TARGETS += image-test
