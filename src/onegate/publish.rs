@@ -433,10 +433,11 @@ fn run(shared: &Shared, client: &Client, policy: &Policy, waker: Option<&(dyn Fn
             }
             account(&mut g, policy, outcome);
         }
-        shared.cv.notify_all();
+        // The waker first: whoever waits for idleness then also sees the loop was woken.
         if let Some(w) = waker {
             w();
         }
+        shared.cv.notify_all();
     }
 }
 
