@@ -527,6 +527,7 @@ mod tests {
             trim_beta: 0.1,
             checkpoint: Some(crate::config::Checkpoint { interval: 2, path: "/var/lib/flower/ckpt".into() }),
             database: crate::config::Database::InMemory,
+            control_allow: vec![],
         }
     }
 

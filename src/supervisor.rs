@@ -396,6 +396,17 @@ impl Supervisor {
         id
     }
 
+    /// Track a process we did not spawn but that is (or will be) re-parented to us — the init
+    /// of a container started with `runc create`, whose parent runc exits — so that its exit is
+    /// delivered as [`Event::Exited`] instead of being counted as an orphan. Call it before the
+    /// process can exit (a created container's init waits for `runc start`).
+    pub fn adopt(&mut self, pid: Pid, name: &str) {
+        self.children.insert(
+            pid,
+            Child { name: name.to_string(), track: Track::Events, status: None, stdout: String::new(), stderr: String::new() },
+        );
+    }
+
     /// Forget a timer (no-op if it already fired).
     pub fn cancel_timer(&mut self, id: TimerId) {
         self.timers.retain(|(_, t)| *t != id);

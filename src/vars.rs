@@ -101,6 +101,8 @@ pub enum Rule {
     PemOrFile,
     /// IP addresses and DNS names, separated by commas or spaces.
     SanList,
+    /// IPv4/IPv6 networks (`10.0.0.0/24`, `2001:db8::/64`, or single addresses), by commas or spaces.
+    CidrList,
     /// `all` or a comma list of GPU indices.
     CudaDevices,
     /// An absolute path on the state disk (under `/var/lib/flower`).
@@ -162,6 +164,7 @@ impl Rule {
             }
             Rule::PemOrFile => "base64 of a PEM file, or the name of a FILES_DS file on the context CD".into(),
             Rule::SanList => "IP addresses and DNS names, separated by commas or spaces".into(),
+            Rule::CidrList => "IPv4/IPv6 networks in CIDR notation (or single addresses), separated by commas or spaces".into(),
             Rule::CudaDevices => "all, or a comma-separated list of GPU indices (0,1)".into(),
             Rule::StatePath => "an absolute path under /var/lib/flower (the state disk)".into(),
             Rule::Database => "a file path under /var/lib/flower (absolute, or relative to it), or :flwr-in-memory:".into(),
@@ -291,6 +294,8 @@ pub const VARS: &[Var] = &[
        "SuperLink server private key."),
     v!("FL_CERT_EXTRA_SANS", ["ONEAPP_FL_CERT_EXTRA_SANS"], SuperLink, Unset("none"), Rule::SanList, Tls,
        "Extra names for the generated server certificate (floating IPs, VPN addresses, DNS names) besides the NIC addresses, 127.0.0.1, ::1 and localhost."),
+    v!("FL_CONTROL_ALLOW", ["ONEAPP_FL_CONTROL_ALLOW"], SuperLink, Unset("loopback only"), Rule::CidrList, Tls,
+       "Sources allowed to use Flower's Control API (start/stop runs) on port 9093 of the NIC addresses; empty: only from the VM itself. The Fleet port (8000) never serves Control."),
     // SuperNode.
     v!("FL_SUPERLINK_ADDRESS", ["ONEAPP_FL_SUPERLINK_ADDRESS"], SuperNode, Unset("discovered through OneGate"), Rule::HostPort, Flower,
        "The SuperLink's address; skips OneGate discovery."),
@@ -396,6 +401,7 @@ pub const OFFERS: &[(&str, Offer)] = &[
     ("FL_SSL_CERTFILE", Offer::SuperLink),
     ("FL_SSL_KEYFILE", Offer::SuperLink),
     ("FL_CERT_EXTRA_SANS", Offer::SuperLink),
+    ("FL_CONTROL_ALLOW", Offer::SuperLink),
     ("ML_FRAMEWORK", Offer::SuperNode),
     ("FL_NODE_CONFIG", Offer::SuperNode),
     ("FL_SUPERLINK_ADDRESS", Offer::SuperNode),
@@ -600,6 +606,7 @@ mod tests {
             "FL_SSL_CERTFILE",
             "FL_SSL_KEYFILE",
             "FL_CERT_EXTRA_SANS",
+            "FL_CONTROL_ALLOW",
             "FL_ISOLATION",
             "FL_DATABASE",
             "ML_FRAMEWORK",

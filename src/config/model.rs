@@ -107,6 +107,9 @@ pub struct SuperLink {
     /// `None` when FL_CHECKPOINT_ENABLED=NO.
     pub checkpoint: Option<Checkpoint>,
     pub database: Database,
+    /// FL_CONTROL_ALLOW: sources that may reach the Control API through the gateway's Control
+    /// port; empty = loopback only.
+    pub control_allow: Vec<crate::gateway::Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

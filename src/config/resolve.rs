@@ -370,6 +370,13 @@ fn superlink(r: &mut Resolver, onegate: &OneGate) -> Option<SuperLink> {
         Err(()) => None,
     };
     let database = r.value("FL_DATABASE", values::database, |d| json!(d.to_string())).ok().flatten();
+    let control_allow = r
+        .value(
+            "FL_CONTROL_ALLOW",
+            |v| crate::gateway::parse_cidr_list(v).map_err(|e| e.trim_start_matches("FL_CONTROL_ALLOW: ").to_string()),
+            |l| json!(l.iter().map(|c| c.to_string()).collect::<Vec<_>>()),
+        )
+        .map(Option::unwrap_or_default);
     if !onegate.is_usable() {
         r.warn(format!(
             "OneGate is not usable ({} missing): the SuperLink cannot publish FL_ENDPOINT and FL_CA_CERT, so every SuperNode needs FL_SUPERLINK_ADDRESS (and FL_SSL_CA_CERTFILE for TLS)",
@@ -388,6 +395,7 @@ fn superlink(r: &mut Resolver, onegate: &OneGate) -> Option<SuperLink> {
         trim_beta: trim_beta?,
         checkpoint: checkpoint?,
         database: database?,
+        control_allow: control_allow.ok()?,
     })
 }
 
