@@ -12,8 +12,7 @@
 use crate::config::{Framework, IMAGE_MANIFEST, ImageFacts, Role, UseCase};
 use crate::error::{Error, Result};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
-use std::fmt;
+use crate::runconfig::{AppSchema, Value as RunValue};
 use std::path::{Path, PathBuf};
 
 /// Where the manifest is, relative to the image root ([`IMAGE_MANIFEST`] without its `/`).
@@ -44,89 +43,9 @@ pub struct App {
     pub path: PathBuf,
     pub name: String,
     pub version: Option<String>,
-    /// `[tool.flwr.app.config]`: every key a run config may set, with its default.
-    pub config: BTreeMap<String, ConfigValue>,
-}
-
-/// A run-config value (Flower's run configs are TOML scalars).
-#[derive(Debug, Clone, PartialEq)]
-pub enum ConfigValue {
-    String(String),
-    Integer(i64),
-    Float(f64),
-    Boolean(bool),
-}
-
-/// The TOML type of a [`ConfigValue`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigType {
-    String,
-    Integer,
-    Float,
-    Boolean,
-}
-
-impl ConfigType {
-    fn parse(s: &str) -> Option<ConfigType> {
-        Some(match s {
-            "string" => ConfigType::String,
-            "integer" => ConfigType::Integer,
-            "float" => ConfigType::Float,
-            "boolean" => ConfigType::Boolean,
-            _ => return None,
-        })
-    }
-}
-
-impl ConfigType {
-    /// The type with its article, for messages: "an integer", "a float".
-    pub fn a(&self) -> &'static str {
-        match self {
-            ConfigType::String => "a string",
-            ConfigType::Integer => "an integer",
-            ConfigType::Float => "a float",
-            ConfigType::Boolean => "a boolean",
-        }
-    }
-}
-
-impl fmt::Display for ConfigType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ConfigType::String => "string",
-            ConfigType::Integer => "integer",
-            ConfigType::Float => "float",
-            ConfigType::Boolean => "boolean",
-        })
-    }
-}
-
-impl ConfigValue {
-    /// The value's TOML type.
-    pub fn kind(&self) -> ConfigType {
-        match self {
-            ConfigValue::String(_) => ConfigType::String,
-            ConfigValue::Integer(_) => ConfigType::Integer,
-            ConfigValue::Float(_) => ConfigType::Float,
-            ConfigValue::Boolean(_) => ConfigType::Boolean,
-        }
-    }
-}
-
-impl App {
-    /// Whether a run config may set `key` to `value`: the key must be declared by the app
-    /// (Flower refuses others: "Invalid run configuration") with the same type; an integer is
-    /// accepted for a float key.
-    pub fn check(&self, key: &str, value: &ConfigValue) -> std::result::Result<(), String> {
-        let Some(default) = self.config.get(key) else {
-            return Err(format!("run config key {key:?} is not declared by the app {}", self.name));
-        };
-        match (default.kind(), value.kind()) {
-            (a, b) if a == b => Ok(()),
-            (ConfigType::Float, ConfigType::Integer) => Ok(()),
-            (want, got) => Err(format!("run config key {key:?} must be {}, not {}", want.a(), got.a())),
-        }
-    }
+    /// `[tool.flwr.app.config]`: every key a run config may set, its type and default
+    /// (run configs are validated against it before submission).
+    pub config: AppSchema,
 }
 
 /// Read the manifest of the running image ([`IMAGE_MANIFEST`]).
@@ -176,9 +95,11 @@ pub fn parse(text: &str) -> std::result::Result<Manifest, String> {
     if !path.is_absolute() {
         return Err(format!("field app.path: {} is not an absolute path", path.display()));
     }
-    let mut config = BTreeMap::new();
+    let mut config = AppSchema::default();
     for (key, entry) in app.object("config")? {
-        config.insert(key.clone(), config_entry(key, entry)?);
+        let default = config_entry(key, entry)?;
+        config.keys.insert(key.clone(), default.value_type());
+        config.defaults.insert(key.clone(), default);
     }
     let venv = PathBuf::from(f.string("venv")?);
     let sizes = top.get("sizes").and_then(Value::as_object);
@@ -195,19 +116,27 @@ pub fn parse(text: &str) -> std::result::Result<Manifest, String> {
 }
 
 /// One `app.config` entry: `{"type": …, "default": …}` with a default of that type.
-fn config_entry(key: &str, entry: &Value) -> std::result::Result<ConfigValue, String> {
+fn config_entry(key: &str, entry: &Value) -> std::result::Result<RunValue, String> {
     let at = format!("app.config.{key}");
     let e = entry.as_object().ok_or(format!("field {at}: expected an object with type and default"))?;
     let e = Fields { obj: e, at: &format!("{at}.") };
     let ty = e.string("type")?;
-    let ty = ConfigType::parse(&ty).ok_or(format!("field {at}.type: {ty:?} is not string, integer, float or boolean"))?;
     let d = e.obj.get("default").ok_or(format!("field {at}.default: missing"))?;
-    let value = match (ty, d) {
-        (ConfigType::String, Value::String(s)) => ConfigValue::String(s.clone()),
-        (ConfigType::Boolean, Value::Bool(b)) => ConfigValue::Boolean(*b),
-        (ConfigType::Integer, Value::Number(n)) if n.as_i64().is_some() => ConfigValue::Integer(n.as_i64().unwrap_or(0)),
-        (ConfigType::Float, Value::Number(n)) if n.as_f64().is_some() => ConfigValue::Float(n.as_f64().unwrap_or(0.0)),
-        (ty, other) => return Err(format!("field {at}.default: {other} is not {}", ty.a())),
+    let value = match (ty.as_str(), d) {
+        ("string", Value::String(s)) => RunValue::Str(s.clone()),
+        ("boolean", Value::Bool(b)) => RunValue::Bool(*b),
+        ("integer", Value::Number(n)) if n.as_i64().is_some() => RunValue::Int(n.as_i64().unwrap_or(0)),
+        ("float", Value::Number(n)) if n.as_f64().is_some() => RunValue::Float(n.as_f64().unwrap_or(0.0)),
+        ("string" | "boolean" | "integer" | "float", other) => {
+            let a = match ty.as_str() {
+                "integer" => "an integer",
+                "boolean" => "a boolean",
+                "float" => "a float",
+                _ => "a string",
+            };
+            return Err(format!("field {at}.default: {other} is not {a}"));
+        }
+        _ => return Err(format!("field {at}.type: {ty:?} is not string, integer, float or boolean")),
     };
     Ok(value)
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::runconfig::Value as RunValue;
 use serde_json::json;
 
 /// A manifest as image/manifest.py writes it (from a real `make image` of the sklearn variant).
@@ -19,10 +20,10 @@ fn a_real_manifest_parses() {
     assert_eq!(m.facts.role, None);
     assert_eq!(m.venv, Path::new("/opt/flower/venv"));
     assert_eq!(m.app.path, Path::new("/opt/flower/app"));
-    assert_eq!(m.app.config["num-server-rounds"], ConfigValue::Integer(3));
-    assert_eq!(m.app.config["proximal-mu"], ConfigValue::Float(0.1));
-    assert_eq!(m.app.config["strategy"], ConfigValue::String("FedAvg".into()));
-    assert_eq!(m.app.config["checkpoint-enabled"], ConfigValue::Boolean(false));
+    assert_eq!(m.app.config.defaults["num-server-rounds"], RunValue::Int(3));
+    assert_eq!(m.app.config.defaults["proximal-mu"], RunValue::Float(0.1));
+    assert_eq!(m.app.config.defaults["strategy"], RunValue::Str("FedAvg".into()));
+    assert_eq!(m.app.config.defaults["checkpoint-enabled"], RunValue::Bool(false));
     assert_eq!(m.app.name, "appliance");
     assert!(m.rootfs_bytes.unwrap() > m.venv_bytes.unwrap());
 }
@@ -75,13 +76,15 @@ fn role_may_be_fixed_and_sizes_are_optional() {
 }
 
 #[test]
-fn run_config_values_are_checked_against_the_app() {
+fn run_configs_are_checked_against_the_manifest_schema() {
     let m = parse(REAL).unwrap();
-    assert_eq!(m.app.check("num-server-rounds", &ConfigValue::Integer(5)), Ok(()));
-    assert_eq!(m.app.check("proximal-mu", &ConfigValue::Integer(1)), Ok(()), "an integer is a float");
-    assert_eq!(m.app.check("strategy", &ConfigValue::String("FedProx".into())), Ok(()));
-    assert!(m.app.check("num-server-rounds", &ConfigValue::Float(1.5)).unwrap_err().contains("must be an integer, not a float"));
-    assert!(m.app.check("nope", &ConfigValue::Boolean(true)).unwrap_err().contains("not declared by the app appliance"));
+    let mut rc = crate::runconfig::RunConfig::default();
+    rc.set("num-server-rounds", RunValue::Int(5)).set("strategy", RunValue::Str("FedProx".into()));
+    assert_eq!(m.app.config.validate(&rc), Ok(()));
+    rc.set("num-server-rounds", RunValue::Float(1.5)).set("nope", RunValue::Bool(true));
+    let errs: Vec<String> = m.app.config.validate(&rc).unwrap_err().iter().map(|e| e.to_string()).collect();
+    assert!(errs.iter().any(|e| e.contains("\"num-server-rounds\": value 1.5 is not of type")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.contains("\"nope\"") && e.contains("not declared")), "{errs:?}");
 }
 
 #[test]
