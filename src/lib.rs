@@ -8,6 +8,7 @@
 //! - a panic logs, syncs and powers the VM off ([`power`]) instead of a kernel panic.
 
 pub mod acpi;
+pub mod appliance;
 pub mod boot;
 pub mod cdrom;
 pub mod cli;

@@ -47,6 +47,14 @@ impl Runc {
         a
     }
 
+    /// `runc … run --bundle B ID`: create, start and wait, for one-shot commands (runc stays
+    /// the parent, proxies signals and exits with the container's code).
+    pub fn run(&self, bundle: &Path, id: &str) -> Vec<OsString> {
+        let mut a = self.base("run");
+        a.extend(["--bundle".into(), bundle.into(), id.into()]);
+        a
+    }
+
     /// `runc … start ID`.
     pub fn start(&self, id: &str) -> Vec<OsString> {
         let mut a = self.base("start");

@@ -211,7 +211,7 @@ pub fn parse_ls_output(stdout: &str) -> Result<Vec<RunInfo>, FlwrError> {
 }
 
 /// The app's progress as its ServerApp wrote it to `status-file` (apps/appliance, files.py).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 pub struct AppStatus {
     #[serde(deserialize_with = "de_run_id")]
     pub run_id: u64,
