@@ -33,8 +33,10 @@ $(IMAGE_DIR)/.stamp: $(IMAGE_INPUTS) $(IMAGE_DIR)/.args | setup
 # built outside first. A hung run is ended after IMAGE_TEST_TIMEOUT s: --kill-child takes the
 # namespace, containers included, down with it.
 IMAGE_TEST_TIMEOUT ?= 1800
+# The test binary is picked by its target (name image_runc, kind test): the JSON also lists the
+# flower-init binary built for CARGO_BIN_EXE, and that one, run as PID 1 here, would boot.
 IMAGE_TEST_RUN = bin=$$(cargo test --locked --test image_runc --no-run --message-format=json 2>/dev/null \
-	    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1); \
+	    | python3 -c 'import json,sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "image_runc" and "test" in m["target"]["kind"] and m.get("executable")]' | tail -1); \
 	test -x "$$bin" || { echo "image-test: cannot find the image_runc test binary"; exit 1; }; \
 	FI_IMAGE_ROOTFS="$(abspath $(IMAGE_ROOTFS))" timeout $(IMAGE_TEST_TIMEOUT) unshare --pid --fork --kill-child --mount-proc "$$bin" --ignored --nocapture --test-threads=1
 

@@ -189,7 +189,15 @@ pub fn pid1(_argv: Vec<String>) -> ! {
     let mode = Mode::Pid1(me);
     power::set_panic_hook(&mode);
     let Mode::Pid1(me) = mode else { std::process::exit(supervisor::EXIT_INIT_FAILURE) };
-    power::disable_cad(&me);
+    if power::disable_cad(&me).is_err() {
+        // Not a VM's init (a test harness ran the binary under `unshare --pid` without a
+        // subcommand): booting would mount over the host's view and never end. Stop now.
+        log::error!(
+            "PID 1 of a PID namespace, not of a machine (reboot(2) refuses CAD there): the PID-1 boot is for a VM kernel's init; \
+             run `flower-init boot` (service mode) or `flower-init supervise` here"
+        );
+        std::process::exit(supervisor::EXIT_INIT_FAILURE);
+    }
     let mounted = mount::early_at(Path::new("/"));
     mount::console_fds();
     logger::enable_kmsg();

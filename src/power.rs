@@ -66,11 +66,24 @@ impl Default for Plan {
 
 /// Ctrl-Alt-Del then reaches PID 1 as SIGINT (a shutdown request) instead of an immediate
 /// reboot by the kernel. Call once, early, in PID-1 mode.
-pub fn disable_cad(_: &Pid1) {
-    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
-        log::warn!("disable Ctrl-Alt-Del: {}", e.desc());
+///
+/// Returns `Err(NotAMachine)` when the kernel refuses with EINVAL: reboot(2) answers CAD
+/// commands that way only in a PID namespace other than the initial one, i.e. this "PID 1" is
+/// `unshare --pid` or a container's, not a machine's: the caller stops instead of booting.
+pub fn disable_cad(_: &Pid1) -> Result<(), NotAMachine> {
+    match nix::sys::reboot::set_cad_enabled(false) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) => Err(NotAMachine),
+        Err(e) => {
+            log::warn!("disable Ctrl-Alt-Del: {}", e.desc());
+            Ok(())
+        }
     }
 }
+
+/// PID 1 of a nested PID namespace (see [`disable_cad`]).
+#[derive(Debug)]
+pub struct NotAMachine;
 
 /// The whole shutdown. `stop_workload(sv, plan.grace)` runs first and returns the workload's
 /// exit code if it knows one. Service mode returns that code after cleaning up its own
