@@ -29,6 +29,9 @@ const FLOWER_READY_TIMEOUT: Duration = Duration::from_secs(600);
 /// The readiness probe's cadence, as the baseline's probe (research/baseline-systemd-vm.md).
 const PROBE_EVERY: Duration = Duration::from_millis(100);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Starts of the container during boot before a Flower that exits at once fails the boot (a
+/// wrong CA or a bad flag never gets better; a transient failure does).
+const BOOT_ATTEMPTS: u32 = 3;
 /// runc create/start/kill/delete must each finish in this time.
 const RUNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// `flwr run` (a one-shot container: a Python start, the FAB upload) may take this long.
@@ -60,6 +63,8 @@ struct Node {
     ring: OutputRing,
     /// The container's init (tini), adopted from runc.
     pid: Option<Pid>,
+    /// Flower's `/health`, as probed at boot and after each restart.
+    prober: Option<Prober>,
     gateway: Option<GatewayHandle>,
     publisher: Option<Publisher>,
     run: Option<RunFollow>,
@@ -218,6 +223,7 @@ fn prepare(boot: &mut Boot, cfg: Config) -> std::result::Result<Node, Failed> {
         id,
         ring: OutputRing::new(role.as_str(), RING_LINES),
         pid: None,
+        prober: None,
         gateway: None,
         publisher: None,
         run: None,
@@ -482,6 +488,7 @@ fn wait_healthy(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Fai
         };
         let prober = Prober::new(addr, tls.as_ref()).map_err(|e| Error::msg("prepare the health probe", e.to_string()))?;
         let deadline = started + FLOWER_READY_TIMEOUT;
+        let mut attempts = 0u32;
         let mut last;
         loop {
             match prober.check(PROBE_TIMEOUT) {
@@ -496,9 +503,14 @@ fn wait_healthy(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Fai
                 match ev {
                     Event::Exited { pid, status, .. } if Some(pid) == node.pid => {
                         node.pid = None;
-                        let tail: Vec<&str> = node.ring.lines().collect();
-                        let tail = tail[tail.len().saturating_sub(5)..].join(" | ");
-                        return Err(Error::msg("start Flower", format!("the container exited ({}) before /health answered: {tail}", supervisor::describe_wait_status(status))));
+                        let why = format!("the container exited ({}) before /health answered{}", supervisor::describe_wait_status(status), last_lines(&node.ring, 5));
+                        attempts += 1;
+                        if attempts >= BOOT_ATTEMPTS {
+                            return Err(Error::msg("start Flower", format!("{why} (attempt {attempts} of {BOOT_ATTEMPTS})")));
+                        }
+                        log::warn!("{why}; starting it again (attempt {} of {BOOT_ATTEMPTS})", attempts + 1);
+                        b.sv.sleep(Duration::from_secs(attempts as u64));
+                        restart_flower(b, node)?;
                     }
                     Event::Shutdown(r) => return Err(Error::msg("wait for Flower's /health", format!("interrupted: {r}"))),
                     other => on_event(b, node, other),
@@ -507,6 +519,7 @@ fn wait_healthy(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Fai
         }
         let took = started.elapsed().as_secs_f64();
         log::info!("flower healthy: {addr} /health answered 200 after {took:.2}s");
+        node.prober = Some(prober);
         Ok(((), Note::Ok(format!("/health 200 after {took:.2}s"))))
     })
 }
@@ -649,6 +662,13 @@ fn one_shot(b: &mut Boot, node: &Node, suffix: &str, argv: Vec<String>, home: &P
     Ok(o.stdout)
 }
 
+/// ": line | line" of the container's last output lines, for messages.
+fn last_lines(ring: &OutputRing, n: usize) -> String {
+    let all: Vec<&str> = ring.lines().collect();
+    let tail = &all[all.len().saturating_sub(n)..];
+    if tail.is_empty() { String::new() } else { format!(": {}", tail.join(" | ")) }
+}
+
 fn tail(out: &str, err: &str) -> String {
     let all: Vec<&str> = out.lines().chain(err.lines()).filter(|l| !l.trim().is_empty()).collect();
     all[all.len().saturating_sub(4)..].join(" | ")
@@ -696,6 +716,8 @@ fn supervise(mut b: Boot, mut node: Node) -> i32 {
     let mut backoff = Backoff::default();
     let mut started = Instant::now();
     let mut restart: Option<TimerId> = None;
+    // After a restart, /health is probed every second until Flower answers again.
+    let mut probe: Option<TimerId> = None;
     if let Some(r) = &mut node.run {
         r.timer = Some(b.sv.set_timer(Instant::now() + Duration::from_secs(1)));
     }
@@ -709,19 +731,40 @@ fn supervise(mut b: Boot, mut node: Node) -> i32 {
                 node.pid = None;
                 b.sv.forward_signals_to(None);
                 let delay = backoff.next_delay(started.elapsed());
-                log::warn!("{}: the Flower container exited ({}); restarting in {:.1}s", node.id, supervisor::describe_wait_status(status), delay.as_secs_f64());
+                let why = format!("the Flower container exited ({}){}", supervisor::describe_wait_status(status), last_lines(&node.ring, 3));
+                log::warn!("{}: {why}; restarting in {:.1}s", node.id, delay.as_secs_f64());
+                // /health says so until Flower answers again (a wrong CA, for one, never does).
+                b.sv.status.fail("flower", why);
+                if let Some(t) = probe.take() {
+                    b.sv.cancel_timer(t);
+                }
                 restart = Some(b.sv.set_timer(Instant::now() + delay));
                 refresh_sections(&mut b, &node);
             }
             Event::Timer(t) if Some(t) == restart => {
                 restart = None;
                 started = Instant::now();
-                if let Err(e) = restart_flower(&mut b, &mut node) {
-                    let delay = backoff.next_delay(Duration::ZERO);
-                    log::error!("{}: restart failed: {e}; next try in {:.1}s", node.id, delay.as_secs_f64());
-                    restart = Some(b.sv.set_timer(Instant::now() + delay));
+                match restart_flower(&mut b, &mut node) {
+                    Ok(()) => probe = Some(b.sv.set_timer(Instant::now() + Duration::from_secs(1))),
+                    Err(e) => {
+                        let delay = backoff.next_delay(Duration::ZERO);
+                        log::error!("{}: restart failed: {e}; next try in {:.1}s", node.id, delay.as_secs_f64());
+                        b.sv.status.fail("flower", format!("restart failed: {e}"));
+                        restart = Some(b.sv.set_timer(Instant::now() + delay));
+                    }
                 }
                 refresh_sections(&mut b, &node);
+            }
+            Event::Timer(t) if Some(t) == probe => {
+                probe = None;
+                let healthy = node.pid.is_some() && node.prober.as_ref().is_some_and(|p| p.check(PROBE_TIMEOUT).is_ok());
+                if healthy {
+                    log::info!("flower healthy again after the restart");
+                    b.sv.status.phase = Phase::Ready;
+                    b.sv.status.failure = None;
+                } else if node.pid.is_some() {
+                    probe = Some(b.sv.set_timer(Instant::now() + Duration::from_secs(1)));
+                }
             }
             Event::Timer(t) if node.run.as_ref().is_some_and(|r| r.timer == Some(t)) => {
                 follow_run(&mut b, &mut node);
