@@ -7,7 +7,7 @@
 
 pub mod probe;
 
-pub use probe::{ProbeError, ProbeTls, health_request, parse_response, probe};
+pub use probe::{ProbeError, ProbeTls, Prober, health_request, parse_response, probe};
 
 use crate::config::Isolation;
 use crate::container::{CERTS_DIR, STATE_DIR, VENV_BIN};

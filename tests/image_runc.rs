@@ -12,7 +12,7 @@
 
 use flower_init::config::{Isolation, LogLevel};
 use flower_init::container::{self, Controllers, OutputRing, Runc, Spec, Status};
-use flower_init::flower::{self, ProbeError, ProbeTls, SuperLinkArgs, SuperNodeArgs, ServerTls, probe::Prober};
+use flower_init::flower::{self, ProbeError, ProbeTls, Prober, ServerTls, SuperLinkArgs, SuperNodeArgs};
 use flower_init::tls::{self, ContainerUser};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
