@@ -33,10 +33,13 @@ $(IMAGE_DIR)/.stamp: $(IMAGE_INPUTS) $(IMAGE_DIR)/.args | setup
 # built outside first. A hung run is ended after IMAGE_TEST_TIMEOUT s: --kill-child takes the
 # namespace, containers included, down with it.
 IMAGE_TEST_TIMEOUT ?= 1800
+# The containers' root: the packed squashfs (loop-mounted, as a VM has it); IMAGE_FROM_DIR=1:
+# the unpacked rootfs directory instead.
+IMAGE_FROM_DIR ?=
 IMAGE_TEST_RUN = bin=$$(cargo test --locked --test image_runc --no-run --message-format=json 2>/dev/null \
 	    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1); \
 	test -x "$$bin" || { echo "image-test: cannot find the image_runc test binary"; exit 1; }; \
-	FI_IMAGE_ROOTFS="$(abspath $(IMAGE_ROOTFS))" timeout $(IMAGE_TEST_TIMEOUT) unshare --pid --fork --kill-child --mount-proc "$$bin" --ignored --nocapture --test-threads=1
+	FI_IMAGE_ROOTFS="$(abspath $(IMAGE_ROOTFS))" FI_IMAGE_SQUASHFS="$(if $(IMAGE_FROM_DIR),,$(abspath $(IMAGE_DIR)/image.squashfs))" timeout $(IMAGE_TEST_TIMEOUT) unshare --pid --fork --kill-child --mount-proc "$$bin" --ignored --nocapture --test-threads=1
 
 ## image-test       real runc + the built rootfs (PID namespace, fi-im-* netns): TLS SuperLink and SuperNode register; kill, stop, clean-up
 image-test: image
