@@ -49,13 +49,21 @@ if [ "$(cat "$base/.packages" 2>/dev/null)" != "$suite $debs" ]; then
     echo "$suite $debs" > "$base/.packages"
 fi
 
+# The build machine's pip (Debian's python3 has none unless python3-pip is installed: then a
+# small venv's, whose pip comes with python3-venv).
+hostpip=(python3 -m pip)
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    [ -x "$root/build/pip-venv/bin/python" ] || python3 -m venv "$root/build/pip-venv"
+    hostpip=("$root/build/pip-venv/bin/python" -m pip)
+fi
+
 # 2. Wheels: the pinned closure (flwr's deps + the framework's), downloaded once for the
 # rootfs's Python (cp311, manylinux x86_64); flwr itself without deps (see python/install.sh).
 pyver=$(chroot "$base/rootfs" python3 -c 'import sys; print("%d%d" % sys.version_info[:2])')
 mkdir -p "$wheels"
 say "wheels for cp$pyver in $wheels"
 rargs=(); for r in "${reqs[@]}"; do rargs+=(-r "$r"); done
-python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+"${hostpip[@]}" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
     --python-version "$pyver" --implementation cp --abi "cp$pyver" --abi abi3 --abi none \
     --platform manylinux_2_36_x86_64 --platform manylinux_2_35_x86_64 --platform manylinux_2_34_x86_64 \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
@@ -70,7 +78,7 @@ rm -rf "$stage"; mkdir -p "$stage/app" "$stage/appwheel"
 tar -C "$app" --exclude=__pycache__ --exclude='*.pyc' --exclude=.venv --exclude=build --exclude=dist \
     -cf - . | tar -C "$stage/app" -xf -
 say "app wheel from $app"
-python3 -m pip wheel -q --disable-pip-version-check --no-deps -w "$stage/appwheel" "$stage/app"
+"${hostpip[@]}" wheel -q --disable-pip-version-check --no-deps -w "$stage/appwheel" "$stage/app"
 rm -rf "$stage/app/build" "$stage/app"/*.egg-info
 
 # 4. The variant's rootfs: a fresh copy of the base, then everything installed with the

@@ -35,10 +35,13 @@ $(IMAGE_DIR)/.stamp: $(IMAGE_INPUTS) $(IMAGE_DIR)/.args | setup
 IMAGE_TEST_TIMEOUT ?= 1800
 # The test binary is picked by its target (name image_runc, kind test): the JSON also lists the
 # flower-init binary built for CARGO_BIN_EXE, and that one, run as PID 1 here, would boot.
+# The containers' root: the packed squashfs (loop-mounted, as a VM has it); IMAGE_FROM_DIR=1:
+# the unpacked rootfs directory instead.
+IMAGE_FROM_DIR ?=
 IMAGE_TEST_RUN = bin=$$(cargo test --locked --test image_runc --no-run --message-format=json 2>/dev/null \
 	    | python3 -c 'import json,sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "image_runc" and "test" in m["target"]["kind"] and m.get("executable")]' | tail -1); \
 	test -x "$$bin" || { echo "image-test: cannot find the image_runc test binary"; exit 1; }; \
-	FI_IMAGE_ROOTFS="$(abspath $(IMAGE_ROOTFS))" timeout $(IMAGE_TEST_TIMEOUT) unshare --pid --fork --kill-child --mount-proc "$$bin" --ignored --nocapture --test-threads=1
+	FI_IMAGE_ROOTFS="$(abspath $(IMAGE_ROOTFS))" FI_IMAGE_SQUASHFS="$(if $(IMAGE_FROM_DIR),,$(abspath $(IMAGE_DIR)/image.squashfs))" timeout $(IMAGE_TEST_TIMEOUT) unshare --pid --fork --kill-child --mount-proc "$$bin" --ignored --nocapture --test-threads=1
 
 ## image-test       real runc + the built rootfs (PID namespace, fi-im-* netns): TLS SuperLink and SuperNode register; kill, stop, clean-up
 image-test: image

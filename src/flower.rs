@@ -7,7 +7,7 @@
 
 pub mod probe;
 
-pub use probe::{ProbeError, ProbeTls, health_request, parse_response, probe};
+pub use probe::{ProbeError, ProbeTls, Prober, health_request, parse_response, probe};
 
 use crate::config::Isolation;
 use crate::container::{CERTS_DIR, STATE_DIR, VENV_BIN};
@@ -87,30 +87,29 @@ fn isolation_word(i: Isolation) -> &'static str {
     }
 }
 
+/// `--flag=value` as one argument: argparse then takes the value literally even when it starts
+/// with `-` (a separate `--node-config -h` would be read as another option).
+fn opt(flag: &str, value: impl std::fmt::Display) -> String {
+    format!("{flag}={value}")
+}
+
 /// `flower-superlink …`: serve on `host:port`, TLS or `--insecure`, persistent state, and no
 /// per-run `uv sync` (the appliance is offline; the app's dependencies are in the image).
 pub fn superlink_args(a: &SuperLinkArgs) -> Vec<String> {
     let mut v = vec![format!("{VENV_BIN}/flower-superlink")];
     match &a.tls {
         Some(t) => v.extend([
-            "--ssl-ca-certfile".into(),
-            t.ca_cert.clone(),
-            "--ssl-certfile".into(),
-            t.cert.clone(),
-            "--ssl-keyfile".into(),
-            t.key.clone(),
+            opt("--ssl-ca-certfile", &t.ca_cert),
+            opt("--ssl-certfile", &t.cert),
+            opt("--ssl-keyfile", &t.key),
         ]),
         None => v.push("--insecure".into()),
     }
     v.extend([
-        "--host".into(),
-        a.host.clone(),
-        "--port".into(),
-        a.port.to_string(),
-        "--database".into(),
-        a.database.clone(),
-        "--isolation".into(),
-        isolation_word(a.isolation).into(),
+        opt("--host", &a.host),
+        opt("--port", a.port),
+        opt("--database", &a.database),
+        opt("--isolation", isolation_word(a.isolation)),
         "--disable-runtime-dependency-installation".into(),
     ]);
     v
@@ -119,27 +118,24 @@ pub fn superlink_args(a: &SuperLinkArgs) -> Vec<String> {
 /// `flower-supernode …`: connect to the SuperLink (TLS trusting the given CA, or
 /// `--insecure`), with its node config and retry bounds; the Runtime API stays on loopback.
 pub fn supernode_args(a: &SuperNodeArgs) -> Vec<String> {
-    let mut v = vec![format!("{VENV_BIN}/flower-supernode"), "--superlink".into(), a.superlink.clone()];
+    let mut v = vec![format!("{VENV_BIN}/flower-supernode"), opt("--superlink", &a.superlink)];
     match &a.root_certificates {
-        Some(ca) => v.extend(["--root-certificates".into(), ca.clone()]),
+        Some(ca) => v.push(opt("--root-certificates", ca)),
         None => v.push("--insecure".into()),
     }
     if let Some(nc) = &a.node_config {
-        v.extend(["--node-config".into(), nc.clone()]);
+        v.push(opt("--node-config", nc));
     }
     if let Some(n) = a.max_retries {
-        v.extend(["--max-retries".into(), n.to_string()]);
+        v.push(opt("--max-retries", n));
     }
     if let Some(d) = a.max_wait_time {
-        v.extend(["--max-wait-time".into(), format_seconds(d)]);
+        v.push(opt("--max-wait-time", format_seconds(d)));
     }
     v.extend([
-        "--host".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        a.runtime_port.to_string(),
-        "--isolation".into(),
-        isolation_word(a.isolation).into(),
+        opt("--host", "127.0.0.1"),
+        opt("--port", a.runtime_port),
+        opt("--isolation", isolation_word(a.isolation)),
     ]);
     v
 }

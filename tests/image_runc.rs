@@ -12,7 +12,7 @@
 
 use flower_init::config::{Isolation, LogLevel};
 use flower_init::container::{self, Controllers, OutputRing, Runc, Spec, Status};
-use flower_init::flower::{self, ProbeError, ProbeTls, SuperLinkArgs, SuperNodeArgs, ServerTls, probe::Prober};
+use flower_init::flower::{self, ProbeError, ProbeTls, Prober, ServerTls, SuperLinkArgs, SuperNodeArgs};
 use flower_init::tls::{self, ContainerUser};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -38,6 +38,29 @@ fn image_rootfs() -> PathBuf {
     let p = PathBuf::from(std::env::var_os("FI_IMAGE_ROOTFS").expect("FI_IMAGE_ROOTFS is not set (`make image-test` sets it)"));
     assert!(p.join("etc/flower-init/image.json").is_file(), "{}: not an image rootfs (make image)", p.display());
     p
+}
+
+/// The image root the containers get, as a VM has it when FI_IMAGE_SQUASHFS names the packed
+/// disk (recognised by its magic, mounted read-only from a loop device), else the unpacked
+/// rootfs. Either way its manifest must read back with the pinned Flower version.
+fn image_root(dir: &std::path::Path) -> (PathBuf, Option<PathBuf>) {
+    let (root, mounted) = match std::env::var_os("FI_IMAGE_SQUASHFS").filter(|v| !v.is_empty()) {
+        Some(sq) => {
+            let mut magic = [0u8; 4];
+            std::fs::File::open(&sq).unwrap().read_exact(&mut magic).unwrap();
+            assert_eq!(&magic, b"hsqs", "{sq:?} is not a squashfs image");
+            let m = dir.join("image");
+            std::fs::create_dir_all(&m).unwrap();
+            let out = Command::new("mount").args(["-t", "squashfs", "-o", "loop,ro"]).arg(&sq).arg(&m).output().unwrap();
+            assert!(out.status.success(), "mount {sq:?}: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!("image: {} (squashfs, loop, read-only)", sq.to_string_lossy());
+            (m.clone(), Some(m))
+        }
+        None => (image_rootfs(), None),
+    };
+    let manifest = flower_init::image::load_at(&root).unwrap();
+    assert_eq!(manifest.facts.flower_version, flower_init::config::PINNED_FLOWER_VERSION);
+    (root, mounted)
 }
 
 fn sh(argv: &[&str]) -> std::process::Output {
@@ -90,6 +113,8 @@ struct World {
     ids: Vec<String>,
     /// The image, bound read-only (what runc gets as `root.path`).
     rootfs: PathBuf,
+    /// Where the squashfs image is mounted, if the test uses it.
+    image_mount: Option<PathBuf>,
 }
 
 impl World {
@@ -113,10 +138,11 @@ impl World {
             assert!(sh(&["ip", "-n", ns, "addr", "add", &cidr, "dev", ifname]).status.success());
             assert!(sh(&["ip", "-n", ns, "link", "set", ifname, "up"]).status.success());
         }
-        // Our mount namespace is private (unshare): the bind disappears with it at the latest.
+        // Our mount namespace is private (unshare): the mounts disappear with it at the latest.
+        let (image, image_mount) = image_root(dir.path());
         let bound = dir.path().join("rootfs");
-        container::bind_rootfs(&image_rootfs(), &bound).unwrap();
-        World { dir, runc, ids: Vec::new(), rootfs: bound }
+        container::bind_rootfs(&image, &bound).unwrap();
+        World { dir, runc, ids: Vec::new(), rootfs: bound, image_mount }
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -176,6 +202,9 @@ impl Drop for World {
         reap_all();
         delete_netns();
         let _ = nix::mount::umount2(&self.rootfs, nix::mount::MntFlags::MNT_DETACH);
+        if let Some(m) = &self.image_mount {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
 }
 
@@ -426,8 +455,7 @@ fn superlink_and_supernode_containers_register_die_and_stop_cleanly() {
 
     // The hostile value reached Flower as one literal argument.
     let (flower_pid, argv) = flower_child(node_pid, "flower-supernode");
-    let i = argv.iter().position(|a| a == "--node-config").unwrap();
-    assert_eq!(argv[i + 1], node_config);
+    assert!(argv.contains(&format!("--node-config={node_config}")), "{argv:?}");
 
     // Kill the Flower process inside the container: the container ends, its init is reaped.
     nix::sys::signal::kill(Pid::from_raw(flower_pid), nix::sys::signal::Signal::SIGKILL).unwrap();

@@ -5,6 +5,11 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread;
 
+/// The value of `--flag=value` in `v`.
+fn val<'a>(v: &'a [String], flag: &str) -> Option<&'a str> {
+    v.iter().find_map(|x| x.strip_prefix(flag).and_then(|r| r.strip_prefix('=')))
+}
+
 fn superlink(tls: bool) -> SuperLinkArgs {
     SuperLinkArgs {
         host: "0.0.0.0".into(),
@@ -31,8 +36,8 @@ fn supernode() -> SuperNodeArgs {
 fn superlink_tls_command_line() {
     assert_eq!(
         superlink_args(&superlink(true)).join(" "),
-        "/opt/flower/venv/bin/flower-superlink --ssl-ca-certfile /certs/ca.crt --ssl-certfile /certs/server.pem \
-         --ssl-keyfile /certs/server.key --host 0.0.0.0 --port 8000 --database /state/state.db --isolation subprocess \
+        "/opt/flower/venv/bin/flower-superlink --ssl-ca-certfile=/certs/ca.crt --ssl-certfile=/certs/server.pem \
+         --ssl-keyfile=/certs/server.key --host=0.0.0.0 --port=8000 --database=/state/state.db --isolation=subprocess \
          --disable-runtime-dependency-installation"
     );
 }
@@ -45,17 +50,17 @@ fn superlink_insecure_has_no_certificate_flags() {
     let v = superlink_args(&a);
     assert!(v.contains(&"--insecure".to_string()));
     assert!(!v.iter().any(|x| x.starts_with("--ssl")));
-    assert_eq!(v[v.iter().position(|x| x == "--isolation").unwrap() + 1], "process");
-    assert_eq!(v[v.iter().position(|x| x == "--database").unwrap() + 1], ":flwr-in-memory:");
+    assert_eq!(val(&v, "--isolation"), Some("process"));
+    assert_eq!(val(&v, "--database"), Some(":flwr-in-memory:"));
 }
 
 #[test]
 fn supernode_command_lines() {
     assert_eq!(
         supernode_args(&supernode()).join(" "),
-        "/opt/flower/venv/bin/flower-supernode --superlink 10.0.0.5:8000 --root-certificates /certs/ca.crt \
-         --node-config partition-id=0 num-partitions=2 --max-retries 5 --max-wait-time 30 --host 127.0.0.1 \
-         --port 9094 --isolation subprocess"
+        "/opt/flower/venv/bin/flower-supernode --superlink=10.0.0.5:8000 --root-certificates=/certs/ca.crt \
+         --node-config=partition-id=0 num-partitions=2 --max-retries=5 --max-wait-time=30 --host=127.0.0.1 \
+         --port=9094 --isolation=subprocess"
     );
     let a = SuperNodeArgs {
         root_certificates: None,
@@ -65,25 +70,26 @@ fn supernode_command_lines() {
         ..supernode()
     };
     let v = supernode_args(&a);
-    assert!(v.contains(&"--insecure".to_string()) && !v.contains(&"--root-certificates".to_string()));
-    assert!(!v.contains(&"--node-config".to_string()) && !v.contains(&"--max-retries".to_string()));
-    assert_eq!(v[v.iter().position(|x| x == "--max-wait-time").unwrap() + 1], "2.5");
+    assert!(v.contains(&"--insecure".to_string()) && val(&v, "--root-certificates").is_none());
+    assert!(val(&v, "--node-config").is_none() && val(&v, "--max-retries").is_none());
+    assert_eq!(val(&v, "--max-wait-time"), Some("2.5"));
 }
 
 #[test]
 fn hostile_values_stay_one_literal_argument() {
-    for evil in ["partition-id=0; rm -rf /", "a=1\nb=2", "x=\"$(reboot)\" `id`", "--insecure"] {
+    for evil in ["partition-id=0; rm -rf /", "a=1\nb=2", "x=\"$(reboot)\" `id`", "--insecure", "-h"] {
         let mut a = supernode();
         a.node_config = Some(evil.into());
         let v = supernode_args(&a);
-        let i = v.iter().position(|x| x == "--node-config").unwrap();
-        assert_eq!(v[i + 1], evil, "the value is exactly one argument");
+        assert_eq!(val(&v, "--node-config"), Some(evil), "the value is exactly one argument");
+        assert!(v.contains(&format!("--node-config={evil}")), "glued to its flag: argparse cannot take it for an option");
         assert_eq!(v.len(), supernode_args(&supernode()).len());
+        assert!(!v.contains(&"--insecure".to_string()), "TLS stays on");
     }
     let mut a = superlink(false);
     a.database = "/state/x.db; rm -rf /\n--insecure".into();
     let v = superlink_args(&a);
-    assert_eq!(v[v.iter().position(|x| x == "--database").unwrap() + 1], a.database);
+    assert_eq!(val(&v, "--database"), Some(a.database.as_str()));
     assert_eq!(v.iter().filter(|x| *x == "--insecure").count(), 1);
 }
 
