@@ -30,8 +30,8 @@ def kvm_usable():
         return False
     try:
         r = subprocess.run(["qemu-system-x86_64", "-accel", "kvm", "-M", "none", "-display", "none",
-                            "-monitor", "none", "-serial", "none", "-S", "-daemonize", "-pidfile", "/dev/null"],
-                           capture_output=True, timeout=10)
+                            "-monitor", "stdio", "-serial", "none", "-nodefaults", "-S"],
+                           input=b"quit\n", capture_output=True, timeout=10)
         return r.returncode == 0
     except Exception:
         return False

@@ -29,9 +29,11 @@ def kvm_usable():
         _KVM = False
         if os.access("/dev/kvm", os.R_OK | os.W_OK):
             try:
+                # qemu answers on its monitor only once the accelerator is up; `quit` ends it.
+                # (No -daemonize/-pidfile: qemu unlinks its pidfile on exit, /dev/null included.)
                 r = subprocess.run(["qemu-system-x86_64", "-accel", "kvm", "-M", "none", "-display", "none",
-                                    "-monitor", "none", "-serial", "none", "-nodefaults", "-S",
-                                    "-daemonize", "-pidfile", "/dev/null"], capture_output=True, timeout=15)
+                                    "-monitor", "stdio", "-serial", "none", "-nodefaults", "-S"],
+                                   input=b"quit\n", capture_output=True, timeout=15)
                 _KVM = r.returncode == 0
             except (OSError, subprocess.TimeoutExpired):
                 _KVM = False
