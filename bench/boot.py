@@ -29,7 +29,7 @@ def kvm_usable():
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
     try:
-        r = subprocess.run(["qemu-system-x86_64", "-accel", "kvm", "-M", "none", "-display", "none",
+        r = subprocess.run(["qemu-system-x86_64", "-accel", "kvm", "-M", "pc", "-cpu", "host", "-display", "none",
                             "-monitor", "stdio", "-serial", "none", "-nodefaults", "-S"],
                            input=b"quit\n", capture_output=True, timeout=10)
         return r.returncode == 0

@@ -29,9 +29,9 @@ def kvm_usable():
         _KVM = False
         if os.access("/dev/kvm", os.R_OK | os.W_OK):
             try:
-                # qemu answers on its monitor only once the accelerator is up; `quit` ends it.
+                # A real machine with a vCPU (-M none passes where a guest fails: MSR writes); `quit` ends it.
                 # (No -daemonize/-pidfile: qemu unlinks its pidfile on exit, /dev/null included.)
-                r = subprocess.run(["qemu-system-x86_64", "-accel", "kvm", "-M", "none", "-display", "none",
+                r = subprocess.run(["qemu-system-x86_64", "-accel", "kvm", "-M", "pc", "-cpu", "host", "-display", "none",
                                     "-monitor", "stdio", "-serial", "none", "-nodefaults", "-S"],
                                    input=b"quit\n", capture_output=True, timeout=15)
                 _KVM = r.returncode == 0
