@@ -16,3 +16,9 @@ build/initramfs.cpio: build/kernel/.done initramfs/mkinitramfs.py initramfs/modu
 net-test: setup
 	cargo test --locked --test net_netns -- --ignored --test-threads=1
 TEST_TARGETS += net-test
+
+.PHONY: vm-test
+## vm-test          flower-init as PID 1 under qemu: SuperLink to /health, static IP, runc, power button; broken context (q35/SATA) -> 503; GPU fallback
+vm-test: initramfs image kernel
+	$(PYTHON) tests/vm/vm_test.py
+TEST_TARGETS += vm-test

@@ -1,8 +1,9 @@
 //! The `log` backend: one line per record, `[ seconds] flower-init: level: message`.
 //!
-//! Lines go to stderr, which is `/dev/console` when flower-init runs as PID 1. As PID 1 the
-//! same record is also written to `/dev/kmsg` (so `dmesg` and the hypervisor's log keep it),
-//! with the kernel priority of its level. Timestamps come from `CLOCK_BOOTTIME`, the clock of
+//! Lines go to stderr, which is `/dev/console` when flower-init runs as PID 1. As PID 1 each
+//! record is written to `/dev/kmsg` (so `dmesg` and the hypervisor's log keep it) with the
+//! kernel priority of its level, and to stderr only when the kernel's console log level would
+//! not print it (`quiet`): each line reaches the console exactly once. Timestamps come from `CLOCK_BOOTTIME`, the clock of
 //! the kernel's own log lines, so the two interleave in order on the console.
 //!
 //! Secrets never reach this module: values that are secret travel as [`crate::secret::Secret`],
@@ -68,6 +69,17 @@ fn kmsg_priority(level: log::Level) -> u8 {
     }
 }
 
+/// Whether the kernel copies a /dev/kmsg message of priority `prio` to the console: the first
+/// field of /proc/sys/kernel/printk (the console log level; `quiet` lowers it to 4, `loglevel=`
+/// and `dmesg -n` change it) must exceed it. Read per record, as it can change at run time;
+/// unreadable means "no" (the line then goes to stderr: printed once either way).
+fn console_prints(prio: u8) -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/printk")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|l| l.parse::<u8>().ok()))
+        .is_some_and(|level| prio < level)
+}
+
 impl log::Log for Logger {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
         metadata.level() <= *self.level.lock().unwrap_or_else(|e| e.into_inner())
@@ -79,10 +91,19 @@ impl log::Log for Logger {
         }
         let msg = record.args().to_string();
         let line = format_line(uptime(), record.level(), &msg);
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        let prio = kmsg_priority(record.level());
+        let mut echoed = false;
         if let Some(k) = self.kmsg.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            // One write per record: /dev/kmsg takes exactly one message per write(2).
-            let _ = k.write_all(format!("<{}>flower-init: {msg}", kmsg_priority(record.level())).as_bytes());
+            // One write per record: /dev/kmsg takes exactly one message per write(2). The text
+            // after the timestamp is the console line's, so both paths read the same.
+            let text = &line[line.find("flower-init: ").unwrap_or(0)..];
+            if k.write_all(format!("<{prio}>{text}").as_bytes()).is_ok() {
+                // The kernel prints it on the console itself when the console log level lets it.
+                echoed = console_prints(prio);
+            }
+        }
+        if !echoed {
+            let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
 
