@@ -23,7 +23,7 @@ setup:
 build: setup
 	cargo build --release --locked --target $(TARGET)
 	@mkdir -p $(BUILD)
-	cp $(BIN) $(BUILD)/flower-init
+	cp --remove-destination $(BIN) $(BUILD)/flower-init
 	@file $(BUILD)/flower-init | grep -q 'statically linked' || { file $(BUILD)/flower-init; echo "not static"; exit 1; }
 	@echo "build/flower-init: $$(stat -c %s $(BUILD)/flower-init) bytes, $$(file -b $(BUILD)/flower-init | cut -d, -f1-5)"
 

@@ -815,15 +815,27 @@ fn stop_container(sv: &mut Supervisor, runc: &Runc, id: &str, pid: Option<Pid>, 
         return None;
     };
     let _ = run_argv(sv, "runc kill", &runc.kill(id, "TERM"));
-    let status = sv.wait_exit(pid, Some(Instant::now() + grace)).or_else(|| {
-        log::warn!("{id}: still running {}s after SIGTERM: SIGKILL", grace.as_secs());
-        let _ = run_argv(sv, "runc kill", &runc.kill(id, "KILL"));
-        sv.wait_exit(pid, Some(Instant::now() + Duration::from_secs(10)))
-    });
+    let code = match sv.wait_exit(pid, Some(Instant::now() + grace)) {
+        // Stopped by the SIGTERM we sent (tini passes a signalled child on as 128+N): that is
+        // the clean stop asked for, exit 0.
+        Some(st) => match supervisor::exit_code_from_wait_status(st) {
+            c if c == 128 + libc::SIGTERM => Some(0),
+            c => Some(c),
+        },
+        None => {
+            log::warn!("{id}: still running {}s after SIGTERM: SIGKILL", grace.as_secs());
+            let _ = run_argv(sv, "runc kill", &runc.kill(id, "KILL"));
+            sv.wait_exit(pid, Some(Instant::now() + Duration::from_secs(10))).map(supervisor::exit_code_from_wait_status)
+        }
+    };
     if let Err(e) = run_argv(sv, "runc delete", &runc.delete(id, true)) {
         log::warn!("{id}: runc delete: {e}");
     }
-    status.map(supervisor::exit_code_from_wait_status)
+    match code {
+        Some(c) => log::info!("{id}: stopped (exit {c})"),
+        None => log::error!("{id}: its init did not exit even after SIGKILL"),
+    }
+    code
 }
 
 /// Read the run's status file; publish and show what changed.

@@ -113,11 +113,13 @@ pub struct Boot {
     /// Known once validated (FL_ERROR publication of a later failure needs them).
     pub role: Option<Role>,
     pub flower_version: String,
+    /// The port asked of the health server that listens (FL_HEALTH_PORT may move it later).
+    health_port: Option<u16>,
 }
 
 impl Boot {
     fn new(sv: Supervisor, layout: Layout, pid1: Option<Pid1>) -> Boot {
-        Boot { sv, layout, mounts: Vec::new(), pid1, gpus: None, publisher: None, role: None, flower_version: String::new() }
+        Boot { sv, layout, mounts: Vec::new(), pid1, gpus: None, publisher: None, role: None, flower_version: String::new(), health_port: None }
     }
 
     /// Run one named step, timing it into the timeline and logging its outcome. An error marks
@@ -224,10 +226,17 @@ pub fn pid1(_argv: Vec<String>) -> ! {
 }
 
 /// Serve the health port, or log why not (a busy port must not stop the boot).
+/// Already listening on `port`: nothing to do (binding it again would fail with EADDRINUSE).
 fn listen_health(boot: &mut Boot, port: u16) {
+    if boot.health_port == Some(port) {
+        return;
+    }
     let addr = boot.layout.health_addr;
     match boot.sv.listen_health(&health::Config::on(addr, port)) {
-        Ok(a) => log::info!("health port: http://{a}/health and /status"),
+        Ok(a) => {
+            boot.health_port = Some(port);
+            log::info!("health port: http://{a}/health and /status")
+        }
         Err(e) => log::error!("health port {port}: {e}"),
     }
 }
@@ -343,10 +352,7 @@ fn validate_step(boot: &mut Boot, ctx: &Context, facts: &ImageFacts) -> std::res
             let note = format!("{} {}: {} warnings", cfg.role(), cfg.common.framework, r.warnings.len());
             boot.step("validate", |_| Ok(((), Note::Ok(note))))?;
             logger::set_level(level_of(cfg.common.log_level));
-            let port = boot.layout.health_port.unwrap_or(cfg.common.health_port);
-            if port != HEALTH_PORT || boot.layout.health_port.is_some() {
-                listen_health(boot, port);
-            }
+            listen_health(boot, boot.layout.health_port.unwrap_or(cfg.common.health_port));
             Ok(Some(cfg))
         }
         Err(rej) => {

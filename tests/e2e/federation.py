@@ -1,0 +1,463 @@
+#!/usr/bin/env python3
+"""A whole Flower federation booted by flower-init on one host: `make e2e`.
+
+One SuperLink and two SuperNodes, each `flower-init boot` (service mode) as PID 1 of its own PID
+and mount namespace inside its own network namespace, cabled by veth pairs to a bridge; the
+OneGate/OneFlow stand-in on the bridge; the appliance image's rootfs run by the host's runc; TLS
+on; the tabular use case trained for real. The contexts are generated from the committed
+OneFlow template the way OpenNebula would (tests/e2e/one.py), SuperNodes boot when the ready
+gate releases them, and find the SuperLink through OneGate.
+
+    tests/e2e/federation.py [--rounds 3] [--drills] [--keep]
+
+--drills adds the fault drills of issue #8: a SuperNode killed mid-run comes back and the run
+completes; the SuperLink restarted mid-run (with --database) and the SuperNodes reconnect;
+OneGate unreachable for the first 20 s of a SuperNode's boot; a SuperNode given a wrong CA
+fails closed and says so on /health.
+
+Runs as root (network namespaces). Everything it creates is named fi-e2e-* and removed at the
+end, also on failure or Ctrl-C.
+"""
+import argparse
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+import contextsh  # noqa: E402
+import netns  # noqa: E402
+import one  # noqa: E402
+
+PREFIX = "fi-e2e"
+SUBNET = "10.91.0"
+HEALTH = 8081
+BUILD = os.path.join(ROOT, "build", "e2e")
+
+
+def log(msg):
+    print(f"[e2e {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def wait(what, fn, timeout, every=1.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # the thing is not up yet
+            last = e
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
+
+
+class Node:
+    def __init__(self, fed, vm, extra_args=()):
+        self.fed, self.vm = fed, vm
+        self.name = vm.name.split("_(")[0].replace("_", "-")
+        self.dir = os.path.join(BUILD, self.name)
+        self.ns = f"{PREFIX}-{vm.vmid}"  # netns.Topology names it after the VM id
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.t_start = None
+
+    @property
+    def url(self):
+        return f"http://{self.vm.ip}:{HEALTH}"
+
+    def prepare(self, topo):
+        subprocess.run(["rm", "-rf", self.dir], check=True)
+        for d in ("context", "state", "run"):
+            os.makedirs(os.path.join(self.dir, d))
+        contextsh.write(os.path.join(self.dir, "context"), self.vm.context, token=self.vm.token,
+                        files=getattr(self.vm, "files", None))
+        topo.add_node(str(self.vm.vmid), self.vm.mac)
+
+    def start(self):
+        # Join the node's network namespace (nsenter, not `ip netns exec`: that remounts /sys and
+        # drops the cgroup mounts runc needs), then a new PID + mount namespace in which /sys
+        # is this network namespace's sysfs (flower-init finds eth0 by MAC there) with the
+        # host's cgroup hierarchies bound back under it. flower-init is exec'd as its PID 1.
+        cmd = ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "--pid", "--fork", "--kill-child", "--mount-proc",
+               "--propagation", "private", "sh", "-ec",
+               'cg=$(mktemp -d /tmp/fi-e2e-cg.XXXXXX); mount --rbind /sys/fs/cgroup "$cg"; '
+               'mount -t sysfs sysfs /sys; mount --move "$cg" /sys/fs/cgroup; rmdir "$cg"; exec "$@"', "sh",
+               self.fed.binary, "boot", "--context", os.path.join(self.dir, "context"),
+               "--image", self.fed.rootfs, "--state", os.path.join(self.dir, "state"),
+               "--run-dir", os.path.join(self.dir, "run"), "--configure-network",
+               "--container-id", f"{PREFIX}-{self.vm.vmid}", "--health-port", str(HEALTH), *self.extra_args]
+        self.log = open(os.path.join(BUILD, f"{self.name}.log"), "w")
+        self.t_start = time.monotonic()
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        log(f"{self.name}: booting (VM {self.vm.vmid}, {self.vm.ip})")
+
+    def init_pid(self):
+        """flower-init itself: the child of `unshare` (which forked it as PID 1 of the namespace)."""
+        try:
+            kids = open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read().split()
+        except OSError:
+            return None
+        # nsenter execs unshare in place: proc.pid is unshare; its child is flower-init (sh exec'd it).
+        return int(kids[0]) if kids else None
+
+    def stop(self, timeout=60):
+        """SIGTERM flower-init (as a node's shutdown would), wait for it to exit."""
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        pid = self.init_pid()
+        if pid:
+            os.kill(pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise AssertionError(f"{self.name}: flower-init did not exit within {timeout}s of SIGTERM")
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+
+    def flower_pids(self, program):
+        """pids of `program` (flower-superlink, flower-supernode) running in this node's network
+        namespace (its containers share the node's network)."""
+        out = []
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                argv = open(f"/proc/{p}/cmdline", "rb").read().split(b"\0")
+                if any(a.endswith(program.encode()) for a in argv[:2]) and self._same_netns(p):
+                    out.append(int(p))
+            except OSError:
+                continue
+        return out
+
+    def _same_netns(self, pid):
+        try:
+            return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{self.ns}").st_ino
+        except OSError:
+            return False
+
+
+class Federation:
+    def __init__(self, args):
+        self.args = args
+        self.binary = os.path.join(ROOT, "build", "flower-init")
+        self.rootfs = os.path.join(ROOT, "build", "image", "sklearn", "rootfs")
+        self.nodes = []
+        self.standin = None
+        self.topo = None
+        self.rounds_seen = {}
+
+    def setup(self):
+        for path in (self.binary, os.path.join(self.rootfs, "etc/flower-init/image.json")):
+            if not os.path.exists(path):
+                raise SystemExit(f"e2e: {path} is missing: run `make build image` first")
+        os.makedirs(BUILD, exist_ok=True)
+        self.topo = netns.Topology(PREFIX, SUBNET)
+        # The stand-in lives on the bridge (the service's private network).
+        sl = subprocess.Popen(self.topo.exec_prefix() + [sys.executable, os.path.join(ROOT, "tools", "onegate_standin.py"),
+                              "--host", self.topo.gateway, "--port", "5030", "--admin-port", "5031"],
+                              stdout=subprocess.PIPE, stderr=open(os.path.join(BUILD, "standin.log"), "w"), text=True,
+                              start_new_session=True)
+        self.standin = sl
+        urls = json.loads(sl.stdout.readline())
+        self.admin = urls["admin"]
+        log(f"OneGate stand-in at {urls['onegate']} (admin {self.admin})")
+
+    def admin_call(self, method, path, body=None):
+        # The admin port is on the bridge namespace's address: reach it from there.
+        cmd = self.topo.exec_prefix() + [sys.executable, "-c",
+               "import sys,json,urllib.request as u;"
+               "d=sys.stdin.read() or None;"
+               "r=u.Request(sys.argv[1],data=d.encode() if d else None,method=sys.argv[2],headers={'Content-Type':'application/json'});"
+               "print(u.urlopen(r,timeout=10).read().decode())", self.admin + path, method]
+        out = subprocess.run(cmd, input=json.dumps(body) if body is not None else "", capture_output=True, text=True, check=True)
+        return json.loads(out.stdout or "null")
+
+    def in_bridge(self, url):
+        """GET url from the bridge namespace (where the nodes are reachable): (code, body)."""
+        cmd = self.topo.exec_prefix() + [sys.executable, "-c",
+               "import sys,urllib.request as u,urllib.error as e\n"
+               "try:\n r=u.urlopen(sys.argv[1],timeout=5);print(r.status);print(r.read().decode())\n"
+               "except e.HTTPError as x:\n print(x.code);print(x.read().decode())\n"
+               "except OSError as x:\n print(0);print(x)", url]
+        out = subprocess.run(cmd, capture_output=True, text=True).stdout
+        code, _, body = out.partition("\n")
+        return (int(code) if code.strip().isdigit() and int(code) else None), body
+
+    def status(self, node):
+        code, body = self.in_bridge(node.url + "/status")
+        if code is None:
+            raise RuntimeError(body)
+        return json.loads(body)
+
+    def health(self, node):
+        return self.in_bridge(node.url + "/health")
+
+    def service(self, supernodes=2, extra_supernode_context=None):
+        template = one.load(os.path.join(ROOT, "oneflow", "flower-7.json"))
+        values = {"service": {"FL_TLS_ENABLED": "YES", "FL_USE_CASE": self.args.use_case, "FL_LOG_LEVEL": "INFO"},
+                  "superlink": {"FL_NUM_ROUNDS": str(self.args.rounds), "FL_STRATEGY": self.args.strategy}}
+        vms = one.instantiate(template, values, subnet=SUBNET, gateway=self.topo.gateway,
+                              onegate=f"http://{self.topo.gateway}:5030", cardinality={"supernode": supernodes})
+        self.admin_call("POST", "/service", one.standin_service(template, vms))
+        return template, vms
+
+    def boot(self):
+        _, vms = self.service()
+        for vm in vms:
+            n = Node(self, vm)
+            n.prepare(self.topo)
+            self.nodes.append(n)
+        started = set()
+        t0 = time.monotonic()
+        while len(started) < len(self.nodes):
+            roles = self.admin_call("GET", "/deployable")["roles"]
+            for n in self.nodes:
+                if n.vm.role in roles and n.name not in started:
+                    n.start()
+                    started.add(n.name)
+            for n in self.nodes:
+                if n.proc and n.proc.poll() is not None:
+                    raise AssertionError(f"{n.name}: flower-init exited ({n.proc.returncode}); see {BUILD}/{n.name}.log")
+            if time.monotonic() - t0 > 300:
+                raise AssertionError("the ready gate did not release every role within 300 s")
+            time.sleep(0.5)
+        for n in self.nodes:
+            st = wait(f"{n.name} ready", lambda: (lambda s: s if s["phase"] == "ready" else None)(self.status(n)), 300)
+            n.ready_after = time.monotonic() - n.t_start
+            n.timeline = st["timeline"]["steps"]
+            log(f"{n.name}: ready {n.ready_after:.1f}s after flower-init started")
+
+    def superlink(self):
+        return next(n for n in self.nodes if n.vm.role == "superlink")
+
+    def supernodes(self):
+        return [n for n in self.nodes if n.vm.role == "supernode"]
+
+    def run_state(self):
+        return self.status(self.superlink())["sections"].get("run")
+
+    def follow_run(self, until_round=None, timeout=600):
+        """Print each new round; return the final (or `until_round`) run state."""
+        def check():
+            r = self.run_state()
+            if not r:
+                return None
+            key = (r["run_id"], r["round"])
+            if key not in self.rounds_seen and r["round"] > 0:
+                self.rounds_seen[key] = r
+                log(f"run {r['run_id']}: round {r['round']}/{r.get('num_rounds')} {r['status']} "
+                    f"loss={r.get('loss')} accuracy={r.get('accuracy')}")
+            if r["status"] == "failed":
+                raise AssertionError(f"the run failed: {r.get('message')}")
+            if until_round is not None and r["round"] >= until_round:
+                return r
+            return r if r["status"] == "completed" else None
+        return wait("the training run", check, timeout, every=2)
+
+    def check_published(self):
+        sl = self.superlink()
+        ut = self.admin_call("GET", f"/user_template/{sl.vm.vmid}")
+        for k in ("FL_ROLE", "FL_ENDPOINT", "FL_TLS", "FL_CA_CERT", "READY"):
+            assert k in ut, f"SuperLink USER_TEMPLATE lacks {k}: {sorted(ut)}"
+        assert ut["READY"] == "YES" and ut["FL_TLS"] == "YES", ut
+        assert ut["FL_ENDPOINT"] == f"{sl.vm.ip}:8000", ut["FL_ENDPOINT"]
+        for n in self.supernodes():
+            u = self.admin_call("GET", f"/user_template/{n.vm.vmid}")
+            assert u.get("READY") == "YES" and u.get("FL_ROLE") == "supernode", u
+        return ut
+
+    # ---- fault drills -------------------------------------------------------------------
+    def drill_supernode_killed(self):
+        log("drill: SuperNode killed mid-run")
+        r0 = self.follow_run(until_round=1)
+        sn = self.supernodes()[0]
+        pids = sn.flower_pids("flower-supernode")
+        assert pids, f"{sn.name}: no flower-supernode process found"
+        for p in pids:
+            os.kill(p, signal.SIGKILL)
+        def back():
+            now = set(sn.flower_pids("flower-supernode"))
+            return self.status(sn)["phase"] == "ready" and now and not now & set(pids)
+        wait(f"{sn.name} restarted", back, 180)
+        final = self.follow_run()
+        assert final["run_id"] == r0["run_id"] and final["status"] == "completed", final
+        log(f"drill ok: run {final['run_id']} completed after {sn.name}'s Flower was killed")
+
+    def drill_superlink_restart(self):
+        log("drill: SuperLink restarted mid-run (--database), SuperNodes reconnect")
+        sl = self.superlink()
+        pids = sl.flower_pids("flower-superlink")
+        assert pids, "no flower-superlink process"
+        for p in pids:
+            os.kill(p, signal.SIGKILL)
+        wait("SuperLink back", lambda: self.status(sl)["phase"] == "ready" and set(sl.flower_pids("flower-superlink")) - set(pids), 300)
+        # Each SuperNode's Flower reconnects by itself (its node stays up); the SuperLink's
+        # access log shows fleet requests after the restart.
+        def reconnected():
+            out = self.status(sl)["sections"]["container"]["output"]
+            return sum(1 for l in out if "/v1/fleet/" in l) >= 2
+        wait("SuperNodes reconnecting", reconnected, 180, every=2)
+        for n in self.supernodes():
+            assert self.status(n)["phase"] == "ready", n.name
+        log("drill ok: SuperNodes reconnected to the restarted SuperLink")
+
+    def drill_onegate_late(self):
+        log("drill: OneGate unreachable for the first 20 s of a SuperNode's boot")
+        template = one.load(os.path.join(ROOT, "oneflow", "flower-7.json"))
+        vm = self.add_supernode(template)
+        self.admin_call("POST", "/faults", {"drop": {}})
+        n = Node(self, vm)
+        n.prepare(self.topo)
+        self.nodes.append(n)
+        n.start()
+        time.sleep(20)
+        early = self.status(n)
+        self.admin_call("POST", "/faults/clear")
+        st = wait(f"{n.name} ready", lambda: (lambda s: s if s["phase"] == "ready" else None)(self.status(n)), 300)
+        disc = next(s for s in st["timeline"]["steps"] if s["name"] == "discovery")
+        assert early["phase"] == "booting", early["phase"]
+        log(f"drill ok: discovery waited {disc['duration_s']:.1f}s through the outage, then {n.name} came up")
+
+    def drill_wrong_ca(self):
+        log("drill: SuperNode with a wrong CA fails closed")
+        template = one.load(os.path.join(ROOT, "oneflow", "flower-7.json"))
+        vm = self.add_supernode(template)
+        ca = make_other_ca(os.path.join(BUILD, "wrong-ca"))
+        vm.context["FL_SSL_CA_CERTFILE"] = base64.b64encode(ca).decode()
+        vm.context["FL_TLS_ENABLED"] = "YES"
+        n = Node(self, vm)
+        n.prepare(self.topo)
+        self.nodes.append(n)
+        n.start()
+        def refused():
+            code, body = self.health(n)
+            return (code, body) if code == 503 and "failed" in body else None
+        code, body = wait(f"{n.name} /health 503", refused, 300, every=2)
+        assert "CERTIFICATE_VERIFY_FAILED" in body or "certificate" in body.lower() or "SSL" in body, body
+        log(f"drill ok: {n.name} /health {code}: {body.strip()[:160]}")
+        n.stop()
+
+    def add_supernode(self, template):
+        vmid = max(n.vm.vmid for n in self.nodes) + 1
+        host = 10 + len(self.nodes)
+        values = {"service": {"FL_TLS_ENABLED": "YES", "FL_USE_CASE": self.args.use_case}}
+        vm = one.instantiate({"roles": [r for r in template["roles"] if r["name"] == "supernode"],
+                              "user_inputs": template.get("user_inputs", {})}, values, subnet=SUBNET,
+                             gateway=self.topo.gateway, onegate=f"http://{self.topo.gateway}:5030",
+                             first_vmid=vmid, first_host=host, cardinality={"supernode": 1})[0]
+        vm.name = f"supernode_{vmid}_(service_7)"
+        vm.context["SET_HOSTNAME"] = f"supernode-{vmid}"
+        self.admin_call("POST", "/roles/supernode/vms", {"vms": [{"id": vm.vmid, "name": vm.name, "ip": vm.ip, "mac": vm.mac, "token": vm.token}]})
+        return vm
+
+    # ---- teardown ----------------------------------------------------------------------------
+    def shutdown(self, check=True):
+        problems = []
+        for n in reversed(self.nodes):
+            try:
+                rc = n.stop()
+                if check and rc not in (0, None):
+                    problems.append(f"{n.name}: exit {rc}")
+            except AssertionError as e:
+                problems.append(str(e))
+        for n in self.nodes:
+            n.kill()
+            left = subprocess.run(["runc", "--root", os.path.join(n.dir, "run", "runc"), "list", "-q"], capture_output=True, text=True).stdout.split()
+            if left:
+                problems.append(f"{n.name}: containers left after shutdown: {left}")
+                for c in left:
+                    subprocess.run(["runc", "--root", os.path.join(n.dir, "run", "runc"), "delete", "-f", c], capture_output=True)
+        if self.standin and self.standin.poll() is None:
+            os.killpg(self.standin.pid, signal.SIGTERM)
+            self.standin.wait()
+        if self.topo and not self.args.keep:
+            self.topo.destroy()
+        return problems
+
+    def summary(self, final):
+        print("\n=== flower-init federation (host, service mode) ===")
+        for n in self.nodes:
+            steps = " ".join(f"{s['name']}={s.get('duration_s') or 0:.2f}s" for s in getattr(n, "timeline", []))
+            ready = getattr(n, "ready_after", None)
+            print(f"{n.name:14} ready {ready:6.1f}s  {steps}" if ready else f"{n.name:14} (not ready)")
+        print("rounds:")
+        for (rid, rnd), r in sorted(self.rounds_seen.items()):
+            print(f"  run {rid} round {rnd}: loss={r.get('loss')} accuracy={r.get('accuracy')}")
+        print(f"final: {final['status']} after round {final['round']}; logs in {BUILD}/")
+
+
+def make_other_ca(path):
+    """A CA certificate no node uses (the wrong-CA drill)."""
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", os.path.join(path, "ca.key"), "-out", os.path.join(path, "ca.crt"),
+                    "-subj", "/CN=some other CA", "-days", "30",
+                    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+                   check=True, capture_output=True)
+    return open(os.path.join(path, "ca.crt"), "rb").read()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--use-case", default="tabular-classification")
+    ap.add_argument("--strategy", default="FedAvg")
+    ap.add_argument("--drills", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the namespaces for inspection")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("e2e: needs root (network namespaces)")
+    fed = Federation(args)
+    def on_term(*_):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up must not be cut short
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, on_term)
+    ok = False
+    try:
+        fed.setup()
+        fed.boot()
+        fed.check_published()
+        if args.drills:
+            fed.drill_supernode_killed()
+        final = fed.follow_run()
+        accs = [r["accuracy"] for _, r in sorted(fed.rounds_seen.items()) if r.get("accuracy") is not None]
+        assert final["status"] == "completed" and final["round"] == args.rounds, final
+        ut = fed.admin_call("GET", f"/user_template/{fed.superlink().vm.vmid}")
+        assert ut.get("FL_RUN_STATUS") == "completed", {k: v for k, v in ut.items() if k.startswith("FL_RUN")}
+        if args.drills:
+            fed.drill_superlink_restart()
+            fed.drill_onegate_late()
+            fed.drill_wrong_ca()
+        fed.summary(final)
+        if len(accs) >= 2:
+            assert accs[-1] >= accs[0], f"accuracy did not improve: {accs}"
+        ok = True
+    except KeyboardInterrupt:
+        log("interrupted: stopping everything")
+    finally:
+        problems = fed.shutdown(check=ok)
+        for p in problems:
+            log(f"shutdown problem: {p}")
+        if problems:
+            ok = False
+    log("PASS" if ok else "FAIL")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
