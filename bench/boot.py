@@ -20,6 +20,7 @@ MARKS = {
     "run_init": re.compile(rb"Run /init as init process"),
     "marker_baseline": re.compile(rb"\[probe up=[0-9.]+\] SUPERLINK-HEALTHY"),
     "marker_flower_init": re.compile(rb"flower-init: info: flower healthy"),
+    "power_button": re.compile(rb"flower-init: .*shutdown requested"),
     "power_off": re.compile(rb"reboot: Power down"),
 }
 
@@ -64,7 +65,30 @@ def main():
                 "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0"]
         marker = "marker_baseline"
     else:
-        raise SystemExit("flower-init profile: wired up with the appliance (issue #8)")
+        # A SuperLink with TLS on and a static IP, as tests/vm/vm_test.py boots it; a fresh
+        # state disk each run (first boot: the CA is generated), like the baseline's fresh copy.
+        sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
+        sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+        import contextsh
+        from qemu import make_ext4, make_iso
+        ctx = os.path.join(tmp, f"{a.label}-context")
+        shutil.rmtree(ctx, ignore_errors=True)
+        contextsh.write(ctx, {"FL_ROLE": "superlink", "FL_TLS_ENABLED": "YES", "NETWORK": "YES",
+                              "ETH0_MAC": "02:00:c0:a8:96:0a", "ETH0_IP": "192.168.150.10",
+                              "ETH0_MASK": "255.255.255.0", "ETH0_GATEWAY": "192.168.150.2"})
+        iso = make_iso(ctx, os.path.join(tmp, f"{a.label}.iso"))
+        img = make_ext4(os.path.join(tmp, f"{a.label}.img"), "FL_STATE", 256)
+        kdir = os.path.join(B, "kernel", "boot")
+        kernel = os.path.join(kdir, sorted(n for n in os.listdir(kdir) if n.startswith("vmlinuz"))[-1])
+        monitor = os.path.join(tmp, f"{a.label}.monitor")
+        cmd += ["-kernel", kernel, "-initrd", os.path.join(B, "initramfs.cpio"), "-append", "console=ttyS0 panic=-1",
+                "-drive", f"file={os.path.join(B, 'image', 'sklearn', 'image.squashfs')},format=raw,if=virtio,readonly=on",
+                "-drive", f"file={img},format=raw,if=virtio",
+                "-drive", f"file={iso},if=ide,index=2,media=cdrom,readonly=on",
+                "-netdev", "user,id=n0,restrict=on,net=192.168.150.0/24",
+                "-device", "virtio-net-pci,netdev=n0,mac=02:00:c0:a8:96:0a",
+                "-monitor", f"unix:{monitor},server,nowait"]
+        marker = "marker_flower_init"
     cmd += a.qemu_extra
     seen = {}
     log = open(os.path.join(a.logdir, f"{a.label}.log"), "wb", buffering=0)
@@ -80,6 +104,21 @@ def main():
         for k, rx in MARKS.items():
             if k not in seen and rx.search(line):
                 seen[k] = round(t, 3)
+                if k == "marker_flower_init":
+                    power_button()
+
+    def power_button():
+        """flower-init stays up after the marker (the baseline's probe powers its VM off):
+        press the ACPI button, as `onevm terminate` does, and time the shutdown too."""
+        import socket
+        try:
+            with socket.socket(socket.AF_UNIX) as m:
+                m.settimeout(5)
+                m.connect(monitor)
+                m.sendall(b"system_powerdown\n")
+                time.sleep(0.2)
+        except OSError as e:
+            print(f"boot.py: power button: {e}", file=sys.stderr)
 
     deadline = t0 + a.timeout
     while True:
@@ -98,8 +137,7 @@ def main():
     if buf:
         handle(buf)
     rc = p.wait()
-    if a.profile == "baseline":
-        os.unlink(img)
+    os.unlink(img)
     res = {"profile": a.profile, "label": a.label, "smp": a.smp, "accel": accel[1], "marker": seen.get(marker),
            "marks": seen, "qemu_exit": round(time.monotonic() - t0, 3), "rc": rc, "hostload": round(load0, 2)}
     print(json.dumps(res))

@@ -32,6 +32,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Starts of the container during boot before a Flower that exits at once fails the boot (a
 /// wrong CA or a bad flag never gets better; a transient failure does).
 const BOOT_ATTEMPTS: u32 = 3;
+/// After a restart, how long the container must stay up before /health says 200 again.
+const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// runc create/start/kill/delete must each finish in this time.
 const RUNC_TIMEOUT: Duration = Duration::from_secs(60);
 /// `flwr run` (a one-shot container: a Python start, the FAB upload) may take this long.
@@ -662,11 +664,19 @@ fn one_shot(b: &mut Boot, node: &Node, suffix: &str, argv: Vec<String>, home: &P
     Ok(o.stdout)
 }
 
-/// ": line | line" of the container's last output lines, for messages.
+/// ": line | line" of the container's last output lines, for messages: the last `n` that read
+/// like errors (Flower's "ERROR", a Python traceback, "failed") when there are any, since a
+/// server's last words are usually its orderly shutdown; else the last `n`.
 fn last_lines(ring: &OutputRing, n: usize) -> String {
     let all: Vec<&str> = ring.lines().collect();
-    let tail = &all[all.len().saturating_sub(n)..];
+    let errors: Vec<&str> = all.iter().copied().filter(|l| looks_like_error(l)).collect();
+    let pick = if errors.is_empty() { &all } else { &errors };
+    let tail = &pick[pick.len().saturating_sub(n)..];
     if tail.is_empty() { String::new() } else { format!(": {}", tail.join(" | ")) }
+}
+
+fn looks_like_error(line: &str) -> bool {
+    ["ERROR", "Error", "error:", "Traceback", "Exception", "failed", "Failed", "FAILED"].iter().any(|w| line.contains(w))
 }
 
 fn tail(out: &str, err: &str) -> String {
@@ -731,7 +741,7 @@ fn supervise(mut b: Boot, mut node: Node) -> i32 {
                 node.pid = None;
                 b.sv.forward_signals_to(None);
                 let delay = backoff.next_delay(started.elapsed());
-                let why = format!("the Flower container exited ({}){}", supervisor::describe_wait_status(status), last_lines(&node.ring, 3));
+                let why = format!("the Flower container exited ({}){}", supervisor::describe_wait_status(status), last_lines(&node.ring, 4));
                 log::warn!("{}: {why}; restarting in {:.1}s", node.id, delay.as_secs_f64());
                 // /health says so until Flower answers again (a wrong CA, for one, never does).
                 b.sv.status.fail("flower", why);
@@ -757,7 +767,12 @@ fn supervise(mut b: Boot, mut node: Node) -> i32 {
             }
             Event::Timer(t) if Some(t) == probe => {
                 probe = None;
-                let healthy = node.pid.is_some() && node.prober.as_ref().is_some_and(|p| p.check(PROBE_TIMEOUT).is_ok());
+                // Healthy again once /health answers and the container has stayed up a while: a
+                // SuperNode answers /health before it reaches its SuperLink, and one that cannot
+                // (a wrong CA) exits a moment later; that must not flap /health back to 200.
+                let healthy = node.pid.is_some()
+                    && started.elapsed() >= STABLE_AFTER
+                    && node.prober.as_ref().is_some_and(|p| p.check(PROBE_TIMEOUT).is_ok());
                 if healthy {
                     log::info!("flower healthy again after the restart");
                     b.sv.status.phase = Phase::Ready;
@@ -863,4 +878,22 @@ fn follow_run(b: &mut Boot, node: &mut Node) {
     }
     b.sv.status.sections.insert("run".into(), serde_json::to_value(&st).unwrap_or_default());
     run.last = Some(st);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_lines_prefer_the_errors_over_the_orderly_shutdown() {
+        let mut ring = OutputRing::new("supernode", 50);
+        ring.push(b"INFO : Starting Flower SuperNode\n\x1b[91mERROR \x1b[0m: SSL/TLS handshake error detected.\n");
+        ring.push(b"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed\nINFO: Shutting down\nINFO: Finished server process [6]\n");
+        let s = last_lines(&ring, 2);
+        assert_eq!(s, ": supernode: ERROR : SSL/TLS handshake error detected. | supernode: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed");
+        let mut calm = OutputRing::new("superlink", 50);
+        calm.push(b"a\nb\nc\n");
+        assert_eq!(last_lines(&calm, 2), ": superlink: b | superlink: c");
+        assert_eq!(last_lines(&OutputRing::new("x", 5), 3), "");
+    }
 }

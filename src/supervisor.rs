@@ -181,7 +181,8 @@ struct Pipe {
     id: u64,
     fd: OwnedFd,
     /// The child it belongs to; None once that child exited and someone else (a grandchild that
-    /// inherited the pipe, e.g. a container started by `runc create`) still writes to it.
+    /// inherited the pipe, e.g. a container started by `runc create`) still writes to it, except
+    /// for [`Sink::Events`], whose lines keep naming the child that was started.
     pid: Option<Pid>,
     name: String,
     stream: Stream,

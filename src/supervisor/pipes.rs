@@ -16,12 +16,18 @@ impl Supervisor {
     }
 
     /// The child of this pipe exited: take what is there now; if a grandchild still holds the
-    /// pipe, keep reading it after all, logging its lines under the same name.
+    /// pipe (a container started by `runc create`), keep reading it after all. Event lines stay
+    /// events, still naming the exited child as their source (the caller that asked for events
+    /// keeps them: the appliance's output ring); collected output has no one left to collect
+    /// it and is logged under the same name.
     pub(super) fn drain_after_exit(&mut self, id: u64) {
         if self.read_pipe(id, 4 * PIPE_READ_BUDGET) {
             return self.close_pipe(id);
         }
         let Some(i) = self.pipes.iter().position(|p| p.id == id) else { return };
+        if self.pipes[i].sink == Sink::Events {
+            return;
+        }
         let rest = self.pipes[i].buf.finish();
         self.deliver(i, rest.into_iter().collect());
         self.pipes[i].pid = None;

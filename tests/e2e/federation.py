@@ -306,12 +306,12 @@ class Federation:
         for p in pids:
             os.kill(p, signal.SIGKILL)
         wait("SuperLink back", lambda: self.status(sl)["phase"] == "ready" and set(sl.flower_pids("flower-superlink")) - set(pids), 300)
-        # Each SuperNode's Flower reconnects by itself (its node stays up); the SuperLink's
-        # access log shows fleet requests after the restart.
-        def reconnected():
-            out = self.status(sl)["sections"]["container"]["output"]
-            return sum(1 for l in out if "/v1/fleet/" in l) >= 2
-        wait("SuperNodes reconnecting", reconnected, 180, every=2)
+        # Each SuperNode's Flower reconnects by itself (its node stays up): the SuperLink's
+        # gateway forwards their Fleet API polls to the new Flower again.
+        def fleet():
+            return self.status(sl)["sections"]["gateway"]["requests"]["fleet"]
+        base = fleet()
+        wait("SuperNodes polling the restarted SuperLink", lambda: fleet() >= base + 2 * len(self.supernodes()), 180, every=2)
         for n in self.supernodes():
             assert self.status(n)["phase"] == "ready", n.name
         log("drill ok: SuperNodes reconnected to the restarted SuperLink")

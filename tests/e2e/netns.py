@@ -52,6 +52,14 @@ class Topology:
         self.nodes[node] = ns
         return ns
 
+    def add_tap(self, name):
+        """A tap device on the bridge, for a qemu VM run inside the bridge namespace."""
+        b = ["ip", "-n", self.bridge_ns]
+        sh(*b, "tuntap", "add", "dev", name, "mode", "tap")
+        sh(*b, "link", "set", name, "master", "br0")
+        sh(*b, "link", "set", name, "up")
+        return name
+
     def exec_prefix(self, node=None):
         """argv prefix that runs a command inside a node's namespace (or the bridge's)."""
         return ["ip", "netns", "exec", self.ns(node) if node else self.bridge_ns]

@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Qemu start -> SuperLink /health: flower-init against the Debian + systemd baseline,
+interleaved (baseline, flower-init, baseline, …) so both see the same machine load.
+
+    bench/compare.py [--runs 3] [--smp 1]      (make bench-boot; needs make baseline initramfs image)
+
+Prints one JSON line per boot (bench/boot.py) and then the medians, their ratio, and
+flower-init's per-step medians taken from its console ("step NAME: ok (S s)").
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+STEP = re.compile(r"flower-init: info: step (\w+): \w+ \(([0-9.]+)s\)")
+
+
+def boot(profile, label, smp):
+    out = subprocess.run([sys.executable, os.path.join(HERE, "boot.py"), profile, label, "--smp", smp],
+                         capture_output=True, text=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps(res), flush=True)
+    return res
+
+
+def steps(label):
+    found = {}
+    with open(os.path.join(ROOT, "build", "bench", "logs", f"{label}.log"), errors="replace") as f:
+        for line in f:
+            m = STEP.search(line)
+            if m and m.group(1) not in found:
+                found[m.group(1)] = float(m.group(2))
+    return found
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--smp", default="1")
+    a = ap.parse_args()
+    res = {"baseline": [], "flower-init": []}
+    per_step = {}
+    for i in range(a.runs):
+        for profile in ("baseline", "flower-init"):
+            label = f"{profile}-{i}"
+            r = boot(profile, label, a.smp)
+            if r["marker"] is None:
+                sys.exit(f"{label}: no marker (log build/bench/logs/{label}.log)")
+            res[profile].append(r)
+            if profile == "flower-init":
+                for k, v in steps(label).items():
+                    per_step.setdefault(k, []).append(v)
+    med = {p: statistics.median(r["marker"] for r in rs) for p, rs in res.items()}
+    fi = res["flower-init"]
+    summary = {
+        "runs": a.runs, "smp": a.smp, "accel": fi[0]["accel"],
+        "baseline_s": {"median": med["baseline"], "all": [r["marker"] for r in res["baseline"]]},
+        "flower_init_s": {"median": med["flower-init"], "all": [r["marker"] for r in fi]},
+        "ratio": round(med["flower-init"] / med["baseline"], 3),
+        "flower_init_kernel_to_init_s": statistics.median(r["marks"]["run_init"] - r["marks"]["kernel"] for r in fi if "run_init" in r["marks"]),
+        "flower_init_power_button_to_off_s": statistics.median(
+            r["marks"]["power_off"] - r["marks"]["power_button"] for r in fi if {"power_off", "power_button"} <= r["marks"].keys()),
+        "flower_init_steps_median_s": {k: statistics.median(v) for k, v in per_step.items()},
+    }
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""The local federation under qemu: `make demo` (the README's first command).
+
+A OneFlow-like deployment of the committed service template (oneflow/flower-7.json) on this
+machine: the OneGate/OneFlow stand-in, then one SuperLink VM and, once OneFlow's ready gate
+releases them (the SuperLink reported READY), two SuperNode VMs. Each VM is a real kernel under
+qemu (KVM when it works, TCG otherwise) whose init is flower-init from build/initramfs.cpio;
+the appliance image is its read-only disk, a fresh ext4 disk labelled FL_STATE its state, and
+its context an ISO9660 CD generated from the template and the per-VM values the way OpenNebula
+would (tests/e2e/one.py). The VMs share a bridge in a network namespace of their own (tap
+devices); nothing touches the host's network. TLS is on (the SuperLink makes its CA, the
+SuperNodes fetch it through OneGate), FL_USE_CASE is tabular-classification: the breast-cancer
+data set shipped with scikit-learn, split between the two SuperNodes.
+
+While it waits it prints each VM's phase and step, READY, and every round; then a summary:
+per-VM boot timeline, time from qemu start to READY, loss/accuracy per round, the log files.
+Ctrl-C stops everything (the VMs are powered off with the ACPI button, then killed) and removes
+the namespace.
+
+    tests/e2e/demo.py [--rounds 3] [--keep]
+"""
+import argparse
+import os
+import signal
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
+import contextsh  # noqa: E402
+import federation  # noqa: E402
+from federation import log, wait  # noqa: E402
+from qemu import Disk, Nic, Vm, make_ext4, make_iso  # noqa: E402
+
+# A namespace and subnet of its own: `make e2e` may run beside it.
+federation.PREFIX = "fi-demo"
+federation.SUBNET = "10.92.0"
+federation.BUILD = os.path.join(ROOT, "build", "demo")
+BUILD = federation.BUILD
+LOGS = os.path.join(BUILD, "logs")
+KERNEL_DIR = os.path.join(ROOT, "build", "kernel", "boot")
+INITRD = os.path.join(ROOT, "build", "initramfs.cpio")
+IMAGE = os.path.join(ROOT, "build", "image", "sklearn", "image.squashfs")
+READY_WITHIN = 900  # TCG, three VMs on two cores
+
+
+class VmNode:
+    """One appliance VM: context CD, state disk, tap NIC, qemu."""
+
+    def __init__(self, fed, vm):
+        self.fed, self.vm = fed, vm
+        self.name = vm.name.split("_(")[0].replace("_", "-")
+        self.dir = os.path.join(BUILD, self.name)
+        self.tap = f"tap{vm.vmid}"
+        self.qemu = None
+        self.proc = None
+        self.t_start = None
+        self.seen = None
+
+    @property
+    def url(self):
+        return f"http://{self.vm.ip}:{federation.HEALTH}"
+
+    def prepare(self, topo):
+        os.makedirs(self.dir, exist_ok=True)
+        ctx = os.path.join(self.dir, "context")
+        if os.path.isdir(ctx):
+            for f in os.listdir(ctx):
+                os.unlink(os.path.join(ctx, f))
+        contextsh.write(ctx, self.vm.context, token=self.vm.token)
+        self.iso = make_iso(ctx, os.path.join(self.dir, "context.iso"))
+        self.state = make_ext4(os.path.join(self.dir, "state.img"), "FL_STATE", 512)
+        topo.add_tap(self.tap)
+
+    def start(self):
+        kernel = os.path.join(KERNEL_DIR, sorted(n for n in os.listdir(KERNEL_DIR) if n.startswith("vmlinuz"))[-1])
+        self.qemu = Vm(self.name, kernel, INITRD, "console=ttyS0 panic=-1",
+                       disks=[Disk(IMAGE, readonly=True), Disk(self.state)], cdrom=self.iso,
+                       nics=[Nic(self.vm.mac, tap=self.tap)], memory=2048, logdir=LOGS,
+                       netns=self.fed.topo.bridge_ns)
+        self.qemu.start()
+        self.proc = self.qemu.proc
+        self.t_start = self.qemu.t0
+        log(f"{self.name}: qemu started ({self.qemu.accel_used}; VM {self.vm.vmid}, {self.vm.ip}; console {self.qemu.log_path})")
+
+    def stop(self, timeout=90):
+        """The ACPI power button, as `onevm terminate` sends it; flower-init powers off."""
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        try:
+            self.qemu.powerdown()
+        except OSError:
+            pass
+        rc = self.qemu.wait_exit(timeout)
+        if rc is None:
+            self.qemu.kill()
+            raise AssertionError(f"{self.name}: did not power off within {timeout}s of the power button")
+        return rc
+
+    def kill(self):
+        if self.qemu:
+            self.qemu.kill()
+
+
+class Demo(federation.Federation):
+    def boot(self):
+        _, vms = self.service()
+        self.nodes = [VmNode(self, vm) for vm in vms]
+        for n in self.nodes:
+            n.prepare(self.topo)
+        t0 = time.monotonic()
+        started, ready = set(), set()
+        while len(ready) < len(self.nodes):
+            roles = self.admin_call("GET", "/deployable")["roles"]
+            for n in self.nodes:
+                if n.vm.role in roles and n.name not in started:
+                    n.start()
+                    started.add(n.name)
+            for n in self.nodes:
+                if n.name not in started or n.name in ready:
+                    continue
+                if n.proc.poll() is not None:
+                    raise AssertionError(f"{n.name}: qemu exited ({n.proc.returncode}); console: {n.qemu.log_path}")
+                try:
+                    st = self.status(n)
+                except Exception:
+                    continue  # not listening yet (kernel still booting)
+                running = [s["name"] for s in st["timeline"]["steps"] if s["outcome"] == "running"]
+                seen = (st["phase"], tuple(running))
+                if seen != n.seen:
+                    n.seen = seen
+                    step = f" (step {running[0]})" if running else ""
+                    log(f"{n.name}: {st['phase']}{step} at {time.monotonic() - n.t_start:.1f}s")
+                if st["phase"] == "failed":
+                    raise AssertionError(f"{n.name}: boot failed: {st.get('failure')}")
+                if st["phase"] == "ready":
+                    n.ready_after = time.monotonic() - n.t_start
+                    n.timeline = st["timeline"]["steps"]
+                    ready.add(n.name)
+                    log(f"{n.name}: READY {n.ready_after:.1f}s after qemu started")
+            if time.monotonic() - t0 > READY_WITHIN:
+                raise AssertionError(f"not every VM was READY within {READY_WITHIN}s")
+            time.sleep(1)
+
+    def shutdown(self, check=True):
+        problems = []
+        for n in reversed(self.nodes):
+            try:
+                t = time.monotonic()
+                n.stop()
+                log(f"{n.name}: powered off {time.monotonic() - t:.1f}s after the power button")
+            except AssertionError as e:
+                problems.append(str(e))
+        for n in self.nodes:
+            n.kill()
+        if self.standin and self.standin.poll() is None:
+            os.killpg(self.standin.pid, signal.SIGTERM)
+            self.standin.wait()
+        if self.topo and not self.args.keep:
+            self.topo.destroy()
+        return problems
+
+    def summary(self, final):
+        print("\n=== flower-init federation (qemu VMs) ===")
+        for n in self.nodes:
+            healthy = None
+            try:
+                healthy = n.qemu.wait_for(r"flower-init: info: flower healthy", 0)[0]
+            except TimeoutError:
+                pass
+            steps = " ".join(f"{s['name']}={s.get('duration_s') or 0:.2f}s" for s in getattr(n, "timeline", []))
+            print(f"{n.name:12} READY {getattr(n, 'ready_after', 0):6.1f}s after qemu start"
+                  f" (Flower healthy at {healthy or 0:.1f}s; {n.qemu.accel_used})")
+            print(f"{'':12} {steps}")
+        print("rounds:")
+        for (rid, rnd), r in sorted(self.rounds_seen.items()):
+            print(f"  run {rid} round {rnd}: loss={r.get('loss'):.4f} accuracy={r.get('accuracy'):.4f}")
+        print(f"final: {final['status']} after round {final['round']}")
+        print(f"consoles: {LOGS}/<vm>.log  contexts: {BUILD}/<vm>/context/  stand-in: {BUILD}/standin.log")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--use-case", default="tabular-classification")
+    ap.add_argument("--strategy", default="FedAvg")
+    ap.add_argument("--keep", action="store_true", help="keep the network namespace for inspection")
+    args = ap.parse_args()
+    args.drills = False
+    if os.geteuid() != 0:
+        raise SystemExit("demo: needs root (a network namespace with a bridge and tap devices)")
+    for p in (INITRD, IMAGE, KERNEL_DIR):
+        if not os.path.exists(p):
+            raise SystemExit(f"demo: {p} is missing: run `make demo` (it builds everything first)")
+    os.makedirs(LOGS, exist_ok=True)
+    fed = Demo(args)
+
+    def on_term(*_):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, on_term)
+    ok = False
+    t0 = time.monotonic()
+    try:
+        fed.setup()
+        fed.boot()
+        fed.check_published()
+        log("every VM is READY in OneGate; training")
+        final = fed.follow_run(timeout=1800)
+        accs = [r["accuracy"] for _, r in sorted(fed.rounds_seen.items()) if r.get("accuracy") is not None]
+        assert final["status"] == "completed" and final["round"] == args.rounds, final
+        fed.summary(final)
+        if len(accs) >= 2:
+            assert accs[-1] >= accs[0], f"accuracy did not improve: {accs}"
+        ok = True
+    except KeyboardInterrupt:
+        log("interrupted: powering the VMs off")
+    except AssertionError as e:
+        log(f"FAILED: {e}")
+    finally:
+        problems = fed.shutdown(check=ok)
+        for p in problems:
+            log(f"shutdown problem: {p}")
+        ok = ok and not problems
+    log(f"{'PASS' if ok else 'FAIL'} in {time.monotonic() - t0:.0f}s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
