@@ -43,6 +43,11 @@ def main():
     ap.add_argument("profile", choices=["baseline", "flower-init"])
     ap.add_argument("label")
     ap.add_argument("--smp", default="1")
+    ap.add_argument("--image", default=os.path.join(B, "image", "sklearn", "image.squashfs"),
+                    help="flower-init profile: the appliance image disk")
+    ap.add_argument("--variant", choices=["same", "default"], default="default",
+                    help="flower-init profile: 'same' runs Flower as the baseline does (--insecure, in-memory "
+                         "state); 'default' as the appliance does (TLS with its own CA, --database on the state disk)")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--accel", choices=["tcg", "kvm", "auto"], default="tcg",
                     help="the published comparison is TCG on both sides; auto uses KVM when it works")
@@ -73,16 +78,22 @@ def main():
         from qemu import make_ext4, make_iso
         ctx = os.path.join(tmp, f"{a.label}-context")
         shutil.rmtree(ctx, ignore_errors=True)
-        contextsh.write(ctx, {"FL_ROLE": "superlink", "FL_TLS_ENABLED": "YES", "NETWORK": "YES",
-                              "ETH0_MAC": "02:00:c0:a8:96:0a", "ETH0_IP": "192.168.150.10",
-                              "ETH0_MASK": "255.255.255.0", "ETH0_GATEWAY": "192.168.150.2"})
+        variables = {"FL_ROLE": "superlink", "NETWORK": "YES", "ETH0_MAC": "02:00:c0:a8:96:0a",
+                     "ETH0_IP": "192.168.150.10", "ETH0_MASK": "255.255.255.0", "ETH0_GATEWAY": "192.168.150.2"}
+        if a.variant == "same":
+            # The baseline's Flower: --insecure, state in memory.
+            variables.update({"FL_TLS_ENABLED": "NO", "FL_DATABASE": ":flwr-in-memory:"})
+        else:
+            # The appliance's defaults: TLS (its own CA, made at first boot), state on the disk.
+            variables.update({"FL_TLS_ENABLED": "YES"})
+        contextsh.write(ctx, variables)
         iso = make_iso(ctx, os.path.join(tmp, f"{a.label}.iso"))
         img = make_ext4(os.path.join(tmp, f"{a.label}.img"), "FL_STATE", 256)
         kdir = os.path.join(B, "kernel", "boot")
         kernel = os.path.join(kdir, sorted(n for n in os.listdir(kdir) if n.startswith("vmlinuz"))[-1])
         monitor = os.path.join(tmp, f"{a.label}.monitor")
         cmd += ["-kernel", kernel, "-initrd", os.path.join(B, "initramfs.cpio"), "-append", "console=ttyS0 panic=-1",
-                "-drive", f"file={os.path.join(B, 'image', 'sklearn', 'image.squashfs')},format=raw,if=virtio,readonly=on",
+                "-drive", f"file={a.image},format=raw,if=virtio,readonly=on",
                 "-drive", f"file={img},format=raw,if=virtio",
                 "-drive", f"file={iso},if=ide,index=2,media=cdrom,readonly=on",
                 "-netdev", "user,id=n0,restrict=on,net=192.168.150.0/24",
@@ -138,7 +149,7 @@ def main():
         handle(buf)
     rc = p.wait()
     os.unlink(img)
-    res = {"profile": a.profile, "label": a.label, "smp": a.smp, "accel": accel[1], "marker": seen.get(marker),
+    res = {"profile": a.profile if a.profile == "baseline" else f"flower-init/{a.variant}", "label": a.label, "smp": a.smp, "accel": accel[1], "marker": seen.get(marker),
            "marks": seen, "qemu_exit": round(time.monotonic() - t0, 3), "rc": rc, "hostload": round(load0, 2)}
     print(json.dumps(res))
     return 0 if res["marker"] else 1

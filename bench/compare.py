@@ -21,8 +21,9 @@ STEP = re.compile(r"flower-init: info: step (\w+): \w+ \(([0-9.]+)s\)")
 
 
 def boot(profile, label, smp):
-    out = subprocess.run([sys.executable, os.path.join(HERE, "boot.py"), profile, label, "--smp", smp],
-                         capture_output=True, text=True)
+    argv = [sys.executable, os.path.join(HERE, "boot.py")]
+    argv += ["baseline"] if profile == "baseline" else ["flower-init", "--variant", profile.split("/")[1]]
+    out = subprocess.run(argv + [label, "--smp", smp], capture_output=True, text=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps(res), flush=True)
     return res
@@ -43,30 +44,31 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--smp", default="1")
     a = ap.parse_args()
-    res = {"baseline": [], "flower-init": []}
-    per_step = {}
+    profiles = ("baseline", "flower-init/same", "flower-init/default")
+    res = {p: [] for p in profiles}
+    per_step = {p: {} for p in profiles[1:]}
     for i in range(a.runs):
-        for profile in ("baseline", "flower-init"):
-            label = f"{profile}-{i}"
+        for profile in profiles:
+            label = f"{profile.replace('/', '-')}-{i}"
             r = boot(profile, label, a.smp)
             if r["marker"] is None:
                 sys.exit(f"{label}: no marker (log build/bench/logs/{label}.log)")
             res[profile].append(r)
-            if profile == "flower-init":
+            if profile != "baseline":
                 for k, v in steps(label).items():
-                    per_step.setdefault(k, []).append(v)
+                    per_step[profile].setdefault(k, []).append(v)
     med = {p: statistics.median(r["marker"] for r in rs) for p, rs in res.items()}
-    fi = res["flower-init"]
-    summary = {
-        "runs": a.runs, "smp": a.smp, "accel": fi[0]["accel"],
-        "baseline_s": {"median": med["baseline"], "all": [r["marker"] for r in res["baseline"]]},
-        "flower_init_s": {"median": med["flower-init"], "all": [r["marker"] for r in fi]},
-        "ratio": round(med["flower-init"] / med["baseline"], 3),
-        "flower_init_kernel_to_init_s": statistics.median(r["marks"]["run_init"] - r["marks"]["kernel"] for r in fi if "run_init" in r["marks"]),
-        "flower_init_power_button_to_off_s": statistics.median(
-            r["marks"]["power_off"] - r["marks"]["power_button"] for r in fi if {"power_off", "power_button"} <= r["marks"].keys()),
-        "flower_init_steps_median_s": {k: statistics.median(v) for k, v in per_step.items()},
-    }
+    summary = {"runs": a.runs, "smp": a.smp, "accel": res["baseline"][0]["accel"],
+               "qemu_start_to_health_s": {p: {"median": med[p], "all": [r["marker"] for r in rs]} for p, rs in res.items()}}
+    for p in profiles[1:]:
+        fi = res[p]
+        summary[p] = {
+            "ratio_to_baseline": round(med[p] / med["baseline"], 3),
+            "kernel_start_to_init_s": statistics.median(r["marks"]["run_init"] - r["marks"]["kernel"] for r in fi if "run_init" in r["marks"]),
+            "power_button_to_off_s": statistics.median(
+                r["marks"]["power_off"] - r["marks"]["power_button"] for r in fi if {"power_off", "power_button"} <= r["marks"].keys()),
+            "steps_median_s": {k: statistics.median(v) for k, v in per_step[p].items()},
+        }
     print(json.dumps(summary, indent=1))
 
 
