@@ -35,6 +35,7 @@ from federation import log, wait  # noqa: E402
 from qemu import Disk, Nic, Vm, make_ext4, make_iso  # noqa: E402
 
 # A namespace and subnet of its own: `make e2e` may run beside it.
+federation.TAG = "demo"
 federation.PREFIX = "fi-demo"
 federation.SUBNET = "10.92.0"
 federation.BUILD = os.path.join(ROOT, "build", "demo")
@@ -139,7 +140,7 @@ class Demo(federation.Federation):
                     n.ready_after = time.monotonic() - n.t_start
                     n.timeline = st["timeline"]["steps"]
                     ready.add(n.name)
-                    log(f"{n.name}: READY {n.ready_after:.1f}s after qemu started")
+                    log(f"{n.name}: ready, /health 200, {n.ready_after:.1f}s after qemu started")
             if time.monotonic() - t0 > READY_WITHIN:
                 raise AssertionError(f"not every VM was READY within {READY_WITHIN}s")
             time.sleep(1)
@@ -165,15 +166,19 @@ class Demo(federation.Federation):
     def summary(self, final):
         print("\n=== flower-init federation (qemu VMs) ===")
         for n in self.nodes:
-            healthy = None
-            try:
-                healthy = n.qemu.wait_for(r"flower-init: info: flower healthy", 0)[0]
-            except TimeoutError:
-                pass
+            def at(pattern):
+                try:
+                    return f"{n.qemu.wait_for(pattern, 0)[0]:.1f}s"
+                except TimeoutError:
+                    return "-"
             steps = " ".join(f"{s['name']}={s.get('duration_s') or 0:.2f}s" for s in getattr(n, "timeline", []))
-            print(f"{n.name:12} READY {getattr(n, 'ready_after', 0):6.1f}s after qemu start"
-                  f" (Flower healthy at {healthy or 0:.1f}s; {n.qemu.accel_used})")
+            # Host seconds since qemu started: Flower healthy, READY published to OneGate, and
+            # /health 200 (the SuperLink's includes submitting the run, the `run` step).
+            print(f"{n.name:12} Flower healthy {at(r'flower-init: info: flower healthy')}, READY to OneGate "
+                  f"{at(r'flower-init: info: step publish: ok')}, /health 200 {getattr(n, 'ready_after', 0):.1f}s"
+                  f" after qemu start ({n.qemu.accel_used})")
             print(f"{'':12} {steps}")
+            print(f"{'':12} flower-init peak RSS {self.peak_rss(n)}")
         print("rounds:")
         for (rid, rnd), r in sorted(self.rounds_seen.items()):
             print(f"  run {rid} round {rnd}: loss={r.get('loss'):.4f} accuracy={r.get('accuracy'):.4f}")

@@ -40,8 +40,11 @@ HEALTH = 8081
 BUILD = os.path.join(ROOT, "build", "e2e")
 
 
+TAG = "e2e"  # the demo says "demo"
+
+
 def log(msg):
-    print(f"[e2e {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    print(f"[{TAG} {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def wait(what, fn, timeout, every=1.0):
@@ -206,6 +209,13 @@ class Federation:
 
     def health(self, node):
         return self.in_bridge(node.url + "/health")
+
+    def peak_rss(self, node):
+        """flower-init's peak RSS from the node's /status, as text."""
+        try:
+            return f"{self.status(node)['sections']['init']['peak_rss_kib']} KiB"
+        except Exception as e:  # a node that is down says why
+            return f"unknown ({e})"
 
     def service(self, supernodes=2, extra_supernode_context=None):
         template = one.load(os.path.join(ROOT, "oneflow", "flower-7.json"))
@@ -398,6 +408,7 @@ class Federation:
             steps = " ".join(f"{s['name']}={s.get('duration_s') or 0:.2f}s" for s in getattr(n, "timeline", []))
             ready = getattr(n, "ready_after", None)
             print(f"{n.name:14} ready {ready:6.1f}s  {steps}" if ready else f"{n.name:14} (not ready)")
+            print(f"{'':14} flower-init peak RSS {self.peak_rss(n)}")
         print("rounds:")
         for (rid, rnd), r in sorted(self.rounds_seen.items()):
             print(f"  run {rid} round {rnd}: loss={r.get('loss')} accuracy={r.get('accuracy')}")

@@ -147,6 +147,15 @@ def test_superlink():
         for want in ("modules", "context", "network", "tls", "container", "flower"):
             check(want in steps, f"superlink: /status timeline has step {want!r}")
         check(st.get("phase") == "ready", f"superlink: /status phase is ready (got {st.get('phase')!r})")
+        init = st.get("sections", {}).get("init", {})
+        rss = init.get("peak_rss_kib") or 0
+        check(0 < rss < 64 * 1024, f"superlink: flower-init's peak RSS {rss} KiB (gateway and all), under 64 MiB")
+        try:
+            t_kernel = vm.wait_for(r"Linux version", 0)[0]
+            t_init = vm.wait_for(r"flower-init: info: flower-init .* starting as PID 1", 0)[0]
+            log(f"  kernel start -> flower-init running: {t_init - t_kernel:.2f}s (host clock)")
+        except TimeoutError:
+            pass
         # Flower's HTTPS server (Fleet, Control, /health on one port, Flower 1.42) through the
         # gateway on the NIC address: the container serves and the gateway forwards.
         import socket
