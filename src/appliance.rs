@@ -800,7 +800,7 @@ fn supervise(mut b: Boot, mut node: Node) -> i32 {
     let pid = node.pid;
     let gateway = node.gateway.take();
     let publisher = node.publisher.take();
-    let code = b.finish(move |sv, grace| {
+    b.finish(move |sv, grace| {
         if let Some(mut g) = gateway {
             g.stop(Duration::from_secs(5));
         }
@@ -809,8 +809,7 @@ fn supervise(mut b: Boot, mut node: Node) -> i32 {
             p.stop(Duration::from_secs(2));
         }
         code
-    });
-    code
+    })
 }
 
 /// Restart: remove what is left of the old container, create and start a new one, wait for

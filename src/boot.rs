@@ -280,7 +280,7 @@ fn machine_steps(boot: &mut Boot) -> std::result::Result<Option<config::Config>,
     boot.step("root", |b| {
         let newroot = Path::new(NEWROOT);
         let note = if image.image.is_some() {
-            format!("switched to the image")
+            "switched to the image".to_string()
         } else {
             mount::mount_tmpfs(newroot, "mode=0755")?;
             mount::copy_rootfs(Path::new("/"), newroot)?;

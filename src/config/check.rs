@@ -96,6 +96,7 @@ pub fn cli_check(args: &mut Args) -> i32 {
 
 /// Operator certificates (FL_SSL_*) are checked as boot will: chain, dates, key, and SANs
 /// covering the NICs' static addresses, with a real handshake (`tls::validate_operator`).
+#[allow(clippy::result_large_err)] // once per boot or `check`: the size of Rejected does not matter
 fn validate_operator_certs(res: Resolved) -> Result<Resolved, Rejected> {
     let Some(pem) = res.config.tls.operator.as_ref().filter(|_| res.config.tls.superlink_enabled()) else {
         return Ok(res);

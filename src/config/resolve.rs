@@ -53,6 +53,7 @@ const FLOWER_PORTS: [u16; 2] = [8000, 9094];
 
 /// Validate every variable for the role: `role_override` (`check --role`) > FL_ROLE /
 /// ONEAPP_FL_ROLE > the image's role.
+#[allow(clippy::result_large_err)] // once per boot or `check`: the size of Rejected does not matter
 pub fn resolve(ctx: &Context, image: &ImageFacts, role_override: Option<Role>) -> Result<Resolved, Rejected> {
     let mut r = Resolver::new(ctx);
     let role = role(&mut r, image, role_override);
