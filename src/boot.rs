@@ -225,8 +225,8 @@ pub fn pid1(_argv: Vec<String>) -> ! {
     }
 }
 
-/// Serve the health port, or log why not (a busy port must not stop the boot).
-/// Already listening on `port`: nothing to do (binding it again would fail with EADDRINUSE).
+/// Serve the health port, or log why not (a busy port must not stop the boot). Already
+/// listening on `port` (FL_HEALTH_PORT repeats the default or the flag): nothing to do.
 fn listen_health(boot: &mut Boot, port: u16) {
     if boot.health_port == Some(port) {
         return;
