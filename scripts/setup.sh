@@ -16,6 +16,8 @@ pkgs=(
     mmdebstrap        # the Debian base of the container rootfs
     runc              # the OCI runtime flower-init drives
     iproute2          # network namespaces and veth pairs for host tests
+    util-linux        # unshare and nsenter: PID/mount namespaces of host tests, joining a netns
+    openssl           # the e2e wrong-CA drill makes a CA flower-init never saw
     kmod              # depmod: modules.dep/modules.alias of the pinned kernel package
     python3-venv      # Debian's python for the image's venv tooling
 )
