@@ -407,7 +407,7 @@ class Federation:
         for n in self.nodes:
             steps = " ".join(f"{s['name']}={s.get('duration_s') or 0:.2f}s" for s in getattr(n, "timeline", []))
             ready = getattr(n, "ready_after", None)
-            print(f"{n.name:14} ready {ready:6.1f}s  {steps}" if ready else f"{n.name:14} (not ready)")
+            print(f"{n.name:14} ready {ready:6.1f}s  {steps}" if ready else f"{n.name:14} (added by a drill)")
             print(f"{'':14} flower-init peak RSS {self.peak_rss(n)}")
         print("rounds:")
         for (rid, rnd), r in sorted(self.rounds_seen.items()):
