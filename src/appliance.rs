@@ -633,8 +633,37 @@ fn submit_run(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Faile
             FLWR_CONNECTION,
             &rc,
         );
-        let out = one_shot(b, node, "submit", argv, &home)?;
-        let submitted = runconfig::parse_run_output(&out).map_err(|e| Error::msg("submit the run (flwr run)", e.to_string()))?;
+        let submitted = match one_shot(b, node, "submit", argv, &home)
+            .and_then(|out| runconfig::parse_run_output(&out).map_err(|e| Error::msg("submit the run (flwr run)", e.to_string())))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                // Flower is up and serving; only `flwr run` failed (a timeout on a slow host, a
+                // Flower error). The SuperLink stays up and says the run failed; an operator
+                // can submit one with `flwr run` through the Control port.
+                let msg = e.to_string();
+                log::error!("run not submitted: {msg}; the SuperLink stays up (submit one with `flwr run`)");
+                let st = runconfig::AppStatus {
+                    run_id: 0,
+                    status: "failed".into(),
+                    round: 0,
+                    num_rounds: Some(sl.num_rounds),
+                    loss: None,
+                    accuracy: None,
+                    strategy: Some(sl.strategy.to_string()),
+                    use_case: Some(node.cfg.common.use_case.to_string()),
+                    connected_nodes: None,
+                    message: format!("not submitted: {msg}"),
+                    checkpoint: None,
+                    updated: String::new(),
+                };
+                if let Some(p) = &node.publisher {
+                    p.set_pairs(st.attributes());
+                }
+                b.sv.status.sections.insert("run".into(), serde_json::to_value(&st).unwrap_or_default());
+                return Ok(((), Note::Warn(format!("run not submitted: {msg}"))));
+            }
+        };
         let rec = serde_json::json!({"run_id": submitted.run_id, "run_config": rendered});
         crate::fsutil::write_atomic(&marker, rec.to_string().as_bytes(), 0o644, None).with_ctx(|| format!("write {}", marker.display()))?;
         log::info!("run {} submitted: {} rounds of {} with {}", submitted.run_id, sl.num_rounds, node.cfg.common.use_case, sl.strategy);

@@ -13,7 +13,7 @@ gate releases them, and find the SuperLink through OneGate.
 --drills adds the fault drills of issue #8: a SuperNode killed mid-run comes back and the run
 completes; the SuperLink restarted mid-run (with --database) and the SuperNodes reconnect;
 OneGate unreachable for the first 20 s of a SuperNode's boot; a SuperNode given a wrong CA
-fails closed and says so on /health.
+fails closed and says so on /health; and a SuperLink whose run submission fails stays up.
 
 Runs as root (network namespaces). Everything it creates is named fi-e2e-* and removed at the
 end, also on failure or Ctrl-C.
@@ -343,6 +343,32 @@ class Federation:
         assert early["phase"] == "booting", early["phase"]
         log(f"drill ok: discovery waited {disc['duration_s']:.1f}s through the outage, then {n.name} came up")
 
+    def drill_submit_fails(self):
+        log("drill: a SuperLink whose run submission fails stays up and says so")
+        # A second, stand-alone SuperLink (no OneGate) whose runc refuses `run`: the one-shot
+        # `flwr run` container cannot start, everything else works.
+        wrapper = os.path.join(BUILD, "runc-refusing-run")
+        with open(wrapper, "w") as f:
+            f.write('#!/bin/sh\nfor a in "$@"; do [ "$a" = run ] && { echo "runc: run refused (e2e drill)" >&2; exit 1; }; done\n'
+                    'exec runc "$@"\n')
+        os.chmod(wrapper, 0o755)
+        vmid = max(n.vm.vmid for n in self.nodes) + 1
+        vm = one.Vm(vmid, "superlink", 1, f"{SUBNET}.{10 + len(self.nodes)}", 7)
+        vm.name = f"superlink_{vmid}_(drill)"
+        vm.context = {"FL_ROLE": "superlink", "FL_USE_CASE": self.args.use_case, "FL_TLS_ENABLED": "NO",
+                      "NETWORK": "YES", "ETH0_MAC": vm.mac, "ETH0_IP": vm.ip, "ETH0_MASK": "255.255.255.0"}
+        n = Node(self, vm, extra_args=["--runc", wrapper])
+        n.prepare(self.topo)
+        self.nodes.append(n)
+        n.start()
+        st = wait(f"{n.name} ready", lambda: (lambda s: s if s["phase"] == "ready" else None)(self.status(n)), 180)
+        run = st["sections"].get("run", {})
+        step = next(s for s in st["timeline"]["steps"] if s["name"] == "run")
+        assert run.get("status") == "failed" and "not submitted" in run.get("message", ""), run
+        assert step["outcome"] == "warning", step
+        assert self.health(n)[0] == 200
+        log(f"drill ok: {n.name} /health 200, run: {run['message'][:120]}")
+
     def drill_wrong_ca(self):
         log("drill: SuperNode with a wrong CA fails closed")
         template = one.load(os.path.join(ROOT, "oneflow", "flower-7.json"))
@@ -457,6 +483,7 @@ def main():
             fed.drill_superlink_restart()
             fed.drill_onegate_late()
             fed.drill_wrong_ca()
+            fed.drill_submit_fails()
         fed.summary(final)
         if len(accs) >= 2:
             assert accs[-1] >= accs[0], f"accuracy did not improve: {accs}"
