@@ -13,6 +13,10 @@ usage: bench/boot.py PROFILE LABEL [--smp N] [--extra-qemu ...]   -> one summary
 import argparse, json, os, re, select, shutil, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+import contextsh  # noqa: E402
+from qemu import kernel_path, kvm_usable, make_ext4, make_iso  # noqa: E402
 B = os.path.join(ROOT, "build")
 
 MARKS = {
@@ -23,19 +27,6 @@ MARKS = {
     "power_button": re.compile(rb"flower-init: .*shutdown requested"),
     "power_off": re.compile(rb"reboot: Power down"),
 }
-
-
-def kvm_usable():
-    """/dev/kvm exists here but does not work (PVM host): try it, as the VM tests do."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
-    try:
-        r = subprocess.run(["qemu-system-x86_64", "-accel", "kvm", "-M", "pc", "-cpu", "host", "-display", "none",
-                            "-monitor", "stdio", "-serial", "none", "-nodefaults", "-S"],
-                           input=b"quit\n", capture_output=True, timeout=10)
-        return r.returncode == 0
-    except Exception:
-        return False
 
 
 def main():
@@ -72,10 +63,6 @@ def main():
     else:
         # A SuperLink with TLS on and a static IP, as tests/vm/vm_test.py boots it; a fresh
         # state disk each run (first boot: the CA is generated), like the baseline's fresh copy.
-        sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
-        sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
-        import contextsh
-        from qemu import make_ext4, make_iso
         ctx = os.path.join(tmp, f"{a.label}-context")
         shutil.rmtree(ctx, ignore_errors=True)
         variables = {"FL_ROLE": "superlink", "NETWORK": "YES", "ETH0_MAC": "02:00:c0:a8:96:0a",
@@ -89,8 +76,7 @@ def main():
         contextsh.write(ctx, variables)
         iso = make_iso(ctx, os.path.join(tmp, f"{a.label}.iso"))
         img = make_ext4(os.path.join(tmp, f"{a.label}.img"), "FL_STATE", 256)
-        kdir = os.path.join(B, "kernel", "boot")
-        kernel = os.path.join(kdir, sorted(n for n in os.listdir(kdir) if n.startswith("vmlinuz"))[-1])
+        kernel = kernel_path(os.path.join(B, "kernel"))
         monitor = os.path.join(tmp, f"{a.label}.monitor")
         cmd += ["-kernel", kernel, "-initrd", os.path.join(B, "initramfs.cpio"), "-append", "console=ttyS0 panic=-1",
                 "-drive", f"file={a.image},format=raw,if=virtio,readonly=on",

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
 import contextsh  # noqa: E402
 import federation  # noqa: E402
 from federation import log, wait  # noqa: E402
-from qemu import Disk, Nic, Vm, make_ext4, make_iso  # noqa: E402
+from qemu import Disk, Nic, Vm, kernel_path, make_ext4, make_iso  # noqa: E402
 
 # A namespace and subnet of its own: `make e2e` may run beside it.
 federation.TAG = "demo"
@@ -41,7 +41,7 @@ federation.SUBNET = "10.92.0"
 federation.BUILD = os.path.join(ROOT, "build", "demo")
 BUILD = federation.BUILD
 LOGS = os.path.join(BUILD, "logs")
-KERNEL_DIR = os.path.join(ROOT, "build", "kernel", "boot")
+KERNEL_DIR = os.path.join(ROOT, "build", "kernel")
 INITRD = os.path.join(ROOT, "build", "initramfs.cpio")
 IMAGE = os.path.join(ROOT, "build", "image", "sklearn", "image.squashfs")
 READY_WITHIN = 900  # TCG, three VMs on two cores
@@ -76,8 +76,7 @@ class VmNode:
         topo.add_tap(self.tap)
 
     def start(self):
-        kernel = os.path.join(KERNEL_DIR, sorted(n for n in os.listdir(KERNEL_DIR) if n.startswith("vmlinuz"))[-1])
-        self.qemu = Vm(self.name, kernel, INITRD, "console=ttyS0 panic=-1",
+        self.qemu = Vm(self.name, kernel_path(KERNEL_DIR), INITRD, "console=ttyS0 panic=-1",
                        disks=[Disk(IMAGE, readonly=True), Disk(self.state)], cdrom=self.iso,
                        nics=[Nic(self.vm.mac, tap=self.tap)], memory=2048, logdir=LOGS,
                        netns=self.fed.topo.bridge_ns)
@@ -90,6 +89,7 @@ class VmNode:
         """The ACPI power button, as `onevm terminate` sends it; flower-init powers off."""
         if not self.proc or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
+        t = time.monotonic()
         try:
             self.qemu.powerdown()
         except OSError:
@@ -98,6 +98,7 @@ class VmNode:
         if rc is None:
             self.qemu.kill()
             raise AssertionError(f"{self.name}: did not power off within {timeout}s of the power button")
+        log(f"{self.name}: powered off {time.monotonic() - t:.1f}s after the power button")
         return rc
 
     def kill(self):
@@ -145,23 +146,8 @@ class Demo(federation.Federation):
                 raise AssertionError(f"not every VM was READY within {READY_WITHIN}s")
             time.sleep(1)
 
-    def shutdown(self, check=True):
-        problems = []
-        for n in reversed(self.nodes):
-            try:
-                t = time.monotonic()
-                n.stop()
-                log(f"{n.name}: powered off {time.monotonic() - t:.1f}s after the power button")
-            except AssertionError as e:
-                problems.append(str(e))
-        for n in self.nodes:
-            n.kill()
-        if self.standin and self.standin.poll() is None:
-            os.killpg(self.standin.pid, signal.SIGTERM)
-            self.standin.wait()
-        if self.topo and not self.args.keep:
-            self.topo.destroy()
-        return problems
+    def leftovers(self, n):
+        return []  # the containers died with the VM
 
     def summary(self, final):
         print("\n=== flower-init federation (qemu VMs) ===")

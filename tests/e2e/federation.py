@@ -416,17 +416,21 @@ class Federation:
                 problems.append(str(e))
         for n in self.nodes:
             n.kill()
-            left = subprocess.run(["runc", "--root", os.path.join(n.dir, "run", "runc"), "list", "-q"], capture_output=True, text=True).stdout.split()
-            if left:
-                problems.append(f"{n.name}: containers left after shutdown: {left}")
-                for c in left:
-                    subprocess.run(["runc", "--root", os.path.join(n.dir, "run", "runc"), "delete", "-f", c], capture_output=True)
+            problems += self.leftovers(n)
         if self.standin and self.standin.poll() is None:
             os.killpg(self.standin.pid, signal.SIGTERM)
             self.standin.wait()
         if self.topo and not self.args.keep:
             self.topo.destroy()
         return problems
+
+    def leftovers(self, n):
+        """Containers of node `n` still there after its shutdown (problems; removed)."""
+        root = os.path.join(n.dir, "run", "runc")
+        left = subprocess.run(["runc", "--root", root, "list", "-q"], capture_output=True, text=True).stdout.split()
+        for c in left:
+            subprocess.run(["runc", "--root", root, "delete", "-f", c], capture_output=True)
+        return [f"{n.name}: containers left after shutdown: {left}"] if left else []
 
     def summary(self, final):
         print("\n=== flower-init federation (host, service mode) ===")

@@ -47,6 +47,15 @@ def accel_args(accel="auto"):
     return ["-accel", "tcg", "-cpu", "max"], "tcg"
 
 
+def kernel_path(kernel_dir):
+    """The pinned kernel `make kernel` extracted: KERNEL_DIR/boot/vmlinuz-<version>."""
+    boot = os.path.join(kernel_dir, "boot")
+    names = sorted(n for n in os.listdir(boot) if n.startswith("vmlinuz")) if os.path.isdir(boot) else []
+    if not names:
+        raise FileNotFoundError(f"no vmlinuz-* in {boot}: run `make kernel`")
+    return os.path.join(boot, names[-1])
+
+
 def make_iso(src_dir, out, label="CONTEXT"):
     """An ISO9660 + Joliet + Rock Ridge volume, as OpenNebula builds the context CD."""
     subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-V", label, "-J", "-R", "-o", out, src_dir],

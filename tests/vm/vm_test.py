@@ -35,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 import contextsh  # noqa: E402
-from qemu import Disk, Nic, Vm, free_port, http_get, make_ext4, make_iso  # noqa: E402
+from qemu import Disk, Nic, Vm, free_port, http_get, kernel_path, make_ext4, make_iso  # noqa: E402
 
 BUILD = os.path.join(ROOT, "build", "vm-test")
 KERNEL_DIR = os.path.join(ROOT, "build", "kernel")
@@ -65,11 +65,10 @@ def check(cond, what):
 
 
 def kernel():
-    boot = os.path.join(KERNEL_DIR, "boot")
-    names = sorted(n for n in os.listdir(boot) if n.startswith("vmlinuz"))
-    if not names:
-        sys.exit(f"no kernel in {boot}: make kernel")
-    return os.path.join(boot, names[-1])
+    try:
+        return kernel_path(KERNEL_DIR)
+    except FileNotFoundError as e:
+        sys.exit(f"vm-test: {e}")
 
 
 def wait_http(port, path, want, timeout):
