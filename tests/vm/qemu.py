@@ -43,8 +43,8 @@ ACCEL_ENV = "FLOWER_INIT_ACCEL"
 # but starved KVM room and costs a machine whose KVM hangs guests 10 s per harness run.
 PROBE_WITHIN = 10.0
 # The kernel's first console line ("Linux version") comes after the emulated XZ decompressor:
-# under TCG on the shared 2-core machine 6-10 s after qemu starts at load 5, 11-17 s at load 8-10
-# (measured, docs/HACKING.md). 120 s is 7 times that; a guest silent for so long is stuck.
+# under TCG on the shared 2-core machine 6-10 s after qemu starts at load 5, 11-17 s at load 8-10,
+# 19 s at load 11 (measured, docs/HACKING.md). 120 s is six times that: a guest silent so long is stuck.
 SILENT_WITHIN = 120.0
 PROBE_MARKER = "flower-init kvm probe: guest userspace runs"
 
@@ -322,10 +322,10 @@ class Vm:
             while self.console_bytes == 0 and self.proc.poll() is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    hint = f" ({ACCEL_ENV}=tcg forces TCG)" if self.accel_used == "kvm" else ""
+                    hint = f"; if KVM does not run guests here, {ACCEL_ENV}=tcg forces TCG" if self.accel_used == "kvm" else ""
                     self.failure = (f"{self.name}: the guest printed nothing on its console within "
                                     f"{self.silent_within:.0f}s of qemu starting, under {self.accel_used} "
-                                    f"({self.accel_why}){hint}; qemu killed; console log {self.log_path}")
+                                    f"({self.accel_why}); qemu killed; console log {self.log_path}{hint}")
                     self.log.write(f"{time.monotonic() - self.t0:9.3f} [harness] {self.failure}\n")
                     self.proc.kill()
                     self.lock.notify_all()
