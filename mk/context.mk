@@ -34,3 +34,4 @@ fuzz:
 .PHONY: context-vm-test
 context-vm-test: kernel
 	$(PYTHON) tests/vm/in_guest.py context
+TEST_TARGETS += context-vm-test
