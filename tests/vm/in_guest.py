@@ -29,6 +29,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -124,8 +125,9 @@ def initramfs(case, work, binary):
     late = modules_in_order(moddir, case.late, skip={m for m, _ in early})
     stripped = os.path.join(work, "unit-tests")
     subprocess.run(["strip", "-o", stripped, binary], check=True)
-    files = [("bin/unit-tests", open(stripped, "rb").read(), 0o755)]
-    files += [(f"mod/{m}.ko", open(p, "rb").read(), 0o644) for m, p in early + late]
+    files = [("bin/unit-tests", Path(stripped).read_bytes(), 0o755)]
+    os.unlink(stripped)
+    files += [(f"mod/{m}.ko", Path(p).read_bytes(), 0o644) for m, p in early + late]
 
     def insmod(mods):
         return "".join(f"/bin/busybox insmod /mod/{m}.ko {case.params.get(m, '')}\n" for m, _ in mods)

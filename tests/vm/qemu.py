@@ -135,13 +135,13 @@ _ACCEL = None  # (name, why), resolved once per process
 
 
 def accelerator():
-    """('kvm' or 'tcg', why) for VMs started with accel="auto": FLOWER_INIT_ACCEL when set,
-    else the probe's answer. Resolved once per process, which prints one line saying which
-    and why."""
+    """('kvm' or 'tcg', why) for VMs started with accel="auto": FLOWER_INIT_ACCEL when set
+    (empty counts as unset), else the probe's answer. Resolved once per process, which prints
+    one line saying which and why."""
     global _ACCEL
     if _ACCEL is None:
         value = os.environ.get(ACCEL_ENV)
-        if value is not None:
+        if value:
             if value not in ("kvm", "tcg"):
                 raise ValueError(f"{ACCEL_ENV}={value!r} is not an accelerator: set it to kvm or tcg, "
                                  "or unset it to let the probe decide")

@@ -136,6 +136,12 @@ class Accelerator(unittest.TestCase):
                 self.assertEqual(qemu.accel_args("auto")[1], value)
             self.assertEqual(fake.starts(), 0)
 
+    def test_an_empty_override_is_unset(self):
+        os.environ[qemu.ACCEL_ENV] = ""
+        with mock.patch.object(qemu, "probe_kvm", return_value=qemu.Probe(False, "x", 0)) as p:
+            self.assertEqual(qemu.accelerator()[0], "tcg")
+            self.assertEqual(p.call_count, 1)
+
     def test_a_wrong_override_is_a_clear_error(self):
         os.environ[qemu.ACCEL_ENV] = "KVM "
         with self.assertRaises(ValueError) as e:
@@ -144,7 +150,7 @@ class Accelerator(unittest.TestCase):
                                            "or unset it to let the probe decide")
 
     def test_the_probe_runs_once_per_process(self):
-        with FakeQemu(sh=ABORTS) as fake, mock.patch.object(qemu, "probe_kvm", wraps=lambda: qemu.Probe(False, "x", 0)) as p:
+        with FakeQemu(sh=ABORTS) as fake, mock.patch.object(qemu, "probe_kvm", return_value=qemu.Probe(False, "x", 0)) as p:
             want = ("tcg", f"KVM probe, 0.0s: x; {qemu.ACCEL_ENV}=kvm|tcg overrides")
             self.assertEqual(qemu.accelerator(), want)
             self.assertEqual(qemu.accelerator(), want)
