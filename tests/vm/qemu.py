@@ -168,7 +168,7 @@ def accel_args(accel="auto"):
 
 
 def kernel_path(kernel_dir):
-    """The pinned kernel `make kernel` extracted: KERNEL_DIR/boot/vmlinuz-<version>."""
+    """The kernel in an extracted package (`make kernel`: build/kernel): kernel_dir/boot/vmlinuz-<version>."""
     boot = os.path.join(kernel_dir, "boot")
     names = sorted(n for n in os.listdir(boot) if n.startswith("vmlinuz")) if os.path.isdir(boot) else []
     if not names:
