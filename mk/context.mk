@@ -30,7 +30,8 @@ fuzz:
 		grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' $(BUILD)/fuzz-$$t.log; \
 	done
 
-## context-vm-test  cdrom discovery on a real Debian kernel under qemu (user CD + context CD; KERNEL_DIR=…)
+## context-vm-test  cdrom discovery on the pinned kernel under qemu (user CD + context CD, IDE driver arriving late)
 .PHONY: context-vm-test
-context-vm-test: setup
-	scripts/context-vm-test.sh
+context-vm-test: kernel
+	$(PYTHON) tests/vm/in_guest.py context
+TEST_TARGETS += context-vm-test

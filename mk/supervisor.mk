@@ -10,7 +10,7 @@ supervisor-test: setup
 TEST_TARGETS += supervisor-test
 
 .PHONY: supervisor-vm-test
-## supervisor-vm-test  the ACPI power button (qemu system_powerdown) reaches the supervisor loop on a real Debian kernel (KERNEL_DIR=…)
-supervisor-vm-test: setup
-	scripts/supervisor-vm-test.sh
+## supervisor-vm-test  the ACPI power button (qemu system_powerdown) reaches the supervisor loop on the pinned kernel under qemu
+supervisor-vm-test: kernel
+	$(PYTHON) tests/vm/in_guest.py acpi
 TEST_TARGETS += supervisor-vm-test

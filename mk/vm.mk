@@ -18,7 +18,8 @@ net-test: setup
 TEST_TARGETS += net-test
 
 .PHONY: vm-test
-## vm-test          flower-init as PID 1 under qemu: SuperLink to /health, static IP, runc, power button; broken context (q35/SATA) -> 503; GPU fallback
+## vm-test          the harness's KVM probe and silent-guest guard (tests/vm/test_qemu.py), then flower-init as PID 1 under qemu: SuperLink to /health, static IP, runc, power button; broken context (q35/SATA) -> 503; GPU fallback
 vm-test: initramfs image kernel
+	$(PYTHON) tests/vm/test_qemu.py
 	$(PYTHON) tests/vm/vm_test.py
 TEST_TARGETS += vm-test

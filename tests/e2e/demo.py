@@ -4,7 +4,8 @@
 A OneFlow-like deployment of the committed service template (oneflow/flower-7.json) on this
 machine: the OneGate/OneFlow stand-in, then one SuperLink VM and, once OneFlow's ready gate
 releases them (the SuperLink reported READY), two SuperNode VMs. Each VM is a real kernel under
-qemu (KVM when it works, TCG otherwise) whose init is flower-init from build/initramfs.cpio;
+qemu (KVM only when a real guest runs under it, else TCG; FLOWER_INIT_ACCEL=kvm|tcg overrides)
+whose init is flower-init from build/initramfs.cpio;
 the appliance image is its read-only disk, a fresh ext4 disk labelled FL_STATE its state, and
 its context an ISO9660 CD generated from the template and the per-VM values the way OpenNebula
 would (tests/e2e/one.py). The VMs share a bridge in a network namespace of their own (tap
@@ -14,7 +15,8 @@ data set shipped with scikit-learn, split between the two SuperNodes.
 
 While it waits it prints each VM's phase and step, READY, and every round; then a summary:
 per-VM boot timeline, time from qemu start to READY, loss/accuracy per round, the log files.
-Ctrl-C stops everything (the VMs are powered off with the ACPI button, then killed) and removes
+A VM that prints nothing on its console within qemu.SILENT_WITHIN seconds stops the demo at
+once, naming the accelerator and the console log. Ctrl-C stops everything (the VMs are powered off with the ACPI button, then killed) and removes
 the namespace.
 
     tests/e2e/demo.py [--rounds 3] [--keep]
@@ -32,7 +34,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
 import contextsh  # noqa: E402
 import federation  # noqa: E402
 from federation import log, wait  # noqa: E402
-from qemu import Disk, Nic, Vm, kernel_path, make_ext4, make_iso  # noqa: E402
+from qemu import PINNED_KERNEL_DIR, Disk, Nic, Vm, accelerator, kernel_path, make_ext4, make_iso  # noqa: E402
 
 # A namespace and subnet of its own: `make e2e` may run beside it.
 federation.TAG = "demo"
@@ -41,7 +43,6 @@ federation.SUBNET = "10.92.0"
 federation.BUILD = os.path.join(ROOT, "build", "demo")
 BUILD = federation.BUILD
 LOGS = os.path.join(BUILD, "logs")
-KERNEL_DIR = os.path.join(ROOT, "build", "kernel")
 INITRD = os.path.join(ROOT, "build", "initramfs.cpio")
 IMAGE = os.path.join(ROOT, "build", "image", "sklearn", "image.squashfs")
 READY_WITHIN = 900  # TCG, three VMs on two cores
@@ -76,7 +77,7 @@ class VmNode:
         topo.add_tap(self.tap)
 
     def start(self):
-        self.qemu = Vm(self.name, kernel_path(KERNEL_DIR), INITRD, "console=ttyS0 panic=-1",
+        self.qemu = Vm(self.name, kernel_path(PINNED_KERNEL_DIR), INITRD, "console=ttyS0 panic=-1",
                        disks=[Disk(IMAGE, readonly=True), Disk(self.state)], cdrom=self.iso,
                        nics=[Nic(self.vm.mac, tap=self.tap)], memory=2048, logdir=LOGS,
                        netns=self.fed.topo.bridge_ns)
@@ -124,7 +125,8 @@ class Demo(federation.Federation):
                 if n.name not in started or n.name in ready:
                     continue
                 if n.proc.poll() is not None:
-                    raise AssertionError(f"{n.name}: qemu exited ({n.proc.returncode}); console: {n.qemu.log_path}")
+                    # n.qemu.failure: the guest printed nothing within the bound (qemu killed).
+                    raise AssertionError(n.qemu.failure or f"{n.name}: qemu {n.qemu.exit_status()}; console: {n.qemu.log_path}")
                 try:
                     st = self.status(n)
                 except Exception:
@@ -182,9 +184,13 @@ def main():
     args.drills = False
     if os.geteuid() != 0:
         raise SystemExit("demo: needs root (a network namespace with a bridge and tap devices)")
-    for p in (INITRD, IMAGE, KERNEL_DIR):
+    for p in (INITRD, IMAGE, PINNED_KERNEL_DIR):
         if not os.path.exists(p):
             raise SystemExit(f"demo: {p} is missing: run `make demo` (it builds everything first)")
+    try:
+        accelerator()  # prints which and why
+    except ValueError as e:
+        raise SystemExit(f"demo: {e}")
     os.makedirs(LOGS, exist_ok=True)
     fed = Demo(args)
 

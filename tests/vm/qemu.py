@@ -9,46 +9,166 @@
     vm.powerdown(); vm.wait_exit(60)
 
 Every console line is stamped with host seconds since qemu was started (the harness of
-research/baseline-systemd-vm.md) and written to a log file. KVM is used when it works, TCG
-otherwise (`/dev/kvm` exists on these machines but does not work: detect, never assume).
+research/baseline-systemd-vm.md) and written to a log file. This file is the only place that
+builds a qemu command line: every VM harness (tests/vm/*.py, the demo, bench/boot.py) uses it.
+
+The accelerator: FLOWER_INIT_ACCEL=kvm|tcg when set, else KVM only if a real guest runs under it
+here (`probe_kvm`: the pinned kernel boots a tiny initramfs whose /init prints a marker). An
+openable /dev/kvm proves nothing: on some machines guests abort on MSR writes, on others they
+never leave the kernel's decompressor. A guest that prints nothing on its console within
+SILENT_WITHIN seconds is killed and reported (GuestSilent), instead of a harness waiting for
+its overall timeout.
 """
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 
-_KVM = None
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "initramfs"))
+from mkinitramfs import Cpio  # noqa: E402
+
+QEMU = "qemu-system-x86_64"
+PINNED_KERNEL_DIR = os.path.join(ROOT, "build", "kernel")  # scripts/fetch-kernel.sh (make kernel)
+ACCEL_ENV = "FLOWER_INIT_ACCEL"
+# Under a working KVM the probe guest prints its marker well under a second after qemu starts;
+# under TCG it takes 10-25 s on the shared 2-core machine (load 5-8). 10 s leaves a working
+# but starved KVM room and costs a machine whose KVM hangs guests 10 s per harness run.
+PROBE_WITHIN = 10.0
+# The kernel's first console line ("Linux version") comes after the emulated XZ decompressor:
+# under TCG on the shared 2-core machine 6-10 s after qemu starts at load 5, 11-17 s at load 8-10,
+# 19 s at load 11 (measured, docs/HACKING.md). 120 s is six times that: a guest silent so long is stuck.
+SILENT_WITHIN = 120.0
+PROBE_MARKER = "flower-init kvm probe: guest userspace runs"
 
 
-def kvm_usable():
-    """True if qemu can really start a KVM guest here (probes once per process)."""
-    global _KVM
-    if _KVM is None:
-        _KVM = False
-        if os.access("/dev/kvm", os.R_OK | os.W_OK):
-            try:
-                # A real machine with a vCPU (-M none passes where a guest fails: MSR writes); `quit` ends it.
-                # (No -daemonize/-pidfile: qemu unlinks its pidfile on exit, /dev/null included.)
-                r = subprocess.run(["qemu-system-x86_64", "-accel", "kvm", "-M", "pc", "-cpu", "host", "-display", "none",
-                                    "-monitor", "stdio", "-serial", "none", "-nodefaults", "-S"],
-                                   input=b"quit\n", capture_output=True, timeout=15)
-                _KVM = r.returncode == 0
-            except (OSError, subprocess.TimeoutExpired):
-                _KVM = False
-    return _KVM
+class GuestSilent(Exception):
+    """The guest printed nothing on its console within the bound; qemu was killed."""
+
+
+def has_interpreter(elf):
+    """True if a 64-bit ELF has a PT_INTERP program header (it is dynamically linked)."""
+    phoff = int.from_bytes(elf[0x20:0x28], "little")
+    size, count = int.from_bytes(elf[0x36:0x38], "little"), int.from_bytes(elf[0x38:0x3a], "little")
+    return any(int.from_bytes(elf[phoff + i * size:phoff + i * size + 4], "little") == 3 for i in range(count))
+
+
+def busybox_initramfs(out, init_script, files=()):
+    """A newc initramfs whose /init is a busybox shell script (busybox-static from setup.sh).
+    files: (path in the archive, bytes, mode) added after it; their directories are made."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    with open(busybox, "rb") as f:
+        bb = f.read()
+    if has_interpreter(bb):
+        raise RuntimeError(f"{busybox} is dynamically linked: install busybox-static (scripts/setup.sh)")
+    c = Cpio()
+    made = set()
+    for d in ("bin", "dev", "proc", "sys", "run", "tmp"):
+        c.dir(d)
+        made.add(d)
+    c.chardev("dev/console", 5, 1)
+    c.file("bin/busybox", bb, 0o755)
+    c.file("init", ("#!/bin/busybox sh\n" + init_script).encode(), 0o755)
+    for path, data, mode in files:
+        parts = path.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in made:
+                c.dir(d)
+                made.add(d)
+        c.file(path, data, mode)
+    with open(out, "wb") as f:
+        f.write(c.finish())
+    return out
+
+
+class Probe:
+    """What probe_kvm saw: usable (bool), why (one line), seconds it took."""
+
+    def __init__(self, usable, why, seconds):
+        self.usable, self.why, self.seconds = usable, why, seconds
+
+
+def probe_kvm(kernel_dir=PINNED_KERNEL_DIR, within=PROBE_WITHIN, device="/dev/kvm"):
+    """Boot the pinned kernel under KVM with a tiny initramfs whose /init prints PROBE_MARKER
+    and powers off; KVM is usable only if the marker arrives within `within` seconds."""
+    t0 = time.monotonic()
+
+    def result(usable, why):
+        return Probe(usable, why, time.monotonic() - t0)
+
+    if not os.access(device, os.R_OK | os.W_OK):
+        return result(False, f"{device} is not there or not accessible")
+    try:
+        kernel = kernel_path(kernel_dir)
+    except FileNotFoundError as e:
+        return result(False, f"no kernel to probe with ({e})")
+    tmp = tempfile.mkdtemp(prefix="fi-kvm-probe-")
+    vm = None
+    try:
+        initrd = busybox_initramfs(os.path.join(tmp, "probe.cpio"),
+                                   f"/bin/busybox echo '{PROBE_MARKER}'\n/bin/busybox poweroff -f\n")
+        vm = Vm("kvm-probe", kernel, initrd, "console=ttyS0 panic=-1 quiet", memory=256, accel="kvm",
+                logdir=tmp, silent_within=None)
+        vm.start()
+        try:
+            t, _, _ = vm.wait_for(re.escape(PROBE_MARKER), within)
+            return result(True, f"the pinned kernel reached userspace under KVM in {t:.1f}s")
+        except TimeoutError:
+            return result(False, vm.stall("the marker", within, with_log=False))
+    except OSError as e:
+        return result(False, f"cannot run {QEMU}: {e}")
+    finally:
+        if vm:
+            vm.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_ACCEL = None  # (name, why), resolved once per process
+
+
+def accelerator():
+    """('kvm' or 'tcg', why) for VMs started with accel="auto": FLOWER_INIT_ACCEL when set
+    (empty counts as unset), else the probe's answer. Resolved once per process, which prints
+    one line saying which and why."""
+    global _ACCEL
+    if _ACCEL is None:
+        value = os.environ.get(ACCEL_ENV)
+        if value:
+            if value not in ("kvm", "tcg"):
+                raise ValueError(f"{ACCEL_ENV}={value!r} is not an accelerator: set it to kvm or tcg, "
+                                 "or unset it to let the probe decide")
+            _ACCEL = (value, f"{ACCEL_ENV}={value}")
+        else:
+            p = probe_kvm()
+            _ACCEL = ("kvm" if p.usable else "tcg", f"KVM probe, {p.seconds:.1f}s: {p.why}; {ACCEL_ENV}=kvm|tcg overrides")
+        print(f"qemu: accelerator {_ACCEL[0]} ({_ACCEL[1]})", file=sys.stderr, flush=True)
+    return _ACCEL
 
 
 def accel_args(accel="auto"):
-    """qemu flags for the accelerator; -cpu max under TCG (numpy 2 needs more than qemu64)."""
-    if accel == "kvm" or (accel == "auto" and kvm_usable()):
-        return ["-accel", "kvm", "-cpu", "host"], "kvm"
-    return ["-accel", "tcg", "-cpu", "max"], "tcg"
+    """(qemu flags, name, why) for the accelerator; -cpu max under TCG (numpy 2 needs more
+    than qemu64)."""
+    if accel == "auto":
+        accel, why = accelerator()
+    else:
+        why = "asked for"
+    if accel == "kvm":
+        return ["-accel", "kvm", "-cpu", "host"], "kvm", why
+    if accel == "tcg":
+        return ["-accel", "tcg", "-cpu", "max"], "tcg", why
+    raise ValueError(f"accelerator {accel!r}: kvm, tcg or auto")
 
 
 def kernel_path(kernel_dir):
-    """The pinned kernel `make kernel` extracted: KERNEL_DIR/boot/vmlinuz-<version>."""
+    """The kernel in an extracted package (`make kernel`: build/kernel): kernel_dir/boot/vmlinuz-<version>."""
     boot = os.path.join(kernel_dir, "boot")
     names = sorted(n for n in os.listdir(boot) if n.startswith("vmlinuz")) if os.path.isdir(boot) else []
     if not names:
@@ -94,23 +214,33 @@ class Nic:
 
 
 class Vm:
+    """One qemu process: serial console on stdout (the guest's lines), qemu's own messages on
+    stderr (logged apart, prefixed "[qemu]"), the human monitor on a unix socket."""
+
     def __init__(self, name, kernel, initrd, append, disks=(), cdrom=None, nics=(), machine="pc",
-                 memory=2048, smp=1, accel="auto", logdir="build/vm-logs", netns=None, extra=()):
+                 memory=2048, smp=1, accel="auto", logdir="build/vm-logs", netns=None, extra=(),
+                 silent_within=SILENT_WITHIN):
         self.name, self.kernel, self.initrd, self.append = name, kernel, initrd, append
         self.disks, self.cdrom, self.nics, self.machine = list(disks), cdrom, list(nics), machine
         self.memory, self.smp, self.accel, self.netns, self.extra = memory, smp, accel, netns, list(extra)
+        self.silent_within = silent_within
         os.makedirs(logdir, exist_ok=True)
         self.log_path = os.path.join(logdir, f"{name}.log")
         self.monitor_path = os.path.join(logdir, f"{name}.monitor")
-        self.lines = []  # (host seconds since start, text)
+        self.lines = []  # console: (host seconds since start, text)
+        self.qemu_lines = []  # qemu's stderr
+        self.console_bytes = 0
         self.lock = threading.Condition()
         self.proc = None
         self.t0 = None
-        self.accel_used = None
+        self.accel_used = self.accel_why = None
+        self.failure = None  # set when the watchdog killed a silent guest
+        self.readers = []
+        self.log = None
 
     def command(self):
-        accel, self.accel_used = accel_args(self.accel)
-        cmd = ["qemu-system-x86_64", *accel, "-M", self.machine, "-m", str(self.memory), "-smp", str(self.smp),
+        accel, self.accel_used, self.accel_why = accel_args(self.accel)
+        cmd = [QEMU, *accel, "-M", self.machine, "-m", str(self.memory), "-smp", str(self.smp),
                "-display", "none", "-vga", "none", "-nodefaults", "-no-reboot",
                "-serial", "stdio", "-monitor", f"unix:{self.monitor_path},server,nowait",
                "-kernel", self.kernel, "-initrd", self.initrd, "-append", self.append]
@@ -142,39 +272,96 @@ class Vm:
             os.unlink(self.monitor_path)
         cmd = self.command()
         self.log = open(self.log_path, "w", buffering=1)
-        self.log.write("# " + " ".join(cmd) + "\n")
+        self.log.write(f"# accelerator {self.accel_used} ({self.accel_why})\n# " + " ".join(cmd) + "\n")
         self.t0 = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        threading.Thread(target=self._reader, daemon=True).start()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.readers = [threading.Thread(target=self._reader, args=(self.proc.stdout, True), daemon=True),
+                        threading.Thread(target=self._reader, args=(self.proc.stderr, False), daemon=True)]
+        for r in self.readers:
+            r.start()
+        if self.silent_within:
+            threading.Thread(target=self._watchdog, daemon=True).start()
         return self
 
-    def _reader(self):
+    def _reader(self, stream, console):
         buf = b""
         while True:
-            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            chunk = os.read(stream.fileno(), 65536)
             if not chunk:
                 break
+            if console:
+                with self.lock:
+                    self.console_bytes += len(chunk)
+                    self.lock.notify_all()
             buf += chunk
             while b"\n" in buf:
                 raw, buf = buf.split(b"\n", 1)
-                self._line(raw)
+                self._line(raw, console)
         if buf:
-            self._line(buf)
+            self._line(buf, console)
         with self.lock:
             self.lock.notify_all()
 
-    def _line(self, raw):
+    def _line(self, raw, console):
         text = raw.decode("utf-8", "replace").rstrip("\r")
         # Strip terminal control sequences SeaBIOS prints.
         text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc", "", text)
         t = time.monotonic() - self.t0
         with self.lock:
-            self.lines.append((t, text))
+            (self.lines if console else self.qemu_lines).append((t, text))
+            if not self.log.closed:
+                self.log.write(f"{t:9.3f} {'' if console else '[qemu] '}{text}\n")
             self.lock.notify_all()
-        self.log.write(f"{t:9.3f} {text}\n")
+
+    def _watchdog(self):
+        """Kill qemu when the guest has printed nothing within silent_within seconds: a guest
+        that is not even printing the kernel's first line is stuck (a KVM that does not run
+        guests, a kernel that does not start), and no harness should wait its full timeout."""
+        deadline = self.t0 + self.silent_within
+        with self.lock:
+            while self.console_bytes == 0 and self.proc.poll() is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    hint = f"; if KVM does not run guests here, {ACCEL_ENV}=tcg forces TCG" if self.accel_used == "kvm" else ""
+                    self.failure = (f"{self.name}: the guest printed nothing on its console within "
+                                    f"{self.silent_within:.0f}s of qemu starting, under {self.accel_used} "
+                                    f"({self.accel_why}); qemu killed; console log {self.log_path}{hint}")
+                    self.log.write(f"{time.monotonic() - self.t0:9.3f} [harness] {self.failure}\n")
+                    self.proc.kill()
+                    self.lock.notify_all()
+                    return
+                self.lock.wait(min(left, 1.0))
+
+    def exit_status(self):
+        """'running', 'exited N' or 'killed by SIGNAME'."""
+        rc = self.proc.poll()
+        if rc is None:
+            return "running"
+        if rc < 0:
+            return f"killed by {signal.Signals(-rc).name}"
+        return f"exited {rc}"
+
+    def stall(self, what, timeout, with_log=True):
+        """Why `what` did not appear within timeout seconds, in one line: qemu's state and
+        last messages, what the guest printed, the console log."""
+        exited = self.proc.poll() is not None
+        if exited:
+            for r in self.readers:
+                r.join(2)  # qemu's last stderr lines say why it stopped
+        with self.lock:
+            n, last = len(self.lines), (self.lines[-1][1] if self.lines else None)
+            said = " / ".join(l.replace(f"{QEMU}: ", "") for _, l in self.qemu_lines[-2:])
+        printed = f"the guest printed {n} lines, the last {last!r}" if self.console_bytes else "the guest printed nothing"
+        said = f"; qemu said: {said}" if said else ""
+        log = f"; console log {self.log_path}" if with_log else ""
+        if exited:
+            return f"qemu {self.exit_status()} after {self.elapsed():.1f}s under {self.accel_used}, before {what}: {printed}{said}{log}"
+        return f"{what} did not come within {timeout:g}s under {self.accel_used}: {printed}{said}{log}"
 
     def wait_for(self, pattern, timeout, since=0):
-        """First console line at index >= since matching pattern: (host seconds, line, index)."""
+        """First console line at index >= since matching pattern: (host seconds, line, index).
+        TimeoutError when none comes in time or qemu exits; GuestSilent when the watchdog
+        killed a guest that printed nothing."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         i = since
@@ -185,12 +372,13 @@ class Vm:
                     if rx.search(line):
                         return t, line, i
                     i += 1
+                if self.failure:
+                    raise GuestSilent(self.failure)
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.proc.poll() is not None and i >= len(self.lines)):
-                    raise TimeoutError(f"{self.name}: no console line matching {pattern!r} within {timeout}s "
-                                       f"(qemu {'exited ' + str(self.proc.returncode) if self.proc.poll() is not None else 'running'}; "
-                                       f"log {self.log_path})")
+                    break
                 self.lock.wait(min(left, 1.0))
+        raise TimeoutError(f"{self.name}: " + self.stall(f"a console line matching {pattern!r}", timeout))
 
     def monitor(self, command):
         """Send one human-monitor command (e.g. system_powerdown) and return its reply."""
@@ -223,8 +411,13 @@ class Vm:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        if getattr(self, "log", None):
-            self.log.close()
+        for r in self.readers:
+            r.join(5)
+        for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
+            stream.close()
+        if self.log:
+            with self.lock:
+                self.log.close()
 
     def text(self):
         with self.lock:
