@@ -17,13 +17,13 @@ mod client;
 mod discover;
 mod error;
 pub mod model;
+mod partition;
 mod publish;
 pub mod wire;
 
 pub use client::{Client, Policy, Reply};
-pub use discover::{
-    Discovered, DiscoveryError, DiscoveryInput, PartitionOutcome, SuperLinkInfo, SuperLinkSource, discover,
-};
+pub use discover::{Discovered, DiscoveryError, DiscoveryInput, SuperLinkInfo, SuperLinkSource, discover};
+pub use partition::{Partition, PartitionOutcome, node_config, partition_for};
 pub use error::OneGateError;
 pub use model::{Nic, Node, RoleInfo, ServiceInfo, VmInfo};
 pub use publish::{

@@ -3,10 +3,12 @@
 
 use super::model::*;
 use super::resolver::{Problem, Resolver, Source};
-use super::{Framework, ImageFacts, LogLevel, NodeConfig, Role, Strategy, UseCase, values};
+use super::{ImageFacts, NodeConfig, values};
+use crate::vocab::{Framework, LogLevel, Role, Strategy, UseCase};
 use crate::context::Context;
 use crate::secret::Secret;
-use crate::tls::{OperatorPem, OperatorVar, San, TlsError};
+use super::{OperatorPem, OperatorVar};
+use crate::vocab::San;
 use crate::vars::{self, Applies};
 use serde_json::{Value as Json, json};
 use std::path::Path;
@@ -178,7 +180,7 @@ fn common(r: &mut Resolver, image: &ImageFacts) -> Option<Common> {
     let flower_version = image_value(
         r,
         "FLOWER_VERSION",
-        |s| values::semver(s).map(|_| s.trim().to_string()),
+        |s| crate::vocab::semver(s).map(|_| s.trim().to_string()),
         image.flower_version.clone(),
         "Flower version",
     );
@@ -374,7 +376,7 @@ fn superlink(r: &mut Resolver, onegate: &OneGate) -> Option<SuperLink> {
     let control_allow = r
         .value(
             "FL_CONTROL_ALLOW",
-            |v| crate::gateway::parse_cidr_list(v).map_err(|e| e.trim_start_matches("FL_CONTROL_ALLOW: ").to_string()),
+            |v| crate::vocab::parse_cidr_list(v).map_err(|e| e.trim_start_matches("FL_CONTROL_ALLOW: ").to_string()),
             |l| json!(l.iter().map(|c| c.to_string()).collect::<Vec<_>>()),
         )
         .map(Option::unwrap_or_default);
@@ -438,7 +440,7 @@ fn pem(r: &mut Resolver, var: OperatorVar, dir: &Path) -> Result<Option<Secret>,
         r.record(name, Json::Null, Source::Default);
         return Ok(None);
     };
-    match crate::tls::resolve_operator_value(var, &text, dir) {
+    match super::operator_value(&text, dir) {
         Ok(pem) => {
             let t = text.trim();
             let shown = if var == OperatorVar::Key {
@@ -451,11 +453,7 @@ fn pem(r: &mut Resolver, var: OperatorVar, dir: &Path) -> Result<Option<Secret>,
             r.record(name, json!(shown), source);
             Ok(Some(pem))
         }
-        Err(e) => {
-            let msg = match e {
-                TlsError::ResolveValue { reason, .. } => reason,
-                e => e.to_string(),
-            };
+        Err(msg) => {
             r.problem(name, Some(&text), msg);
             Err(())
         }
@@ -526,15 +524,14 @@ fn tls(r: &mut Resolver, role: Role, onegate: &OneGate) -> Option<Tls> {
     ok.then_some(tls)
 }
 
-/// FL_CERT_EXTRA_SANS by `tls`'s rules; every bad entry is named.
+/// FL_CERT_EXTRA_SANS by [`San::parse`]'s rules; every bad entry is named.
 fn parse_sans(s: &str) -> Result<Vec<San>, String> {
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for w in s.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty()) {
         match San::parse(w) {
             Ok(san) => out.push(san),
-            Err(TlsError::InvalidSan { value, reason }) => bad.push(format!("{value:?}: {reason}")),
-            Err(e) => bad.push(e.to_string()),
+            Err(reason) => bad.push(format!("{w:?}: {reason}")),
         }
     }
     if bad.is_empty() {

@@ -303,7 +303,7 @@ mod tests {
         assert_eq!(r.int("FL_NUM_ROUNDS"), Ok(Some(3)));
         assert_eq!(r.float("FL_TRIM_BETA"), Ok(Some(0.2)));
         assert_eq!(r.yes_no("FL_CHECKPOINT_ENABLED"), Ok(Some(false)));
-        assert_eq!(r.word::<crate::config::Strategy>("FL_STRATEGY"), Ok(Some(crate::config::Strategy::FedAvg)));
+        assert_eq!(r.word::<crate::vocab::Strategy>("FL_STRATEGY"), Ok(Some(crate::vocab::Strategy::FedAvg)));
         assert_eq!(
             r.value("FL_SUPERLINK_ADDRESS", super::super::values::host_port, |a| json!(a.to_string())),
             Ok(None)

@@ -45,7 +45,7 @@ impl ClientConn {
 
     /// The client address, IPv4-mapped IPv6 shown as IPv4 (per-address limits, logs, X-Forwarded-For).
     pub fn peer_ip(&self) -> IpAddr {
-        super::cidr::canonical(self.peer.ip())
+        crate::vocab::canonical(self.peer.ip())
     }
 
     /// Whether the TLS handshake is still running (always false without TLS).

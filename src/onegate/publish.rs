@@ -13,7 +13,8 @@
 use super::client::{Client, Policy};
 use super::wire::{self, HttpRequest};
 use super::{OneGateError, PUBLISH_BACKOFF_MAX};
-use crate::config::{Address, Role};
+use crate::config::Address;
+use crate::vocab::Role;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
