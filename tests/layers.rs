@@ -218,9 +218,9 @@ fn the_check_catches_an_upward_import_and_a_circle_and_skips_tests_and_comments(
     assert_eq!(
         got,
         [
+            "src/b/inner.rs: b imports a, which its row of the map does not list",
             "src/low.rs: low (layer 1 base) imports a (layer 2 mid): a lower layer may not import a higher one",
             "src/low.rs: low (layer 1 base) imports top (layer 3 top): a lower layer may not import a higher one",
-            "src/b/inner.rs: b imports a, which its row of the map does not list",
             "src/top.rs: top imports a, which its row of the map does not list",
             "import circle within a layer: a -> b -> a",
         ]
