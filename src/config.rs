@@ -9,7 +9,7 @@ mod network;
 mod nodeconfig;
 mod pem;
 mod resolve;
-mod resolver;
+mod reader;
 pub mod values;
 
 pub use model::{
@@ -19,7 +19,7 @@ pub use model::{
 pub use nodeconfig::{NodeConfig, NodeValue};
 pub use pem::{OperatorPem, OperatorVar, decode_base64_pem, operator_value};
 pub use resolve::{Rejected, Resolved, resolve};
-pub use resolver::{Problem, Source, show_value};
+pub use reader::{Problem, Source, show_value};
 
 use crate::vocab::{Framework, Role, UseCase};
 use serde::{Deserialize, Serialize};

@@ -58,10 +58,5 @@ pub fn client_from_config(og: &crate::config::OneGate) -> Option<Client> {
     }
 }
 
-/// What /status shows for OneGate when it is not used at all, and why.
-pub fn status_disabled(reason: &str) -> serde_json::Value {
-    serde_json::json!({ "enabled": false, "reason": reason })
-}
-
 #[cfg(test)]
 mod tests;

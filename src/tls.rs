@@ -158,17 +158,6 @@ pub fn superlink_generated(
     superlink::provision_at(state_dir, runtime_dir, sans, user, unix_now())
 }
 
-/// [`superlink_generated`] at a given time (tests: reboots a year later).
-pub fn superlink_generated_at(
-    state_dir: &Path,
-    runtime_dir: &Path,
-    sans: &[San],
-    user: ContainerUser,
-    now: i64,
-) -> Result<SuperLinkTls, TlsError> {
-    superlink::provision_at(state_dir, runtime_dir, sans, user, now)
-}
-
 /// SuperLink with operator certificates: validate them (see [`validate_operator`]; the SANs
 /// must cover 127.0.0.1 and every address in `endpoints`, the ones published to OneGate) and
 /// copy them into `runtime_dir`.

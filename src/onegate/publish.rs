@@ -329,15 +329,6 @@ impl Publisher {
         }
     }
 
-    /// [`Publisher::state`] as JSON, with `"enabled": true`.
-    pub fn status_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self.state()).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.insert("enabled".into(), true.into());
-        }
-        v
-    }
-
     /// Wait up to `timeout` until nothing is pending or in flight; true if so.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

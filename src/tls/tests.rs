@@ -43,7 +43,7 @@ fn sans_for(nics: &[&str]) -> Vec<San> {
 
 fn boot(d: &Dirs, sans: &[San], now: i64) -> SuperLinkTls {
     require_root();
-    superlink_generated_at(&d.state, &d.run, sans, ContainerUser::FLOWER, now).unwrap()
+    superlink::provision_at(&d.state, &d.run, sans, ContainerUser::FLOWER, now).unwrap()
 }
 
 fn facts_of(path: &Path) -> CertFacts {
