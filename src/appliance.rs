@@ -8,7 +8,7 @@
 //! | `steps.rs` | the recorder ([`Boot::step`]), [`Layout`], staying up failed |
 //! | `inputs.rs` | `context`, `validate` (both boot scripts) |
 //! | `network.rs` | `network` |
-//! | `publish.rs` | OneGate: started early, `publish` (READY), FL_ERROR of any failure |
+//! | `publication.rs`, `publish.rs` | OneGate: the publisher held to power-off; started early, `publish` (READY), FL_ERROR of any failure |
 //! | `trust.rs` | `tls` (SuperLink), `discovery` and `tls` (SuperNode) |
 //! | `spec.rs`, `workload.rs` | `container`, `flower` (`/health`), restart, stop |
 //! | `expose.rs` | `gateway` (SuperLink) |
@@ -28,6 +28,7 @@
 mod expose;
 mod inputs;
 mod network;
+mod publication;
 mod publish;
 mod report;
 mod run;

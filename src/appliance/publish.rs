@@ -9,37 +9,6 @@ use crate::error::Result;
 use crate::onegate::{self, Publisher};
 use crate::vocab::Role;
 use std::net::IpAddr;
-use std::time::Duration;
-
-/// The publisher (when OneGate is configured) and who this VM is, for FL_ERROR.
-#[derive(Default)]
-pub struct OneGate {
-    publisher: Option<Publisher>,
-    /// Known once validated (or from a refused context, when it says).
-    role: Option<Role>,
-    flower_version: Option<String>,
-}
-
-impl OneGate {
-    /// The publisher, when OneGate is used.
-    pub fn publisher(&self) -> Option<&Publisher> {
-        self.publisher.as_ref()
-    }
-
-    /// Queue `(name, value)` pairs (FL_RUN_*), when OneGate is used.
-    pub fn set_pairs<K: AsRef<str>, V: AsRef<str>>(&self, pairs: impl IntoIterator<Item = (K, V)>) {
-        if let Some(p) = &self.publisher {
-            p.set_pairs(pairs);
-        }
-    }
-
-    /// Let the publisher get its last PUT out (bounded), at shutdown.
-    pub fn stop(self) {
-        if let Some(p) = self.publisher {
-            p.stop(Duration::from_secs(2));
-        }
-    }
-}
 
 /// Start publishing when the context configures OneGate; otherwise `/status` says why not.
 pub fn start(boot: &mut Boot, og: &config::OneGate, missing: &str, role: Option<Role>, flower_version: Option<&str>) {

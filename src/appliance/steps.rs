@@ -4,7 +4,7 @@
 //! event loop, where things are ([`Layout`]), the mounts to undo, OneGate, the `/status`
 //! report.
 
-use super::publish::OneGate;
+use super::publication::Publication;
 use super::report::Report;
 use crate::error::Result;
 use crate::power::{self, Mode, Pid1};
@@ -94,7 +94,7 @@ pub struct Boot {
     /// What the GPU step found (SuperNode with FL_GPU_ENABLED).
     pub gpus: Option<crate::gpu::Gpus>,
     /// OneGate publication, from the moment the context says where OneGate is to power-off.
-    pub onegate: OneGate,
+    pub onegate: Publication,
     /// The `/status` sections, typed; [`Boot::show`] serves them.
     pub report: Report,
     /// The port asked of the health server that listens (FL_HEALTH_PORT may move it later).
@@ -103,7 +103,7 @@ pub struct Boot {
 
 impl Boot {
     pub fn new(sv: Supervisor, layout: Layout, pid1: Option<Pid1>) -> Boot {
-        Boot { sv, layout, mounts: Vec::new(), pid1, gpus: None, onegate: OneGate::default(), report: Report::default(), health_port: None }
+        Boot { sv, layout, mounts: Vec::new(), pid1, gpus: None, onegate: Publication::default(), report: Report::default(), health_port: None }
     }
 
     /// Run one named step, timing it into the timeline and logging its outcome. An error marks
