@@ -189,7 +189,13 @@ impl Boot {
             onegate.stop();
             code
         });
-        code.unwrap_or(if failed { 1 } else { 0 })
+        match code {
+            // Stopped while failing (a Flower that cannot run, caught between two restarts): say
+            // so, even when the container of the moment stopped cleanly on our SIGTERM.
+            Some(0) | None if failed => 1,
+            Some(c) => c,
+            None => 0,
+        }
     }
 }
 
