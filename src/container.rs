@@ -23,7 +23,7 @@ pub mod runc;
 pub use oci::{Controllers, Limits, Spec, config_json, nofile_hard, write_bundle};
 pub use output::OutputRing;
 pub use rootfs::{ROOTFS_DIR, bind_rootfs, prepare_state_dir};
-pub use runc::{Runc, State, Status, cleanup_stale, cleanup_stale_with, parse_list, parse_state, run_blocking};
+pub use runc::{Runc, State, Status, cleanup_stale, parse_list, parse_state};
 
 /// A device node given to the container: an entry in `linux.devices` plus an allow rule in
 /// `linux.resources.devices` (everything else stays denied). Produced by `gpu` for GPU nodes.
@@ -52,8 +52,9 @@ pub const CONTAINER_UID: u32 = 49999;
 pub const CONTAINER_GID: u32 = 49999;
 /// HOME inside the container (a tmpfs owned by [`CONTAINER_UID`]).
 pub const HOME_DIR: &str = "/app";
-/// The state directory inside the container (Flower's `--database`, checkpoints).
-pub const STATE_DIR: &str = "/state";
+/// The state directory inside the container (Flower's `--database`, checkpoints); on the host
+/// it is `vocab::STATE_DIR`'s `flower/` subdirectory.
+pub const CONTAINER_STATE_DIR: &str = "/state";
 /// The data directory inside the container (read-only).
 pub const DATA_DIR: &str = "/app/data";
 /// The directory of the TLS files inside the container.
@@ -65,8 +66,6 @@ pub const VENV_BIN: &str = "/opt/flower/venv/bin";
 /// flwr-clientapp are re-parented to the namespace's pid 1), forwards signals, exits with
 /// Flower's status. Debian's `tini` package, in the image.
 pub const CONTAINER_INIT: &str = "/usr/bin/tini";
-/// runc's state directory (on tmpfs, as runc wants).
-pub const RUNC_ROOT: &str = "/run/flower-init/runc";
 
 #[cfg(test)]
 mod tests;

@@ -10,7 +10,7 @@ pub mod probe;
 pub use probe::{ProbeError, ProbeTls, Prober, health_request, parse_response, probe};
 
 use crate::config::Isolation;
-use crate::container::{CERTS_DIR, STATE_DIR, VENV_BIN};
+use crate::container::{CERTS_DIR, CONTAINER_STATE_DIR, VENV_BIN};
 use std::time::Duration;
 
 /// Flower's HTTP port (Fleet, Control, Runtime APIs and `/health`).
@@ -19,7 +19,7 @@ pub const SUPERLINK_PORT: u16 = 8000;
 pub const SUPERNODE_RUNTIME_PORT: u16 = 9094;
 /// The SQLite state of the SuperLink on the state directory (as the container sees it).
 pub fn default_database() -> String {
-    format!("{STATE_DIR}/state.db")
+    format!("{CONTAINER_STATE_DIR}/state.db")
 }
 
 /// TLS files of the SuperLink, as paths inside the container.

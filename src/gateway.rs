@@ -25,7 +25,6 @@
 mod body;
 mod bufsock;
 pub mod chunked;
-mod cidr;
 mod cli;
 mod conn;
 pub mod http;
@@ -37,12 +36,12 @@ mod upstream;
 mod worker;
 mod workers;
 
-pub use cidr::{any_contains, loopback, parse_cidr_list, Cidr, CONTROL_ALLOW_VAR};
 pub use cli::cli;
 pub use route::{Api, Port};
 pub use stats::{Reject, Stats, UpstreamError};
 
 use crate::error::{Ctx, Error, Result};
+use crate::vocab::{CONTROL_ALLOW_VAR, Cidr};
 use reactor::{Done, Listener, Reactor};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -167,7 +166,7 @@ impl ControlConfig {
 
     /// Who may connect: `allow`, or loopback when it is empty.
     fn effective_allow(&self) -> Vec<Cidr> {
-        if self.allow.is_empty() { cidr::loopback() } else { self.allow.clone() }
+        if self.allow.is_empty() { crate::vocab::loopback() } else { self.allow.clone() }
     }
 }
 

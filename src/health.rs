@@ -391,7 +391,7 @@ fn reason(code: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Outcome, Phase};
+    use crate::status::Outcome;
 
     fn req(s: &str) -> Parsed {
         parse_request(s.as_bytes(), 4096)
@@ -429,14 +429,14 @@ mod tests {
     #[test]
     fn health_answers_follow_the_status() {
         let mut st = Status::default();
-        st.timeline.begin("network", Duration::from_secs(1));
+        st.begin("network", Duration::from_secs(1));
         let r = text(respond("GET", "/health", &st, &Stats::default()));
         assert!(r.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{r}");
         assert!(r.ends_with("\r\n\r\nbooting: network\n"), "{r}");
         assert!(r.contains("Connection: close\r\n"));
         assert!(r.contains("Content-Length: 17\r\n"));
-        st.timeline.end(0, Duration::from_secs(2), Outcome::Ok, "");
-        st.phase = Phase::Ready;
+        st.end(0, Duration::from_secs(2), Outcome::Ok, "");
+        st.ready();
         let r = text(respond("GET", "/health", &st, &Stats::default()));
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nready\n"), "{r}");
         st.fail("validate", "FL_NUM_ROUNDS='0': must be an integer >= 1");
@@ -446,7 +446,8 @@ mod tests {
 
     #[test]
     fn head_has_headers_only() {
-        let st = Status { phase: Phase::Ready, ..Status::default() };
+        let mut st = Status::default();
+        st.ready();
         let r = text(respond("HEAD", "/health", &st, &Stats::default()));
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.contains("Content-Length: 6\r\n") && r.ends_with("\r\n\r\n"), "{r}");
     }
@@ -454,7 +455,7 @@ mod tests {
     #[test]
     fn status_is_the_json_document() {
         let mut st = Status::default();
-        st.sections.insert("supervise".into(), serde_json::json!({"pid": 7}));
+        st.set_sections(&serde_json::json!({"supervise": {"pid": 7}}));
         let r = text(respond("GET", "/status", &st, &Stats { accepted: 3, ..Stats::default() }));
         assert!(r.starts_with("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"), "{r}");
         let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
@@ -480,7 +481,8 @@ mod tests {
         let cfg = Config { max_clients: 2, timeout: Duration::from_millis(300), ..Config::on(Ipv4Addr::LOCALHOST.into(), 0) };
         let mut srv = Server::bind(&cfg).unwrap();
         let addr = srv.local_addr();
-        let st = Status { phase: Phase::Ready, ..Status::default() };
+        let mut st = Status::default();
+        st.ready();
         // Three idle connections: the third evicts the first.
         let idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
         let turn = |srv: &mut Server, st: &Status| {

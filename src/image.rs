@@ -6,14 +6,18 @@
 //! config may set, with their TOML types and defaults (so no TOML parser is needed at boot).
 //! Every error names the file and the field.
 //!
-//! This is the one reader of the manifest: `config::ImageFacts::load` (used by `check`) is
-//! [`load_file`] keeping only the facts.
+//! This is the one reader of the manifest: boot and `check` take [`load_file`]'s facts.
 
-use crate::config::{Framework, IMAGE_MANIFEST, ImageFacts, Role, UseCase};
+use crate::config::ImageFacts;
 use crate::error::{Error, Result};
-use serde_json::{Map, Value};
 use crate::runconfig::{AppSchema, Value as RunValue};
+use crate::vocab::{Framework, Role, UseCase};
+use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+
+/// Where the running image's manifest is (written by `make image`); `check` reads it when no
+/// `--image` is given.
+pub const IMAGE_MANIFEST: &str = "/etc/flower-init/image.json";
 
 /// Where the manifest is, relative to the image root ([`IMAGE_MANIFEST`] without its `/`).
 pub fn manifest_path_at(root: &Path) -> PathBuf {
@@ -48,11 +52,6 @@ pub struct App {
     pub config: AppSchema,
 }
 
-/// Read the manifest of the running image ([`IMAGE_MANIFEST`]).
-pub fn load() -> Result<Manifest> {
-    load_file(Path::new(IMAGE_MANIFEST))
-}
-
 /// Read the manifest of the image whose root is `root` (tests, the host's unpacked rootfs).
 pub fn load_at(root: &Path) -> Result<Manifest> {
     load_file(&manifest_path_at(root))
@@ -71,7 +70,7 @@ pub fn parse(text: &str) -> std::result::Result<Manifest, String> {
     let top = v.as_object().ok_or("not a JSON object")?;
     let f = Fields { obj: top, at: "" };
     let flower_version = f.string("flower_version")?;
-    crate::config::values::semver(&flower_version).map_err(|e| format!("field flower_version: {e}"))?;
+    crate::vocab::semver(&flower_version).map_err(|e| format!("field flower_version: {e}"))?;
     let framework: Framework = f.word("framework")?;
     let mut use_cases = Vec::new();
     for (i, u) in f.array("use_cases")?.iter().enumerate() {

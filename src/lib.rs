@@ -1,16 +1,23 @@
 //! flower-init as a library: every concern is a module, so tests and the fuzz target can call
 //! the same code the binary runs. `main.rs` only calls [`cli::run`].
 //!
-//! Failure policy by phase (see README "How it fails"):
-//! - before the workload starts, a failing step is recorded in [`status`], reported to OneGate
-//!   as FL_ERROR where possible, and the init *stays up* answering 503 on the health port;
-//! - once supervision has started, nothing exits: errors are logged and retried;
-//! - a panic logs, syncs and powers the VM off ([`power`]) instead of a kernel panic.
+//! The modules stand in layers, lowest first; a module imports only from its own layer (without
+//! circles) and the layers below. The map, one line per module, is in docs/HACKING.md
+//! ("Module map"); `tests/layers.rs` fails when an import breaks it.
+//!
+//! - base: [`vocab`], [`error`], [`secret`], [`fsutil`], [`logger`], [`status`], [`args`]
+//! - machine: [`context`], [`cdrom`], [`net`], [`mount`], [`kmod`], [`acpi`], [`health`],
+//!   [`supervisor`], [`power`], [`container`], [`gpu`]
+//! - configuration: [`vars`], [`config`]
+//! - services: [`tls`], [`runconfig`], [`image`], [`flower`], [`onegate`], [`oneflow`], [`gateway`]
+//! - boot: [`appliance`], then the two boot scripts [`pid1`] and [`service`]
+//! - commands: [`cli`] (the dispatcher), [`check`], [`supervise`]
 
 pub mod acpi;
 pub mod appliance;
-pub mod boot;
+pub mod args;
 pub mod cdrom;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod container;
@@ -28,10 +35,14 @@ pub mod mount;
 pub mod net;
 pub mod oneflow;
 pub mod onegate;
+pub mod pid1;
 pub mod power;
 pub mod runconfig;
 pub mod secret;
+pub mod service;
 pub mod status;
+pub mod supervise;
 pub mod supervisor;
 pub mod tls;
 pub mod vars;
+pub mod vocab;

@@ -1,21 +1,17 @@
-//! The OneFlow service template (7.x and 6.x formats) and partition assignment from the
-//! service's node list. Issue #4.
+//! The OneFlow service template (7.x and 6.x formats). Issue #4.
 //!
-//! - [`template`]: `flower-init oneflow-template [--one6]`, generated from `crate::vars`; the
-//!   committed `oneflow/flower-7.json` and `oneflow/flower-6.json` are its output (a test keeps
-//!   them equal and checks them against `service_template.rb`'s schema rules).
-//! - [`partition`]: `partition-id`/`num-partitions` for a SuperNode whose FL_NODE_CONFIG is
-//!   empty, from its index in its role (see there for the order and the count).
+//! [`template`]: `flower-init oneflow-template [--one6]`, generated from `crate::vars`; the
+//! committed `oneflow/flower-7.json` and `oneflow/flower-6.json` are its output (a test keeps
+//! them equal and checks them against `service_template.rb`'s schema rules). The partition a
+//! SuperNode trains on is computed from OneGate's service view: `crate::onegate::partition`.
 
-mod partition;
 mod template;
 
-pub use partition::{Partition, PartitionOutcome, node_config, partition_for};
 pub use template::{
     Format, NETWORK, SUPERLINK, SUPERNODE, SUPERNODES, TemplateIds, input_spec, render, service_template,
 };
 
-use crate::cli::{Args, EXIT_USAGE};
+use crate::args::{Args, EXIT_USAGE};
 
 const USAGE: &str = "\
 usage: flower-init oneflow-template [--one6] [--superlink-template ID] [--supernode-template ID]

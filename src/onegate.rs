@@ -17,13 +17,13 @@ mod client;
 mod discover;
 mod error;
 pub mod model;
+mod partition;
 mod publish;
 pub mod wire;
 
 pub use client::{Client, Policy, Reply};
-pub use discover::{
-    Discovered, DiscoveryError, DiscoveryInput, PartitionOutcome, SuperLinkInfo, SuperLinkSource, discover,
-};
+pub use discover::{Discovered, DiscoveryError, DiscoveryInput, SuperLinkInfo, SuperLinkSource, discover};
+pub use partition::{Partition, PartitionOutcome, node_config, partition_for};
 pub use error::OneGateError;
 pub use model::{Nic, Node, RoleInfo, ServiceInfo, VmInfo};
 pub use publish::{
@@ -56,11 +56,6 @@ pub fn client_from_config(og: &crate::config::OneGate) -> Option<Client> {
         (Some(e), Some(vmid), Some(token)) => Some(Client::new(e, vmid, token.clone())),
         _ => None,
     }
-}
-
-/// What /status shows for OneGate when it is not used at all, and why.
-pub fn status_disabled(reason: &str) -> serde_json::Value {
-    serde_json::json!({ "enabled": false, "reason": reason })
 }
 
 #[cfg(test)]

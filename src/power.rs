@@ -7,7 +7,6 @@
 //! (`flower-init boot`/`supervise`, maybe PID 1 of a PID namespace only) never holds one: it
 //! signals its own children's process groups, reaps, and returns an exit code.
 
-use crate::status::Phase;
 use crate::supervisor::Supervisor;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
@@ -94,7 +93,7 @@ pub fn shutdown(
     plan: &Plan,
     stop_workload: impl FnOnce(&mut Supervisor, Duration) -> Option<i32>,
 ) -> Option<i32> {
-    sv.status.phase = Phase::ShuttingDown; // /health answers 503 from here on
+    sv.status_mut().shutting_down(); // /health answers 503 from here on
     log::info!("shutting down: stopping the workload ({}s grace)", plan.grace.as_secs_f32());
     let code = stop_workload(sv, plan.grace);
     match mode {

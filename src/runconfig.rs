@@ -11,7 +11,8 @@
 //! only that a key is declared (`[code: 15] Invalid run configuration.`), never its type, so
 //! [`AppSchema::validate`] checks both, before submission, naming key, value and type.
 
-use crate::config::{Strategy, SuperLink, UseCase};
+use crate::config::SuperLink;
+use crate::vocab::{Strategy, UseCase};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -402,7 +403,7 @@ pub use flwr::*;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Strategy as FlStrategy;
+    use crate::vocab::Strategy as FlStrategy;
     use proptest::prelude::{Strategy as _, any, proptest};
 
     /// flwr 1.42 `parse_config_args`: the same regex, then TOML, then flattening with ".".

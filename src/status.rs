@@ -1,12 +1,13 @@
 //! What the init knows about itself: the boot timeline and the state served on the health port.
 //!
-//! The boot sequence records each step here ([`Timeline`]); the health server renders
-//! `GET /health` from [`Status::health`] and `GET /status` from [`Status::to_json`]. Other
-//! concerns (OneGate publication, the container, the training run, the gateway) report into
-//! [`Status::sections`] under their own key, so this type does not grow a field per module.
+//! The boot sequence records each step here ([`Status::begin`], [`Status::end`]); the health
+//! server renders `GET /health` from [`Status::health`] and `GET /status` from
+//! [`Status::to_json`]. What the concerns report (OneGate, the container, the run, the
+//! gateway...) is one typed document owned by whoever runs them (the appliance's report,
+//! `supervise`'s), set whole with [`Status::set_sections`], so this type does not grow a
+//! field per module and nothing inserts keys into it piecemeal.
 
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How a step ended.
@@ -90,13 +91,14 @@ pub enum Phase {
 /// Everything `/health` and `/status` show.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
-    pub phase: Phase,
+    phase: Phase,
     /// The step that failed and why (set with `Phase::Failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure: Option<Failure>,
-    pub timeline: Timeline,
-    /// Per-concern details, e.g. `"onegate"`, `"container"`, `"run"`, `"gateway"`.
-    pub sections: BTreeMap<String, serde_json::Value>,
+    failure: Option<Failure>,
+    timeline: Timeline,
+    /// Per-concern details (`"onegate"`, `"container"`, `"run"`, `"gateway"`...): one object,
+    /// serialised from its owner's typed struct by [`Status::set_sections`].
+    sections: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,11 +109,52 @@ pub struct Failure {
 
 impl Default for Status {
     fn default() -> Self {
-        Status { phase: Phase::Booting, failure: None, timeline: Timeline::default(), sections: BTreeMap::new() }
+        Status { phase: Phase::Booting, failure: None, timeline: Timeline::default(), sections: serde_json::Value::Object(Default::default()) }
     }
 }
 
 impl Status {
+    /// Where the appliance is.
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The failed step and why, while failed.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
+    }
+
+    /// The boot steps so far.
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
+    /// Open step `name` at `now` (seconds since boot); its index for [`Status::end`].
+    pub fn begin(&mut self, name: &str, now: Duration) -> usize {
+        self.timeline.begin(name, now)
+    }
+
+    /// Close step `idx` at `now`.
+    pub fn end(&mut self, idx: usize, now: Duration, outcome: Outcome, detail: impl Into<String>) {
+        self.timeline.end(idx, now, outcome, detail)
+    }
+
+    /// Serving: `/health` answers 200 (and a failure that was being retried is over).
+    pub fn ready(&mut self) {
+        self.phase = Phase::Ready;
+        self.failure = None;
+    }
+
+    /// Stopping: `/health` answers 503 from here on.
+    pub fn shutting_down(&mut self) {
+        self.phase = Phase::ShuttingDown;
+    }
+
+    /// Replace the per-concern sections with `sections` (a struct whose fields are the keys).
+    pub fn set_sections(&mut self, sections: &impl Serialize) {
+        self.sections = serde_json::to_value(sections).unwrap_or_default();
+    }
+
     /// Mark the boot failed at `step`: `/health` turns 503 with this reason.
     pub fn fail(&mut self, step: &str, reason: impl Into<String>) {
         self.phase = Phase::Failed;
@@ -145,15 +188,16 @@ mod tests {
     #[test]
     fn health_follows_phase() {
         let mut st = Status::default();
-        let i = st.timeline.begin("context", Duration::from_millis(1500));
+        let i = st.begin("context", Duration::from_millis(1500));
         assert_eq!(st.health(), (503, "booting: context".into()));
-        st.timeline.end(i, Duration::from_millis(1750), Outcome::Failed, "");
+        st.end(i, Duration::from_millis(1750), Outcome::Failed, "");
         st.fail("validate", "FL_NUM_ROUNDS='0': must be an integer >= 1");
         assert_eq!(st.health().0, 503);
         assert!(st.health().1.contains("FL_NUM_ROUNDS"));
-        st.phase = Phase::Ready;
+        st.ready();
         assert_eq!(st.health(), (200, "ready".into()));
-        assert!((st.timeline.steps[0].duration_s.unwrap() - 0.25).abs() < 1e-9);
+        assert!(st.failure().is_none());
+        assert!((st.timeline().steps[0].duration_s.unwrap() - 0.25).abs() < 1e-9);
         assert!(st.to_json().contains("\"phase\": \"ready\""));
     }
 }

@@ -13,7 +13,6 @@
 //! the loop turning by calling [`Supervisor::run`], [`Supervisor::run_until`] or
 //! [`Supervisor::sleep`] instead of blocking.
 
-mod cli;
 mod output;
 mod pipes;
 mod policy;
@@ -23,7 +22,6 @@ mod spawn;
 pub(crate) mod tests;
 mod waker;
 
-pub use cli::cli_supervise;
 pub use output::{LineBuf, MAX_LINE};
 pub use reaper::{SIGRTMIN_PLUS_4, SignalsBlocked, become_subreaper, block_signals, signal_name};
 pub use waker::Waker;
@@ -41,7 +39,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use reaper::group_alive;
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// Lines of [`Output::Events`] children kept while nobody takes them; older ones are dropped.
@@ -109,25 +107,10 @@ pub enum Event {
     Shutdown(ShutdownReason),
     /// A timer fired.
     Timer(TimerId),
-    /// An fd registered with [`Supervisor::watch_fd`] is readable (or hung up). It is not
-    /// polled again until [`Supervisor::rearm`], so an fd nobody reads cannot spin the loop.
-    Ready(WatchId),
     /// A [`Waker`] was woken (by another thread) since this event was last taken.
     Woken,
 }
 
-/// An fd registered with [`Supervisor::watch_fd`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct WatchId(u64);
-
-#[derive(Debug)]
-struct Watch {
-    id: WatchId,
-    name: String,
-    fd: OwnedFd,
-    /// Reported ready and not re-armed yet.
-    fired: bool,
-}
 
 /// What a helper started with [`Supervisor::run`] did.
 #[derive(Debug, Clone)]
@@ -196,15 +179,15 @@ enum Token {
     Signal,
     Waker,
     Acpi,
-    Watch(WatchId),
     Pipe(u64),
     Health(crate::health::Token),
 }
 
 /// The reaper, signal handler, health server and timer wheel of flower-init.
 pub struct Supervisor {
-    /// What `/health` and `/status` serve; boot code updates it between loop turns.
-    pub status: Status,
+    /// What `/health` and `/status` serve; its owner updates it between loop turns
+    /// ([`Supervisor::status_mut`]).
+    status: Status,
     sfd: SignalFd,
     children: HashMap<Pid, Child>,
     /// Process groups (= sessions: children call setsid) of the children we started, for the
@@ -218,7 +201,6 @@ pub struct Supervisor {
     next_id: u64,
     health: Option<crate::health::Server>,
     acpi: Option<crate::acpi::Listener>,
-    watches: Vec<Watch>,
     waker: Option<waker::WakeFd>,
     shutdown: Option<ShutdownReason>,
     forward_to: Option<Pid>,
@@ -244,7 +226,6 @@ impl Supervisor {
             next_id: 0,
             health: None,
             acpi: None,
-            watches: Vec::new(),
             waker: None,
             shutdown: None,
             forward_to: None,
@@ -275,36 +256,14 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Poll `fd` in the loop too: when it is readable (or hung up), [`Event::Ready`] is queued
-    /// and [`Supervisor::is_ready`] turns true; the fd is then left alone until
-    /// [`Supervisor::rearm`], after the caller has read it. The supervisor owns the fd.
-    pub fn watch_fd(&mut self, name: &str, fd: OwnedFd) -> WatchId {
-        let id = WatchId(self.next_id());
-        self.watches.push(Watch { id, name: name.to_string(), fd, fired: false });
-        id
+    /// What `/health` and `/status` serve.
+    pub fn status(&self) -> &Status {
+        &self.status
     }
 
-    /// The watched fd, to read from.
-    pub fn watched_fd(&self, id: WatchId) -> Option<BorrowedFd<'_>> {
-        self.watches.iter().find(|w| w.id == id).map(|w| w.fd.as_fd())
-    }
-
-    /// It was reported ready and not re-armed yet (usable in `run_until` conditions).
-    pub fn is_ready(&self, id: WatchId) -> bool {
-        self.watches.iter().any(|w| w.id == id && w.fired)
-    }
-
-    /// Poll it again (call after reading what made it ready).
-    pub fn rearm(&mut self, id: WatchId) {
-        if let Some(w) = self.watches.iter_mut().find(|w| w.id == id) {
-            w.fired = false;
-        }
-    }
-
-    /// Stop watching; gives the fd back.
-    pub fn unwatch_fd(&mut self, id: WatchId) -> Option<OwnedFd> {
-        let i = self.watches.iter().position(|w| w.id == id)?;
-        Some(self.watches.swap_remove(i).fd)
+    /// The served status, to record a step, a failure or the sections.
+    pub fn status_mut(&mut self) -> &mut Status {
+        &mut self.status
     }
 
     /// A handle other threads use to make the loop turn (created on first use).
@@ -487,10 +446,6 @@ impl Supervisor {
                 tokens.push(Token::Acpi);
                 fds.push(PollFd::new(a.as_fd(), PollFlags::POLLIN));
             }
-            for w in self.watches.iter().filter(|w| !w.fired) {
-                tokens.push(Token::Watch(w.id));
-                fds.push(PollFd::new(w.fd.as_fd(), PollFlags::POLLIN));
-            }
             for p in &self.pipes {
                 tokens.push(Token::Pipe(p.id));
                 fds.push(PollFd::new(p.fd.as_fd(), PollFlags::POLLIN));
@@ -519,7 +474,6 @@ impl Supervisor {
                 Token::Signal => self.on_signals(),
                 Token::Waker => self.on_wake(),
                 Token::Acpi => self.on_acpi(),
-                Token::Watch(id) => self.on_watch(id),
                 Token::Pipe(id) => self.on_pipe(id),
                 Token::Health(tok) => {
                     if let Some(h) = self.health.as_mut() {
@@ -537,7 +491,7 @@ impl Supervisor {
         self.events.extend(due.into_iter().map(|(_, id)| Event::Timer(id)));
     }
 
-    /// Ids for pipes, timers and watches, unique for the life of the loop.
+    /// Ids for pipes and timers, unique for the life of the loop.
     fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
@@ -548,15 +502,6 @@ impl Supervisor {
         let woken = self.waker.as_ref().is_some_and(|w| w.clear());
         if woken && !self.events.iter().any(|e| *e == Event::Woken) {
             self.events.push_back(Event::Woken);
-        }
-    }
-
-    /// A watched fd is ready: report it once and stop polling it until re-armed.
-    fn on_watch(&mut self, id: WatchId) {
-        if let Some(w) = self.watches.iter_mut().find(|w| w.id == id) {
-            w.fired = true;
-            log::trace!("{} is ready", w.name);
-            self.events.push_back(Event::Ready(id));
         }
     }
 

@@ -4,7 +4,7 @@
 //! - SuperLink, no operator certificates: [`superlink_generated`] makes (first boot) or reuses
 //!   an ECDSA P-256 CA and server certificate in a state directory, re-issuing the server
 //!   certificate when its SAN set changes or it nears expiry ([`superlink`]).
-//! - SuperLink, FL_SSL_*: [`operator_pem_from_context`] resolves the three values,
+//! - SuperLink, FL_SSL_*: `config` resolves the three values (`config::operator_value`),
 //!   [`superlink_operator`] validates them (chain, dates, key, SANs, a real handshake).
 //! - SuperNode: [`decide_supernode`] applies DESIGN.md's decision order, [`supernode_trust`]
 //!   validates the CA and writes it for `--root-certificates`.
@@ -26,14 +26,16 @@ mod x509;
 
 pub use error::TlsError;
 pub use issue::{BACKDATE_SECS, CA_VALIDITY_DAYS, RENEW_BEFORE_DAYS, SERVER_VALIDITY_DAYS};
-pub use names::{parse_extra_sans, server_sans, San};
-pub use operator::{operator_pem_from_context, resolve_operator_value, validate_operator, OperatorPem, OperatorVar, ValidOperator};
+pub use names::{parse_extra_sans, parse_san, server_sans};
+pub use operator::{validate_operator, ValidOperator};
 pub use superlink::{CaOutcome, ServerOutcome};
 pub use supernode::{decide_supernode, CaSource, InsecureReason, SuperNodeTls, SuperNodeTrust};
 pub use verify::{certs_from_pem, fingerprint, key_from_pem, server_config};
 
-use crate::config::Role;
+use crate::vocab::Role;
 use crate::container::BindMount;
+use crate::config::OperatorPem;
+use crate::vocab::San;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -154,17 +156,6 @@ pub fn superlink_generated(
     user: ContainerUser,
 ) -> Result<SuperLinkTls, TlsError> {
     superlink::provision_at(state_dir, runtime_dir, sans, user, unix_now())
-}
-
-/// [`superlink_generated`] at a given time (tests: reboots a year later).
-pub fn superlink_generated_at(
-    state_dir: &Path,
-    runtime_dir: &Path,
-    sans: &[San],
-    user: ContainerUser,
-    now: i64,
-) -> Result<SuperLinkTls, TlsError> {
-    superlink::provision_at(state_dir, runtime_dir, sans, user, now)
 }
 
 /// SuperLink with operator certificates: validate them (see [`validate_operator`]; the SANs

@@ -19,8 +19,8 @@ pub enum Applies {
 
 impl Applies {
     /// Whether a VM of `role` reads the variable.
-    pub fn to(self, role: crate::config::Role) -> bool {
-        use crate::config::Role;
+    pub fn to(self, role: crate::vocab::Role) -> bool {
+        use crate::vocab::Role;
         matches!(
             (self, role),
             (Applies::Both, _) | (Applies::SuperLink, Role::SuperLink) | (Applies::SuperNode, Role::SuperNode)
@@ -560,7 +560,7 @@ pub fn update_readme(readme: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Framework, LogLevel, Strategy, UseCase};
+    use crate::vocab::{Framework, LogLevel, Strategy, UseCase};
 
     #[test]
     fn word_lists_match_the_enums() {

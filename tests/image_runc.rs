@@ -10,7 +10,8 @@
 //! supervisor would, and a zombie would show. The rootfs is bound read-only as in a VM
 //! (`container::bind_rootfs`). Everything is removed at the end, also on failure.
 
-use flower_init::config::{Isolation, LogLevel};
+use flower_init::config::Isolation;
+use flower_init::vocab::LogLevel;
 use flower_init::container::{self, Controllers, OutputRing, Runc, Spec, Status};
 use flower_init::flower::{self, ProbeError, ProbeTls, Prober, ServerTls, SuperLinkArgs, SuperNodeArgs};
 use flower_init::tls::{self, ContainerUser};
@@ -98,6 +99,16 @@ fn runc(r: &Runc, argv: Vec<OsString>, netns: Option<&str>, stdio: Option<std::o
     let status = cmd.status().unwrap();
     assert!(status.success(), "{argv:?}: {status}: {}", r.last_error().unwrap_or_default());
     t.elapsed()
+}
+
+/// Run a runc command to completion here (no reaper in this test): its stdout or the error.
+fn runc_blocking(argv: &[OsString]) -> Result<String, String> {
+    let out = Command::new(&argv[0]).args(&argv[1..]).stdin(Stdio::null()).output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
+    }
 }
 
 fn runc_output(argv: Vec<OsString>) -> String {
@@ -469,10 +480,10 @@ fn superlink_and_supernode_containers_register_die_and_stop_cleanly() {
     let bundle = container::write_bundle(&w.path("bundle-stale"), &node).unwrap();
     runc(&w.runc, w.runc.create(&bundle, &bundle.join("pid"), &id_node), Some(NS_NODE), None);
     let stale_pid: i32 = std::fs::read_to_string(bundle.join("pid")).unwrap().trim().parse().unwrap();
-    let removed = container::cleanup_stale(&w.runc, &id_node).unwrap().expect("the stale container was found");
+    let removed = container::cleanup_stale(&w.runc, &id_node, runc_blocking).unwrap().expect("the stale container was found");
     assert_eq!(removed.status, Status::Created);
     assert!(wait_exit(Pid::from_raw(stale_pid), GRACE).is_some(), "the stale init was killed and reaped");
-    assert_eq!(container::cleanup_stale(&w.runc, &id_node).unwrap(), None);
+    assert_eq!(container::cleanup_stale(&w.runc, &id_node, runc_blocking).unwrap(), None);
 
     // SIGTERM the SuperLink within the grace period; nothing is left.
     let t = Instant::now();

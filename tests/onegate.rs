@@ -3,7 +3,7 @@
 //! down, slow, broken for a while): `make onegate-test` runs them.
 
 use flower_init::config::values;
-use flower_init::oneflow::PartitionOutcome;
+use flower_init::onegate::PartitionOutcome;
 use flower_init::onegate::{
     self, Client, DiscoveryError, DiscoveryInput, OneGateError, Policy, Publisher, SuperLinkFacts, SuperLinkSource,
 };
@@ -167,8 +167,7 @@ fn ready_and_attributes_land_in_one_request() {
     assert_eq!(ca, PEM.as_bytes());
     // The ready gate now releases the SuperNodes.
     assert_eq!(s.deployable(), ["supernode"]);
-    let json = p.status_json();
-    assert_eq!((json["enabled"].as_bool(), json["published"].as_bool()), (Some(true), Some(true)));
+    assert!(p.state().published);
 }
 
 #[test]
@@ -337,7 +336,7 @@ fn partition_ids_are_unique_and_dense_over_a_role_of_10() {
         assert_eq!((d.superlink.source, d.requests), (SuperLinkSource::Static, 1));
         let PartitionOutcome::Assigned(p) = d.partition else { panic!("{:?}", d.partition) };
         assert_eq!((p.num_partitions, p.role.as_str()), (10, "supernode"));
-        let (cfg, published) = flower_init::oneflow::node_config(None, &PartitionOutcome::Assigned(p.clone()));
+        let (cfg, published) = flower_init::onegate::node_config(None, &PartitionOutcome::Assigned(p.clone()));
         assert_eq!(cfg.unwrap().to_arg(), format!("partition-id={} num-partitions=10", p.partition_id));
         assert_eq!(published, Some(p.partition_id));
         got.push(p.partition_id);

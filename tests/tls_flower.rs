@@ -8,7 +8,9 @@
 //! Loopback only (127.0.0.1), ephemeral ports; every process is killed at the end, also when
 //! the test fails. As a test it may spawn and wait on processes directly.
 
-use flower_init::tls::{self, ContainerUser, San};
+use flower_init::config::OperatorPem;
+use flower_init::tls::{self, ContainerUser};
+use flower_init::vocab::San;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::fs::{self, File};
@@ -251,7 +253,7 @@ fn flower_superlink_loads_validated_operator_rsa_certificates() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // An operator's RSA PKI with a PKCS#1 key, validated and re-encoded by flower-init.
-    let pem = tls::OperatorPem {
+    let pem = OperatorPem {
         ca: include_str!("../src/tls/testdata/rsa-ca.crt").into(),
         cert: include_str!("../src/tls/testdata/rsa-server.crt").into(),
         key: flower_init::secret::Secret::new(include_str!("../src/tls/testdata/rsa-server.key")),

@@ -330,7 +330,7 @@ fn mount_failure_is_retried_then_reported() {
     r.unwrap();
 }
 
-/// The real thing, inside a VM booted by `make context-vm-test` (scripts/context-vm-test.sh):
+/// The real thing, inside a VM booted by `make context-vm-test` (tests/vm/in_guest.py context):
 /// a Debian kernel whose CD drivers load just before this runs, a user CD on the first IDE
 /// slot and OpenNebula's context CD on the second. Real /sys, /dev and iso9660; the wait must
 /// cover the drivers' asynchronous probe.

@@ -1,7 +1,8 @@
 //! The validated configuration every other module takes its inputs from, grouped by concern.
 //! Built only by [`super::resolve`]; nothing here needs parsing again.
 
-use super::{Framework, LogLevel, Role, Strategy, UseCase};
+use crate::vocab::{Framework, LogLevel, Role, Strategy, UseCase};
+use super::OperatorPem;
 use crate::net;
 use crate::secret::Secret;
 use serde::Serialize;
@@ -109,7 +110,7 @@ pub struct SuperLink {
     pub database: Database,
     /// FL_CONTROL_ALLOW: sources that may reach the Control API through the gateway's Control
     /// port; empty = loopback only.
-    pub control_allow: Vec<crate::gateway::Cidr>,
+    pub control_allow: Vec<crate::vocab::Cidr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,11 +165,11 @@ pub struct Tls {
     /// SuperLink: FL_SSL_CA_CERTFILE, FL_SSL_CERTFILE, FL_SSL_KEYFILE resolved to PEM text
     /// (all three, or `None`: generate). Still to be validated by `tls::validate_operator`
     /// (`check` does). Ignored when [`Tls::superlink_enabled`] is false (a warning says so).
-    pub operator: Option<crate::tls::OperatorPem>,
+    pub operator: Option<OperatorPem>,
     /// SuperNode: FL_SSL_CA_CERTFILE resolved to PEM text (the CA to trust).
     pub ca_pem: Option<String>,
     /// SuperLink: FL_CERT_EXTRA_SANS.
-    pub extra_sans: Vec<crate::tls::San>,
+    pub extra_sans: Vec<crate::vocab::San>,
 }
 
 impl Tls {

@@ -8,7 +8,7 @@
 //! error, since the NIC would stay unconfigured.
 
 use super::model::Endpoint;
-use super::resolver::Resolver;
+use super::reader::Reader;
 use super::values;
 use crate::net::{Interface, Ipv4Net, Ipv6Net, Method, Plan};
 use crate::vars::{nic_name, split_eth};
@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 const CONFIG_KEYS: &[&str] = &["IP", "IP6", "IPV6", "IP6_ULA", "GATEWAY", "ROUTES", "MTU"];
 
 /// Build the plan; problems and warnings go to the resolver.
-pub fn plan(r: &mut Resolver, onegate: Option<&Endpoint>) -> Plan {
+pub fn plan(r: &mut Reader, onegate: Option<&Endpoint>) -> Plan {
     let _ = r.yes_no("NETWORK");
     let ctx = r.ctx;
     let mut nics = BTreeSet::new();
@@ -76,7 +76,7 @@ pub fn plan(r: &mut Resolver, onegate: Option<&Endpoint>) -> Plan {
 }
 
 /// One NIC; `Err` when something is invalid (problems recorded).
-fn interface(r: &mut Resolver, n: u32, mac: [u8; 6]) -> Result<Option<Interface>, ()> {
+fn interface(r: &mut Reader, n: u32, mac: [u8; 6]) -> Result<Option<Interface>, ()> {
     let name = |s: &str| nic_name(&format!("ETH<n>_{s}"), n);
     let mut ok = true;
     let method_word = r.nic(&name("METHOD"), |s| word(s, crate::vars::METHODS)).map_err(|()| ok = false).ok().flatten();
@@ -157,17 +157,17 @@ fn word(s: &str, allowed: &[&str]) -> Result<String, String> {
 }
 
 /// A NIC integer by the table's range.
-fn int<T: TryFrom<i64>>(r: &mut Resolver, name: &str) -> Result<Option<T>, ()> {
+fn int<T: TryFrom<i64>>(r: &mut Reader, name: &str) -> Result<Option<T>, ()> {
     let (min, max) = match crate::vars::var(name).map(|v| v.rule) {
         Some(crate::vars::Rule::Int { min, max }) => (min, max),
         _ => (0, i64::MAX),
     };
-    let rule = Resolver::rule(name);
+    let rule = Reader::rule(name);
     r.nic(name, |s| values::int(s, min, max, &rule).and_then(|i| T::try_from(i).map_err(|_| format!("must be {rule}"))))
 }
 
 /// SET_HOSTNAME, else HOSTNAME, sanitised as one-context does; a domain part joins `search`.
-fn hostname(r: &mut Resolver, search: &mut Vec<String>) -> Option<String> {
+fn hostname(r: &mut Reader, search: &mut Vec<String>) -> Option<String> {
     let name = if r.is_set("SET_HOSTNAME") { "SET_HOSTNAME" } else { "HOSTNAME" };
     let raw = r.value(name, |s| Ok(s.to_string()), |s| json!(values::sanitize_hostname(s))).ok().flatten()?;
     let clean = values::sanitize_hostname(&raw);

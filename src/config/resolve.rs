@@ -2,11 +2,13 @@
 //! plan `check` prints) out, or every problem at once.
 
 use super::model::*;
-use super::resolver::{Problem, Resolver, Source};
-use super::{Framework, ImageFacts, LogLevel, NodeConfig, Role, Strategy, UseCase, values};
+use super::reader::{Problem, Reader, Source};
+use super::{ImageFacts, NodeConfig, values};
+use crate::vocab::{Framework, LogLevel, Role, Strategy, UseCase};
 use crate::context::Context;
 use crate::secret::Secret;
-use crate::tls::{OperatorPem, OperatorVar, San, TlsError};
+use super::{OperatorPem, OperatorVar};
+use crate::vocab::San;
 use crate::vars::{self, Applies};
 use serde_json::{Value as Json, json};
 use std::path::Path;
@@ -55,7 +57,7 @@ const FLOWER_PORTS: [u16; 2] = [8000, 9094];
 /// ONEAPP_FL_ROLE > the image's role.
 #[allow(clippy::result_large_err)] // once per boot or `check`: the size of Rejected does not matter
 pub fn resolve(ctx: &Context, image: &ImageFacts, role_override: Option<Role>) -> Result<Resolved, Rejected> {
-    let mut r = Resolver::new(ctx);
+    let mut r = Reader::new(ctx);
     let role = role(&mut r, image, role_override);
     let common = common(&mut r, image);
     let onegate = onegate(&mut r);
@@ -106,7 +108,7 @@ pub fn resolve(ctx: &Context, image: &ImageFacts, role_override: Option<Role>) -
 }
 
 /// `--role` > FL_ROLE > the image's role; a disagreement is a warning.
-fn role(r: &mut Resolver, image: &ImageFacts, flag: Option<Role>) -> Option<Role> {
+fn role(r: &mut Reader, image: &ImageFacts, flag: Option<Role>) -> Option<Role> {
     let ctx_role = r.lookup("FL_ROLE");
     let parsed = match &ctx_role {
         Some((text, _)) => match text.trim().parse::<Role>() {
@@ -151,13 +153,13 @@ fn role(r: &mut Resolver, image: &ImageFacts, flag: Option<Role>) -> Option<Role
 
 /// A variable that must equal the image's value; unset means the image's.
 fn image_value<T: PartialEq + std::fmt::Display>(
-    r: &mut Resolver,
+    r: &mut Reader,
     name: &'static str,
     parse: impl FnOnce(&str) -> Result<T, String>,
     image: T,
     what: &str,
 ) -> Option<T> {
-    let given_as = r.lookup(name).map(|(_, s)| Resolver::given_name(name, &s)).unwrap_or_else(|| name.to_string());
+    let given_as = r.lookup(name).map(|(_, s)| Reader::given_name(name, &s)).unwrap_or_else(|| name.to_string());
     match r.value(name, parse, |v| json!(v.to_string())) {
         Ok(Some(v)) if v == image => Some(v),
         Ok(Some(v)) => {
@@ -174,11 +176,11 @@ fn image_value<T: PartialEq + std::fmt::Display>(
 }
 
 /// Settings of both roles; `None` when any is invalid (problems recorded).
-fn common(r: &mut Resolver, image: &ImageFacts) -> Option<Common> {
+fn common(r: &mut Reader, image: &ImageFacts) -> Option<Common> {
     let flower_version = image_value(
         r,
         "FLOWER_VERSION",
-        |s| values::semver(s).map(|_| s.trim().to_string()),
+        |s| crate::vocab::semver(s).map(|_| s.trim().to_string()),
         image.flower_version.clone(),
         "Flower version",
     );
@@ -208,7 +210,7 @@ fn common(r: &mut Resolver, image: &ImageFacts) -> Option<Common> {
             |s| match s.trim().to_ascii_lowercase().as_str() {
                 "subprocess" => Ok(Isolation::Subprocess),
                 "process" => Ok(Isolation::Process),
-                _ => Err(format!("must be {}", Resolver::rule("FL_ISOLATION"))),
+                _ => Err(format!("must be {}", Reader::rule("FL_ISOLATION"))),
             },
             |v| json!(v),
         )
@@ -251,7 +253,7 @@ fn common(r: &mut Resolver, image: &ImageFacts) -> Option<Common> {
 }
 
 /// OneGate inputs; whether they suffice is checked where they are needed.
-fn onegate(r: &mut Resolver) -> OneGate {
+fn onegate(r: &mut Reader) -> OneGate {
     let endpoint = r.value("ONEGATE_ENDPOINT", values::url, |e| json!(e.url)).ok().flatten();
     let vmid = r.int("VMID").ok().flatten().and_then(|v| u64::try_from(v).ok());
     let token_flag = r.yes_no("TOKEN").ok().flatten().unwrap_or(false);
@@ -299,7 +301,7 @@ fn u32_of(v: i64) -> u32 {
 }
 
 /// SuperLink settings with the strategy rules; `None` when any is invalid.
-fn superlink(r: &mut Resolver, onegate: &OneGate) -> Option<SuperLink> {
+fn superlink(r: &mut Reader, onegate: &OneGate) -> Option<SuperLink> {
     let num_rounds = r.int("FL_NUM_ROUNDS").ok().flatten().map(u32_of);
     let strategy = r.word::<Strategy>("FL_STRATEGY").ok().flatten();
     let fit = r.int("FL_MIN_FIT_CLIENTS").ok().flatten().map(u32_of);
@@ -316,7 +318,7 @@ fn superlink(r: &mut Resolver, onegate: &OneGate) -> Option<SuperLink> {
     }
     // Strategy parameters: validated for their strategy, a warning for any other.
     let s = strategy.unwrap_or(Strategy::FedAvg);
-    let param = |r: &mut Resolver, name: &'static str, used_by: &[Strategy]| -> Option<f64> {
+    let param = |r: &mut Reader, name: &'static str, used_by: &[Strategy]| -> Option<f64> {
         if strategy.is_none() || used_by.contains(&s) {
             return r.float(name).ok().flatten();
         }
@@ -374,7 +376,7 @@ fn superlink(r: &mut Resolver, onegate: &OneGate) -> Option<SuperLink> {
     let control_allow = r
         .value(
             "FL_CONTROL_ALLOW",
-            |v| crate::gateway::parse_cidr_list(v).map_err(|e| e.trim_start_matches("FL_CONTROL_ALLOW: ").to_string()),
+            |v| crate::vocab::parse_cidr_list(v).map_err(|e| e.trim_start_matches("FL_CONTROL_ALLOW: ").to_string()),
             |l| json!(l.iter().map(|c| c.to_string()).collect::<Vec<_>>()),
         )
         .map(Option::unwrap_or_default);
@@ -401,7 +403,7 @@ fn superlink(r: &mut Resolver, onegate: &OneGate) -> Option<SuperLink> {
 }
 
 /// SuperNode settings; a missing SuperLink address needs a usable OneGate.
-fn supernode(r: &mut Resolver, onegate: &OneGate, use_case: UseCase) -> Option<SuperNode> {
+fn supernode(r: &mut Reader, onegate: &OneGate, use_case: UseCase) -> Option<SuperNode> {
     let superlink = r.value("FL_SUPERLINK_ADDRESS", values::host_port, |a| json!(a.to_string()));
     let node_config = r.value("FL_NODE_CONFIG", NodeConfig::parse, |c| json!(c.to_arg()));
     let max_retries = r.int("FL_MAX_RETRIES").ok().flatten().map(|v| (v > 0).then(|| u32_of(v)));
@@ -432,13 +434,13 @@ fn supernode(r: &mut Resolver, onegate: &OneGate, use_case: UseCase) -> Option<S
 }
 
 /// An FL_SSL_* value resolved to PEM text by `tls`'s own rules (so `check` and boot agree).
-fn pem(r: &mut Resolver, var: OperatorVar, dir: &Path) -> Result<Option<Secret>, ()> {
+fn pem(r: &mut Reader, var: OperatorVar, dir: &Path) -> Result<Option<Secret>, ()> {
     let name: &'static str = var.name();
     let Some((text, source)) = r.lookup(name) else {
         r.record(name, Json::Null, Source::Default);
         return Ok(None);
     };
-    match crate::tls::resolve_operator_value(var, &text, dir) {
+    match super::operator_value(&text, dir) {
         Ok(pem) => {
             let t = text.trim();
             let shown = if var == OperatorVar::Key {
@@ -451,11 +453,7 @@ fn pem(r: &mut Resolver, var: OperatorVar, dir: &Path) -> Result<Option<Secret>,
             r.record(name, json!(shown), source);
             Ok(Some(pem))
         }
-        Err(e) => {
-            let msg = match e {
-                TlsError::ResolveValue { reason, .. } => reason,
-                e => e.to_string(),
-            };
+        Err(msg) => {
             r.problem(name, Some(&text), msg);
             Err(())
         }
@@ -463,7 +461,7 @@ fn pem(r: &mut Resolver, var: OperatorVar, dir: &Path) -> Result<Option<Secret>,
 }
 
 /// TLS inputs for the role (DESIGN.md's SuperNode decision order needs `enabled` as given).
-fn tls(r: &mut Resolver, role: Role, onegate: &OneGate) -> Option<Tls> {
+fn tls(r: &mut Reader, role: Role, onegate: &OneGate) -> Option<Tls> {
     let explicit = r.yes_no("FL_TLS_ENABLED");
     let enabled = explicit.unwrap_or_default();
     if matches!(explicit, Ok(None)) {
@@ -526,26 +524,25 @@ fn tls(r: &mut Resolver, role: Role, onegate: &OneGate) -> Option<Tls> {
     ok.then_some(tls)
 }
 
-/// FL_CERT_EXTRA_SANS by `tls`'s rules; every bad entry is named.
+/// FL_CERT_EXTRA_SANS by [`San::parse`]'s rules; every bad entry is named.
 fn parse_sans(s: &str) -> Result<Vec<San>, String> {
     let mut out = Vec::new();
     let mut bad = Vec::new();
     for w in s.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty()) {
         match San::parse(w) {
             Ok(san) => out.push(san),
-            Err(TlsError::InvalidSan { value, reason }) => bad.push(format!("{value:?}: {reason}")),
-            Err(e) => bad.push(e.to_string()),
+            Err(reason) => bad.push(format!("{w:?}: {reason}")),
         }
     }
     if bad.is_empty() {
         Ok(out)
     } else {
-        Err(format!("{} (must be {})", bad.join("; "), Resolver::rule("FL_CERT_EXTRA_SANS")))
+        Err(format!("{} (must be {})", bad.join("; "), Reader::rule("FL_CERT_EXTRA_SANS")))
     }
 }
 
 /// SuperNode GPU settings; the details only matter when FL_GPU_ENABLED=YES.
-fn gpu(r: &mut Resolver) -> Option<Gpu> {
+fn gpu(r: &mut Reader) -> Option<Gpu> {
     let enabled = r.yes_no("FL_GPU_ENABLED").ok().flatten()?;
     if !enabled {
         for name in ["FL_CUDA_VISIBLE_DEVICES", "FL_GPU_MEMORY_FRACTION"] {
@@ -561,7 +558,7 @@ fn gpu(r: &mut Resolver) -> Option<Gpu> {
 }
 
 /// Variables of the other role: a warning naming them (they are not validated).
-fn unused_for_role(r: &mut Resolver, role: Role) {
+fn unused_for_role(r: &mut Reader, role: Role) {
     let other: Vec<String> = vars::VARS
         .iter()
         .filter(|v| !v.applies.to(role) && v.applies != Applies::Both)
@@ -577,7 +574,7 @@ fn unused_for_role(r: &mut Resolver, role: Role) {
 }
 
 /// `FL_*`-looking keys that are not in the table: probably typos.
-fn unknown_variables(r: &mut Resolver) {
+fn unknown_variables(r: &mut Reader) {
     let keys: Vec<String> = r.ctx.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| k.to_string()).collect();
     for k in keys {
         let up = k.to_ascii_uppercase();

@@ -1,6 +1,7 @@
 //! One test (or more) per rule of `resolve`, over contexts built in memory.
 
 use super::*;
+use crate::vocab::{Framework, LogLevel, Role, Strategy, UseCase};
 use crate::context::{Context, parse};
 use crate::net::{Ipv4Net, Method, Route4};
 use std::net::{IpAddr, Ipv4Addr};
@@ -601,28 +602,6 @@ fn network_problems_name_the_variable() {
     let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
     want.sort();
     assert_eq!(got, want);
-}
-
-#[test]
-fn image_manifest_json() {
-    let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("image.json");
-    // A full manifest as `make image` writes it (image.rs is the one reader), edited.
-    let mut m: serde_json::Value = serde_json::from_str(include_str!("../image/testdata-image.json")).unwrap();
-    m["framework"] = "pytorch".into();
-    m["use_cases"] = serde_json::json!(["llm-fine-tuning"]);
-    m["role"] = "supernode".into();
-    std::fs::write(&p, m.to_string()).unwrap();
-    let f = ImageFacts::load(&p).unwrap();
-    assert_eq!(
-        (f.framework, f.role, f.use_cases),
-        (Framework::PyTorch, Some(Role::SuperNode), vec![UseCase::LlmFineTuning])
-    );
-    m["flower_version"] = "1.42".into();
-    std::fs::write(&p, m.to_string()).unwrap();
-    assert!(ImageFacts::load(&p).unwrap_err().to_string().contains("flower_version: must be a version X.Y.Z"));
-    assert_eq!(image_facts(None, &d.path().join("none")).unwrap().1, "builtin");
-    assert!(image_facts(None, &p).map(|x| x.1).unwrap_err().to_string().contains("image.json"));
 }
 
 /// Every row of the table is read by `resolve` for some role (no dead rows), and an empty

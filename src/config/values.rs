@@ -1,7 +1,7 @@
 //! Pure parsers for single context values. Each returns the typed value or the rule it broke,
 //! phrased to follow "must be" ("an integer >= 1") or as a full reason.
 
-use super::STATE_DIR;
+use crate::vocab::STATE_DIR;
 use super::model::{Address, CudaDevices, Database, Endpoint, Host};
 use crate::net::{Ipv4Net, Route4};
 use crate::vars::Bound;
@@ -49,23 +49,6 @@ pub fn float(s: &str, lo: Bound, hi: Bound, rule: &str) -> Result<f64, String> {
         Bound::Excl(b) => x < b,
     };
     if lo_ok && hi_ok { Ok(x) } else { Err(format!("must be {rule}")) }
-}
-
-/// `X.Y.Z`, decimal, no leading zeros.
-pub fn semver(s: &str) -> Result<(u64, u64, u64), String> {
-    let parts: Vec<&str> = s.trim().split('.').collect();
-    let num = |p: &str| -> Option<u64> {
-        (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0')))
-            .then(|| p.parse().ok())
-            .flatten()
-    };
-    match parts.as_slice() {
-        [a, b, c] => match (num(a), num(b), num(c)) {
-            (Some(a), Some(b), Some(c)) => Ok((a, b, c)),
-            _ => Err("must be a version X.Y.Z".into()),
-        },
-        _ => Err("must be a version X.Y.Z".into()),
-    }
 }
 
 /// Why `name` is not a DNS host name (RFC 1123 labels), or `None` when it is one.
@@ -348,14 +331,6 @@ mod tests {
         assert_eq!(float("1e-3", Bound::Excl(0.0), Bound::None, "x"), Ok(0.001));
         assert!(float("0", Bound::Excl(0.0), Bound::Incl(1.0), "x").is_err());
         assert_eq!(float("1.0", Bound::Excl(0.0), Bound::Incl(1.0), "x"), Ok(1.0));
-    }
-
-    #[test]
-    fn semver_is_three_plain_numbers() {
-        assert_eq!(semver("1.42.0"), Ok((1, 42, 0)));
-        for bad in ["1.42", "1.42.0.1", "v1.42.0", "1.042.0", "1.42.0-rc1", "1..0", ""] {
-            assert!(semver(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

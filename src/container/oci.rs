@@ -1,8 +1,8 @@
 //! The container [`Spec`] and its pure translation into an OCI runtime `config.json`
 //! (runtime-spec 1.0.2, what runc 1.1 implements), plus the atomic bundle writer.
 
-use super::{BindMount, CERTS_DIR, CONTAINER_INIT, DATA_DIR, DeviceNode, HOME_DIR, STATE_DIR, VENV_BIN};
-use crate::config::LogLevel;
+use super::{BindMount, CERTS_DIR, CONTAINER_INIT, DATA_DIR, DeviceNode, HOME_DIR, CONTAINER_STATE_DIR, VENV_BIN};
+use crate::vocab::LogLevel;
 use crate::error::{Ctx, Result};
 use serde_json::{Value, json};
 use std::io::Write;
@@ -248,7 +248,7 @@ fn mounts(spec: &Spec) -> Vec<Value> {
         tmpfs(HOME_DIR, &["nosuid", "nodev", "mode=700", &uid, &gid, HOME_SIZE]),
     ];
     if let Some(state) = &spec.state_dir {
-        m.push(bind(state, STATE_DIR, false, true));
+        m.push(bind(state, CONTAINER_STATE_DIR, false, true));
     }
     if let Some(data) = &spec.data_dir {
         m.push(bind(data, DATA_DIR, true, true));

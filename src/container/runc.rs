@@ -175,18 +175,11 @@ pub fn parse_list(json: &str) -> Result<Vec<State>, String> {
         .map_err(|e| format!("runc list output: {e}"))
 }
 
-/// At boot, before anything is supervised: if runc still knows a container `id` (a crashed
-/// earlier run in service mode, or a restart), `delete --force` it so `create` can reuse the id.
-/// Returns the state that was removed. It waits for runc itself ([`run_blocking`]), so it must
-/// run before the supervisor's reaper (`waitpid(-1)`) does, as boot steps do; under the
-/// reaper use [`cleanup_stale_with`] and a runner that goes through it.
-pub fn cleanup_stale(runc: &Runc, id: &str) -> crate::error::Result<Option<State>> {
-    cleanup_stale_with(runc, id, run_blocking)
-}
-
-/// [`cleanup_stale`] with the way to run a runc command to completion given (`run` returns
-/// runc's stdout, or an error text): list, find `id`, `delete --force` it.
-pub fn cleanup_stale_with(
+/// If runc still knows a container `id` (a crashed earlier run in service mode, or a restart),
+/// `delete --force` it so `create` can reuse the id. `run` runs a runc command to completion
+/// through the caller's reaper (runc's stdout, or an error text): list, find `id`, delete it.
+/// Returns the state that was removed.
+pub fn cleanup_stale(
     runc: &Runc,
     id: &str,
     mut run: impl FnMut(&[OsString]) -> Result<String, String>,
@@ -198,22 +191,4 @@ pub fn cleanup_stale_with(
         run(&runc.delete(id, true)).with_ctx(|| format!("delete stale container {id}"))?;
     }
     Ok(stale)
-}
-
-/// Run a runc command to completion, waiting for it here (only where no reaper runs: boot
-/// steps before supervision, tests); its stdout, or its status and stderr as the error.
-pub fn run_blocking(argv: &[OsString]) -> Result<String, String> {
-    let Some((bin, args)) = argv.split_first() else {
-        return Err("empty command line".into());
-    };
-    let out = std::process::Command::new(bin)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("run {}: {e}", Path::new(bin).display()))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()))
-    }
 }

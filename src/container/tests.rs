@@ -1,6 +1,6 @@
 use super::oci::{Controllers, Limits, Spec, config_json, write_bundle};
 use super::output::{OutputRing, clean};
-use super::runc::{Runc, Status, cleanup_stale_with, last_log_error, parse_list, parse_state, run_blocking};
+use super::runc::{Runc, Status, cleanup_stale, last_log_error, parse_list, parse_state};
 use super::{BindMount, DeviceNode};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -109,7 +109,7 @@ fn devices_are_denied_except_those_listed() {
 #[test]
 fn environment_is_offline_unbuffered_with_the_venv_first_on_path() {
     let mut s = spec();
-    s.log_level = crate::config::LogLevel::Debug;
+    s.log_level = crate::vocab::LogLevel::Debug;
     s.env.push(("CUDA_VISIBLE_DEVICES".into(), "0,1".into()));
     let c = config_json(&s);
     let env = strs(&c["process"]["env"]);
@@ -254,7 +254,7 @@ fn stale_cleanup_deletes_only_our_id_and_reports_failures() {
     let r = Runc::new(Path::new("/run/r"));
     let listed = r#"[{"id":"other","pid":0,"status":"stopped","bundle":"/b2"},{"id":"sl","pid":77,"status":"created","bundle":"/b"}]"#;
     let mut calls = Vec::new();
-    let removed = cleanup_stale_with(&r, "sl", |argv| {
+    let removed = cleanup_stale(&r, "sl", |argv| {
         calls.push(argv.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "));
         Ok(if calls.len() == 1 { listed.to_string() } else { String::new() })
     })
@@ -265,11 +265,10 @@ fn stale_cleanup_deletes_only_our_id_and_reports_failures() {
     assert!(calls[1].ends_with("delete --force sl"), "{}", calls[1]);
     // Nothing of ours: no delete. runc failing: the error says what was being done.
     let mut n = 0;
-    assert_eq!(cleanup_stale_with(&r, "sn", |_| { n += 1; Ok("null".into()) }).unwrap(), None);
+    assert_eq!(cleanup_stale(&r, "sn", |_| { n += 1; Ok("null".into()) }).unwrap(), None);
     assert_eq!(n, 1);
-    let e = cleanup_stale_with(&r, "sl", |_| Err("exit status: 1: permission denied".into())).unwrap_err();
+    let e = cleanup_stale(&r, "sl", |_| Err("exit status: 1: permission denied".into())).unwrap_err();
     assert_eq!(e.to_string(), "list runc containers: exit status: 1: permission denied");
-    assert!(run_blocking(&[]).is_err());
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! real-Flower tests (which measure its memory). Not used by the appliance, where boot
 //! starts the gateway inside PID 1 with [`super::start`].
 
-use super::{parse_cidr_list, start, ControlConfig, GatewayConfig, Limits, ServerTlsFiles};
-use crate::cli::{Args, EXIT_USAGE};
+use super::{start, ControlConfig, GatewayConfig, Limits, ServerTlsFiles};
+use crate::vocab::parse_cidr_list;
+use crate::args::{Args, EXIT_USAGE};
 use nix::sys::signal::{SigSet, Signal};
 use std::io::Write;
 use std::net::SocketAddr;

@@ -45,7 +45,7 @@ impl ClientConn {
 
     /// The client address, IPv4-mapped IPv6 shown as IPv4 (per-address limits, logs, X-Forwarded-For).
     pub fn peer_ip(&self) -> IpAddr {
-        super::cidr::canonical(self.peer.ip())
+        crate::vocab::canonical(self.peer.ip())
     }
 
     /// Whether the TLS handshake is still running (always false without TLS).
@@ -60,51 +60,23 @@ impl ClientConn {
         let mut out = ReadOutcome::default();
         let mut tmp = [0u8; 8192];
         match self.tls.as_deref_mut() {
-            None => {
-                while buf.len() < max {
-                    let want = (max - buf.len()).min(tmp.len());
-                    match self.sock.read(&mut tmp[..want]) {
-                        Ok(0) => {
-                            out.eof = true;
-                            break;
-                        }
-                        Ok(n) => {
-                            buf.extend_from_slice(tmp.get(..n).unwrap_or_default());
-                            out.bytes += n;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => {
-                            out.error = Some(e.to_string());
-                            break;
-                        }
-                    }
+            None => fill(&mut self.sock, &mut tmp, buf, max, &mut out, |e, out| match e.kind() {
+                io::ErrorKind::Interrupted => true,
+                _ => {
+                    out.error = Some(e.to_string());
+                    false
                 }
-            }
+            }),
             Some(tls) => loop {
                 // 1. Plaintext already decrypted.
-                while buf.len() < max {
-                    let want = (max - buf.len()).min(tmp.len());
-                    match tls.reader().read(&mut tmp[..want]) {
-                        Ok(0) => {
-                            out.eof = true;
-                            break;
-                        }
-                        Ok(n) => {
-                            buf.extend_from_slice(tmp.get(..n).unwrap_or_default());
-                            out.bytes += n;
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            // UnexpectedEof: TCP closed without close_notify.
-                            out.eof = true;
-                            if e.kind() != io::ErrorKind::UnexpectedEof {
-                                out.error = Some(e.to_string());
-                            }
-                            break;
-                        }
+                fill(&mut tls.reader(), &mut tmp, buf, max, &mut out, |e, out| {
+                    // UnexpectedEof: TCP closed without close_notify.
+                    out.eof = true;
+                    if e.kind() != io::ErrorKind::UnexpectedEof {
+                        out.error = Some(e.to_string());
                     }
-                }
+                    false
+                });
                 if out.eof || out.error.is_some() || buf.len() >= max {
                     break;
                 }
@@ -229,5 +201,36 @@ impl Write for ClientConn {
 impl Drop for ClientConn {
     fn drop(&mut self) {
         self.stats.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Read from `r` into `buf` until it holds `max` bytes, `r` would block, or it ends (EOF, or an
+/// error that `on_error` records and does not retry: it returns true to read again).
+fn fill(
+    r: &mut impl Read,
+    tmp: &mut [u8],
+    buf: &mut Vec<u8>,
+    max: usize,
+    out: &mut ReadOutcome,
+    on_error: impl Fn(io::Error, &mut ReadOutcome) -> bool,
+) {
+    while buf.len() < max {
+        let want = (max - buf.len()).min(tmp.len());
+        match r.read(&mut tmp[..want]) {
+            Ok(0) => {
+                out.eof = true;
+                break;
+            }
+            Ok(n) => {
+                buf.extend_from_slice(tmp.get(..n).unwrap_or_default());
+                out.bytes += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                if !on_error(e, out) {
+                    break;
+                }
+            }
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! non-blocking, then the connection is closed after a short linger that reads and discards
 //! what the client is still sending, so the answer is not lost to a TCP reset.
 
-use super::cidr::{self, Cidr};
+use crate::vocab::{any_contains, Cidr};
 use super::conn::ClientConn;
 use super::http::{self, BodyLen, HeadLimits, HeadScanner, RequestHead, RequestMeta};
 use super::poller::{Epoll, Event, Interest};
@@ -222,7 +222,7 @@ impl Reactor {
     fn admit(&mut self, idx: usize, sock: TcpStream, peer: SocketAddr) {
         let Some(l) = self.listeners.get(idx) else { return };
         let port = l.port;
-        if port == Port::Control && !cidr::any_contains(&l.allow, peer.ip()) {
+        if port == Port::Control && !any_contains(&l.allow, peer.ip()) {
             self.sh.stats.reject(Reject::SourceNotAllowed, false);
             self.sh.log.warn(format!("gateway: control port {}: connection from {} refused: not in FL_CONTROL_ALLOW", l.addr, peer.ip()));
             return;

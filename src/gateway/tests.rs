@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::tls::{self, ContainerUser};
+use crate::vocab::parse_cidr_list;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::io::{self, Read, Write};
@@ -646,7 +647,7 @@ fn control_port_serves_only_allowed_sources_and_only_control() {
 fn an_empty_allow_list_keeps_the_control_port_on_loopback() {
     let c = ControlConfig::from_allow(vec![], &["10.0.0.5".parse().unwrap()], 9093);
     assert_eq!(c.listen, vec!["127.0.0.1:9093".parse().unwrap()]);
-    assert_eq!(c.effective_allow(), cidr::loopback());
+    assert_eq!(c.effective_allow(), crate::vocab::loopback());
     let c = ControlConfig::from_allow(parse_cidr_list("10.1.0.0/16").unwrap(), &["10.0.0.5".parse().unwrap()], 9093);
     assert_eq!(c.listen, vec!["10.0.0.5:9093".parse().unwrap()]);
     let mut cfg = config("127.0.0.1:1".parse().unwrap(), Limits::default());

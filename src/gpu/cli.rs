@@ -4,7 +4,7 @@
 use super::plan::{Decision, Driver, Plan};
 use super::scan::{Scan, class_word};
 use super::{Request, Selection, container_env};
-use crate::cli::{Args, EXIT_USAGE};
+use crate::args::{Args, EXIT_USAGE};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -93,5 +93,5 @@ fn the_shared_config_loader_accepts_the_same_file() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("image.json");
     std::fs::write(&p, REAL).unwrap();
-    assert_eq!(ImageFacts::load(&p).unwrap(), parse(REAL).unwrap().facts);
+    assert_eq!(load_file(&p).unwrap().facts, parse(REAL).unwrap().facts);
 }

@@ -19,7 +19,7 @@ use super::model::{self, VmInfo};
 use super::wire::HttpRequest;
 use super::{OneGateError, SUPERLINK_ROLE};
 use crate::config::{Address, values};
-pub use crate::oneflow::PartitionOutcome;
+use super::partition::{Partition, PartitionOutcome, partition_for};
 use std::fmt;
 use std::time::Duration;
 
@@ -117,7 +117,7 @@ impl std::error::Error for DiscoveryError {}
 
 /// What one attempt concluded.
 enum Step {
-    Done(Option<SuperLinkInfo>, Option<crate::oneflow::Partition>),
+    Done(Option<SuperLinkInfo>, Option<Partition>),
     Retry(String),
     NotInService(String),
     Fatal(DiscoveryError),
@@ -170,7 +170,7 @@ pub fn discover(
             return Err(DiscoveryError::Aborted);
         }
         let step = attempt(client, fixed.is_none(), input.want_partition, &mut requests);
-        let partition = |p: Option<crate::oneflow::Partition>| match p {
+        let partition = |p: Option<Partition>| match p {
             _ if !input.want_partition => PartitionOutcome::NotWanted,
             Some(p) => PartitionOutcome::Assigned(p),
             None => PartitionOutcome::Skipped("this VM is not listed in its OneFlow role".into()),
@@ -225,7 +225,7 @@ fn attempt(client: &Client, need_superlink: bool, want_partition: bool, requests
         }
         Err(e) => return Step::Retry(e.to_string()),
     };
-    let partition = crate::oneflow::partition_for(&service, client.vmid());
+    let partition = partition_for(&service, client.vmid());
     if want_partition && partition.is_none() {
         return Step::Retry(format!("VM {} is not yet listed in the service's roles", client.vmid()));
     }

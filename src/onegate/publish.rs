@@ -13,7 +13,8 @@
 use super::client::{Client, Policy};
 use super::wire::{self, HttpRequest};
 use super::{OneGateError, PUBLISH_BACKOFF_MAX};
-use crate::config::{Address, Role};
+use crate::config::Address;
+use crate::vocab::Role;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -326,15 +327,6 @@ impl Publisher {
                 .map(|(k, v)| (k.clone(), if v.len() > 64 { format!("<{} bytes>", v.len()) } else { v.clone() }))
                 .collect(),
         }
-    }
-
-    /// [`Publisher::state`] as JSON, with `"enabled": true`.
-    pub fn status_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self.state()).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.insert("enabled".into(), true.into());
-        }
-        v
     }
 
     /// Wait up to `timeout` until nothing is pending or in flight; true if so.

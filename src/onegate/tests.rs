@@ -216,7 +216,7 @@ fn an_error_withholds_ready() {
         (s.get("FL_ROLE"), s.get("FL_PARTITION_ID"), s.get("FL_GPU_AVAILABLE")),
         (Some("supernode"), Some("3"), Some("NO"))
     );
-    let fail = failure_attributes(Some(crate::config::Role::SuperNode), None, "context: FL_NUM_ROUNDS='0'");
+    let fail = failure_attributes(Some(crate::vocab::Role::SuperNode), None, "context: FL_NUM_ROUNDS='0'");
     assert_eq!(fail.keys(), ["FL_ROLE", "FL_READY", "FL_ERROR"]);
 }
 

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::supervisor::tests::{child_test, in_child};
+use crate::status::Phase;
 use crate::supervisor::{Output, block_signals};
 use nix::mount::MsFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -66,7 +67,7 @@ fn service_shutdown_stops_own_groups_and_nothing_else() {
             sv.wait_exit(polite, Some(Instant::now() + grace)).map(crate::supervisor::exit_code_from_wait_status)
         });
         check(code == Some(143), format!("polite: {code:?}"))?;
-        check(sv.status.phase == Phase::ShuttingDown, "503 while stopping")?;
+        check(*sv.status().phase() == Phase::ShuttingDown, "503 while stopping")?;
         check(sv.live_groups().is_empty(), format!("left: {:?}", sv.live_groups()))?;
         let st = sv.wait_exit(stubborn, Some(Instant::now() + Duration::from_secs(30)));
         check(matches!(st, Some(WaitStatus::Signaled(_, Signal::SIGKILL, _))), format!("stubborn: {st:?}"))

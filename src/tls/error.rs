@@ -1,7 +1,7 @@
 //! [`TlsError`]: one variant per failing operation or validation rule, each naming what is
 //! wrong (which file, which variable, which SAN, which date), never a key.
 
-use super::names::San;
+use crate::vocab::San;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
@@ -32,10 +32,6 @@ pub enum TlsError {
     ChainUntrusted { what: String, ca: String, reason: String },
     /// The certificate lacks SANs that clients dial; lists every missing one.
     MissingSans { what: String, missing: Vec<San>, present: Vec<String> },
-    /// Some but not all of FL_SSL_CA_CERTFILE / FL_SSL_CERTFILE / FL_SSL_KEYFILE are set.
-    OperatorIncomplete { given: Vec<&'static str>, missing: Vec<&'static str> },
-    /// A FL_SSL_* value is neither a file on the context CD nor (base64) PEM.
-    ResolveValue { var: &'static str, reason: String },
     /// The in-memory TLS handshake with the operator's files failed.
     Handshake { what: String, reason: String },
     /// A SuperNode must use TLS but has no CA certificate to trust.
@@ -90,13 +86,6 @@ impl fmt::Display for TlsError {
                     if present.is_empty() { "none".to_string() } else { present.join(", ") }
                 )
             }
-            OperatorIncomplete { given, missing } => write!(
-                f,
-                "{} set but {} missing: FL_SSL_CA_CERTFILE, FL_SSL_CERTFILE and FL_SSL_KEYFILE go together (all three, or none to let the SuperLink generate its own)",
-                given.join(" and "),
-                missing.join(" and ")
-            ),
-            ResolveValue { var, reason } => write!(f, "{var}: {reason}"),
             Handshake { what, reason } => write!(f, "{what}: test TLS handshake failed: {reason}"),
             NoCa { reason } => write!(f, "TLS is required but there is no CA certificate to trust: {reason}"),
             SelfCheck { reason } => write!(f, "verify the certificate just issued: {reason}"),
@@ -154,7 +143,5 @@ mod tests {
         let s = e.to_string();
         assert!(s.starts_with("FL_SSL_CERTFILE: certificate lacks subjectAltName entries for IP:127.0.0.1, IP:10.0.0.5"), "{s}");
         assert!(s.ends_with("it has: DNS:localhost"), "{s}");
-        let e = TlsError::OperatorIncomplete { given: vec!["FL_SSL_CA_CERTFILE", "FL_SSL_CERTFILE"], missing: vec!["FL_SSL_KEYFILE"] };
-        assert!(e.to_string().starts_with("FL_SSL_CA_CERTFILE and FL_SSL_CERTFILE set but FL_SSL_KEYFILE missing"), "{e}");
     }
 }

@@ -1,7 +1,7 @@
 //! Issuing with rcgen (ring, ECDSA P-256 / SHA-256): the SuperLink's own CA and its server
 //! certificate. The recipe is the one tested against flwr 1.42 (research/flower.md §5.2).
 
-use super::names::San;
+use crate::vocab::San;
 use super::TlsError;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -91,7 +91,7 @@ pub fn issue_server(
 ) -> Result<(String, KeyPair), TlsError> {
     let key = new_key("server key")?;
     let mut p = CertificateParams::default();
-    p.subject_alt_names = sans.iter().map(San::to_rcgen).collect::<Result<_, _>>()?;
+    p.subject_alt_names = sans.iter().map(super::names::to_rcgen).collect::<Result<_, _>>()?;
     p.distinguished_name = DistinguishedName::new();
     p.distinguished_name.push(DnType::CommonName, SERVER_COMMON_NAME);
     p.distinguished_name.push(DnType::OrganizationName, ORGANIZATION);

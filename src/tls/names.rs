@@ -9,17 +9,11 @@
 //! names for multi-site federation).
 
 use super::TlsError;
+use crate::vocab::San;
 use rustls::pki_types::ServerName;
 use std::collections::BTreeSet;
-use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// One subjectAltName: an IP address or a (lower-case) DNS name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum San {
-    Ip(IpAddr),
-    Dns(String),
-}
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Always in the server certificate: what Flower's own processes and a local `flwr` dial.
 pub const LOOPBACK_SANS: [San; 2] = [San::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)), San::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST))];
@@ -27,84 +21,27 @@ pub const LOOPBACK_SANS: [San; 2] = [San::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)), S
 /// The DNS name that always goes with the loopback addresses.
 pub const LOCALHOST: &str = "localhost";
 
-impl fmt::Display for San {
-    /// OpenSSL's spelling (`IP:10.0.0.5`, `DNS:localhost`), so messages match `openssl x509 -text`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            San::Ip(ip) => write!(f, "IP:{ip}"),
-            San::Dns(name) => write!(f, "DNS:{name}"),
-        }
+/// [`San::parse`] with the tls error (naming the value).
+pub fn parse_san(s: &str) -> Result<San, TlsError> {
+    San::parse(s).map_err(|reason| TlsError::InvalidSan { value: s.to_string(), reason })
+}
+
+/// The name a TLS client would verify, for the webpki checks.
+pub(crate) fn server_name(san: &San) -> Option<ServerName<'static>> {
+    match san {
+        San::Ip(ip) => Some(ServerName::IpAddress((*ip).into())),
+        San::Dns(name) => ServerName::try_from(name.clone()).ok(),
     }
 }
 
-impl San {
-    /// Parse one SAN as an operator writes it: an IPv4/IPv6 address or a DNS name (RFC 1123).
-    /// Wildcards are refused: the SuperLink cannot check them against the names clients dial.
-    pub fn parse(s: &str) -> Result<San, TlsError> {
-        let bad = |reason| TlsError::InvalidSan { value: s.to_string(), reason };
-        let v = s.trim();
-        let v = v.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(v);
-        if let Ok(ip) = v.parse::<IpAddr>() {
-            if ip.is_unspecified() {
-                return Err(bad("0.0.0.0 and :: are bind addresses, not addresses a client can dial"));
-            }
-            return Ok(San::Ip(ip));
-        }
-        dns_name_problem(v).map_or_else(|| Ok(San::Dns(v.to_ascii_lowercase())), |r| Err(bad(r)))
-    }
-
-    /// The name a TLS client would verify, for the webpki checks.
-    pub(crate) fn server_name(&self) -> Option<ServerName<'static>> {
-        match self {
-            San::Ip(ip) => Some(ServerName::IpAddress((*ip).into())),
-            San::Dns(name) => ServerName::try_from(name.clone()).ok(),
-        }
-    }
-
-    /// The rcgen form, for issuing.
-    pub(crate) fn to_rcgen(&self) -> Result<rcgen::SanType, TlsError> {
-        Ok(match self {
-            San::Ip(ip) => rcgen::SanType::IpAddress(*ip),
-            San::Dns(name) => rcgen::SanType::DnsName(name.clone().try_into().map_err(|_: rcgen::Error| {
-                TlsError::InvalidSan { value: name.clone(), reason: "not an IA5 (ASCII) string" }
-            })?),
-        })
-    }
-}
-
-/// Why `name` is not a DNS name a certificate can carry, or `None` when it is one.
-fn dns_name_problem(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        return Some("empty");
-    }
-    if name.len() > 253 {
-        return Some("longer than 253 characters");
-    }
-    if name.contains('*') {
-        return Some("wildcards are not supported; list each name");
-    }
-    if name.contains(':') || name.contains('/') {
-        return Some("give a bare host name or address, without scheme, port or path");
-    }
-    for label in name.split('.') {
-        if label.is_empty() {
-            return Some("empty label (leading, trailing or double dot)");
-        }
-        if label.len() > 63 {
-            return Some("a label is longer than 63 characters");
-        }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Some("only letters, digits, '-' and '.' are allowed");
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Some("a label starts or ends with '-'");
-        }
-    }
-    // "10.0.0" or "1.2.3.4.5" look like addresses, not names: almost certainly a typo.
-    if name.rsplit('.').next().is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit())) {
-        return Some("looks like an IP address but is not a valid one");
-    }
-    None
+/// The rcgen form, for issuing.
+pub(crate) fn to_rcgen(san: &San) -> Result<rcgen::SanType, TlsError> {
+    Ok(match san {
+        San::Ip(ip) => rcgen::SanType::IpAddress(*ip),
+        San::Dns(name) => rcgen::SanType::DnsName(name.clone().try_into().map_err(|_: rcgen::Error| {
+            TlsError::InvalidSan { value: name.clone(), reason: "not an IA5 (ASCII) string" }
+        })?),
+    })
 }
 
 /// Parse FL_CERT_EXTRA_SANS: entries separated by commas and/or whitespace. The first
@@ -113,7 +50,7 @@ pub fn parse_extra_sans(value: &str) -> Result<Vec<San>, TlsError> {
     value
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
-        .map(San::parse)
+        .map(parse_san)
         .collect()
 }
 
@@ -172,7 +109,7 @@ mod tests {
             ("ünï.org", "only letters"),
             (&"a".repeat(64), "longer than 63"),
         ] {
-            let e = San::parse(v).unwrap_err().to_string();
+            let e = parse_san(v).unwrap_err().to_string();
             assert!(e.contains(why) && e.contains(&format!("{:?}", v)), "{v}: {e}");
         }
     }

@@ -7,7 +7,7 @@
 //! themselves (validity, SANs, public key), so nothing can disagree with what Flower serves.
 
 use super::issue::{self, days, RENEW_BEFORE_DAYS};
-use super::names::San;
+use crate::vocab::San;
 use super::verify::{certs_from_pem, fingerprint, missing_names, verify_chain};
 use super::x509::{self, CertFacts};
 use super::{error::utc, fsio, install_for_container, ContainerUser, Origin, SuperLinkTls, TlsError};

@@ -7,7 +7,6 @@
 //! silent downgrade.
 
 use super::verify::{certs_from_pem, fingerprint};
-use super::x509;
 use super::{fsio, pem_encode, TlsError, CA_CERT};
 use crate::container::BindMount;
 use std::path::{Path, PathBuf};
@@ -140,26 +139,14 @@ impl SuperNodeTrust {
 pub(super) fn trust_at(ca_pem: &[u8], source: CaSource, runtime_dir: &Path, now: i64) -> Result<SuperNodeTrust, TlsError> {
     let what = source.name();
     let decoded = match std::str::from_utf8(ca_pem) {
-        Ok(text) if !text.contains("-----BEGIN") => super::operator::decode_base64_pem(text),
+        Ok(text) if !text.contains("-----BEGIN") => crate::config::decode_base64_pem(text),
         _ => None,
     };
     let cas = certs_from_pem(what, decoded.as_ref().map_or(ca_pem, |d| d.as_bytes()))?;
     for der in &cas {
-        let facts =
-            x509::parse(der).map_err(|reason| TlsError::ParseCertificate { what: what.to_string(), reason })?;
+        let facts = super::operator::facts_in_date(what, der, now)?;
         if !facts.is_ca {
             return Err(TlsError::NotACa { what: what.into(), subject: facts.label() });
-        }
-        if now > facts.not_after {
-            return Err(TlsError::Expired { what: what.into(), subject: facts.label(), not_after: facts.not_after, now });
-        }
-        if now < facts.not_before {
-            return Err(TlsError::NotYetValid {
-                what: what.into(),
-                subject: facts.label(),
-                not_before: facts.not_before,
-                now,
-            });
         }
     }
     fsio::ensure_dir(runtime_dir, 0o755)?;

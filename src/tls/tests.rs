@@ -43,7 +43,7 @@ fn sans_for(nics: &[&str]) -> Vec<San> {
 
 fn boot(d: &Dirs, sans: &[San], now: i64) -> SuperLinkTls {
     require_root();
-    superlink_generated_at(&d.state, &d.run, sans, ContainerUser::FLOWER, now).unwrap()
+    superlink::provision_at(&d.state, &d.run, sans, ContainerUser::FLOWER, now).unwrap()
 }
 
 fn facts_of(path: &Path) -> CertFacts {
@@ -480,47 +480,6 @@ fn operator_certificates_that_are_wrong_fail_with_what_is_wrong() {
     // No message quotes the key.
     let key_line = key.lines().nth(1).unwrap();
     assert!(!msg.contains(key_line));
-
-    // Only two of the three: refused before anything is read.
-    let ctx = tempfile::tempdir().unwrap();
-    for (ca, c, k, missing) in [
-        (Some("ca.pem"), Some("server.pem"), None, "FL_SSL_KEYFILE missing"),
-        (None, Some("server.pem"), Some("server.key"), "FL_SSL_CA_CERTFILE missing"),
-        (Some("ca.pem"), Some("  "), Some("server.key"), "FL_SSL_CERTFILE missing"),
-    ] {
-        let e = operator_pem_from_context(ca, c, k, ctx.path()).unwrap_err();
-        assert!(matches!(e, TlsError::OperatorIncomplete { .. }));
-        let msg = e.to_string();
-        assert!(msg.contains(missing) && msg.contains("go together"), "{msg}");
-    }
-    assert!(operator_pem_from_context(None, Some(""), None, ctx.path()).unwrap().is_none());
-}
-
-#[test]
-fn operator_values_resolve_from_base64_files_or_pem() {
-    use base64::Engine;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let now = unix_now();
-    let pki = make_pki("Example Corp Root");
-    let (cert, key) = leaf(&pki, &["127.0.0.1"], now - DAY, now + DAY);
-    let ctx = tempfile::tempdir().unwrap();
-    fs::write(ctx.path().join("superlink cert"), &cert).unwrap();
-    fs::write(ctx.path().join("notes.txt"), "hello").unwrap();
-    // base64 (with line breaks, without padding), a FILES_DS file name (spaces allowed), raw PEM.
-    let wrapped: String = b64(&pki.ca_pem).trim_end_matches('=').as_bytes().chunks(76).map(|c| String::from_utf8_lossy(c) + "\n").collect();
-    let pem = operator_pem_from_context(Some(&wrapped), Some("superlink cert"), Some(&key), ctx.path()).unwrap().unwrap();
-    assert_eq!((pem.ca.as_str(), pem.cert.as_str(), pem.key.expose()), (pki.ca_pem.as_str(), cert.as_str(), key.trim()));
-    assert!(!format!("{pem:?}").contains(key.lines().nth(1).unwrap()));
-    let r = |var, v: &str| resolve_operator_value(var, v, ctx.path()).unwrap_err().to_string();
-    let e = r(OperatorVar::Cert, "server.pem");
-    assert!(e.starts_with("FL_SSL_CERTFILE: \"server.pem\" is neither base64-encoded PEM nor the name of a file on the context CD"), "{e}");
-    assert!(r(OperatorVar::Cert, "notes.txt").contains("\"notes.txt\" on the context CD is not PEM"));
-    assert!(r(OperatorVar::CaCert, "/etc/ssl/ca.pem").contains("not a path"));
-    assert!(r(OperatorVar::CaCert, "LS0tLS1CRUdJTiBD!!").contains("does not decode"));
-    // A long value that is neither (say, base64 of a DER key) is never echoed.
-    let der_key_b64 = b64(&"k".repeat(150));
-    let e = r(OperatorVar::Key, &der_key_b64);
-    assert!(e.starts_with("FL_SSL_KEYFILE: a value of 200 characters is neither") && !e.contains("aaa"), "{e}");
 }
 
 // ---- SuperNode ----
@@ -571,7 +530,7 @@ fn the_generated_ca_is_what_a_supernode_then_trusts() {
 
 #[test]
 fn insecure_is_said_loudly() {
-    let w = insecure_warning(crate::config::Role::SuperLink);
+    let w = insecure_warning(crate::vocab::Role::SuperLink);
     assert!(w.starts_with("TLS IS DISABLED (FL_TLS_ENABLED=NO)") && w.contains("--insecure"), "{w}");
-    assert!(insecure_warning(crate::config::Role::SuperNode).contains("flower-supernode runs with --insecure"));
+    assert!(insecure_warning(crate::vocab::Role::SuperNode).contains("flower-supernode runs with --insecure"));
 }

@@ -3,7 +3,7 @@
 //! that is not the certificate's, and a real in-memory handshake proves it signs), and the CA
 //! fingerprint for logs.
 
-use super::names::San;
+use crate::vocab::San;
 use super::TlsError;
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::crypto::CryptoProvider;
@@ -122,7 +122,7 @@ pub fn missing_names(what: &str, leaf: &CertificateDer<'static>, wanted: &[San])
         .map_err(|e| TlsError::ParseCertificate { what: what.to_string(), reason: e.to_string() })?;
     Ok(wanted
         .iter()
-        .filter(|san| san.server_name().is_none_or(|name| verify_server_name(&parsed, &name).is_err()))
+        .filter(|san| super::names::server_name(san).is_none_or(|name| verify_server_name(&parsed, &name).is_err()))
         .cloned()
         .collect())
 }
@@ -159,7 +159,7 @@ pub fn handshake(what: &str, server: ServerConfig, cas: &[CertificateDer<'static
         .map_err(|e| fail(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let server_name = name.server_name().ok_or_else(|| fail(format!("{name} is not a name a client can dial")))?;
+    let server_name = super::names::server_name(name).ok_or_else(|| fail(format!("{name} is not a name a client can dial")))?;
     let mut c = ClientConnection::new(Arc::new(client), server_name).map_err(|e| fail(e.to_string()))?;
     let mut s = ServerConnection::new(Arc::new(server)).map_err(|e| fail(e.to_string()))?;
     // A TLS 1.3 handshake is three flights; a few more rounds cover TLS 1.2 and tickets.

@@ -12,7 +12,7 @@
 //!     issuerUniqueID [1] OPTIONAL, subjectUniqueID [2] OPTIONAL, extensions [3] EXPLICIT OPTIONAL }
 //! ```
 
-use super::names::San;
+use crate::vocab::San;
 use std::net::IpAddr;
 use yasna::models::ObjectIdentifier;
 use yasna::{ASN1Error, ASN1ErrorKind, ASN1Result, BERReader, Tag};

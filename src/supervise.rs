@@ -7,15 +7,14 @@
 //! signal (SIGTERM for the last two) goes to CMD, then after `--grace` its process group gets
 //! SIGKILL. Service mode: never `kill(-1)`, never `reboot(2)`.
 
-use super::{
-    EXIT_INIT_FAILURE, Output, ShutdownReason, Supervisor, SignalsBlocked, block_signals, become_subreaper,
-    describe_wait_status, exit_code_from_spawn_errno, exit_code_from_wait_status, signal_name,
-};
-use crate::cli::{Args, EXIT_USAGE};
+use crate::args::{Args, EXIT_USAGE};
 use crate::error::Result;
 use crate::health;
 use crate::power::{self, Mode, Plan};
-use crate::status::Phase;
+use crate::supervisor::{
+    EXIT_INIT_FAILURE, Output, ShutdownReason, SignalsBlocked, Supervisor, become_subreaper, block_signals,
+    describe_wait_status, exit_code_from_spawn_errno, exit_code_from_wait_status, signal_name,
+};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::net::IpAddr;
@@ -44,7 +43,7 @@ struct Opts {
 }
 
 /// Entry point of `flower-init supervise`; returns the exit code.
-pub fn cli_supervise(args: &mut Args) -> i32 {
+pub fn cli(args: &mut Args) -> i32 {
     // First of all: signals must be blocked before any thread or child exists.
     let blocked = match block_signals() {
         Ok(b) => b,
@@ -124,13 +123,13 @@ fn supervise(blocked: SignalsBlocked, opts: &Opts) -> Result<i32> {
     };
     log::info!("started {name} (pid {pid})");
     sv.forward_signals_to(Some(pid));
-    sv.status.phase = Phase::Ready;
-    sv.status.sections.insert("supervise".into(), serde_json::json!({ "command": opts.cmd, "pid": pid.as_raw() }));
+    sv.status_mut().ready();
+    sv.status_mut().set_sections(&Sections { supervise: Child { command: &opts.cmd, pid: pid.as_raw() } });
     let plan = Plan { grace: opts.grace, ..Plan::default() };
     let code = match sv.wait_exit_or_shutdown(pid) {
         Ok(status) => {
             log::info!("{name} (pid {pid}) exited: {}", describe_wait_status(status));
-            sv.status.phase = Phase::ShuttingDown;
+            sv.status_mut().shutting_down();
             if power::stop_own_groups(&mut sv, plan.kill_grace) > 0 {
                 log::warn!("some of {name}'s processes survived SIGKILL");
             }
@@ -148,6 +147,18 @@ fn supervise(blocked: SignalsBlocked, opts: &Opts) -> Result<i32> {
     sv.reap_now();
     log::info!("exit code {code}; reaped {} orphan(s)", sv.orphans_reaped());
     Ok(code)
+}
+
+/// `/status` sections of `supervise`: the command it runs.
+#[derive(serde::Serialize)]
+struct Sections<'a> {
+    supervise: Child<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Child<'a> {
+    command: &'a [String],
+    pid: i32,
 }
 
 /// Send `sig` to CMD, give it `grace`, then SIGKILL its process group. Its exit code, if reaped.

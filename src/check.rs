@@ -4,10 +4,11 @@
 //! per problem on stderr (syntax errors with their line, then every validation problem),
 //! followed by the warnings. Exit 1: a file could not be read.
 
-use super::{IMAGE_MANIFEST, ImageFacts, Problem, Rejected, Resolved, Role, resolve};
-use crate::cli::{Args, EXIT_USAGE};
+use crate::args::{Args, EXIT_USAGE};
+use crate::config::{ImageFacts, Problem, Rejected, Resolved, resolve};
 use crate::context::{Context, LoadError, context_paths};
-use crate::tls::San;
+use crate::image::IMAGE_MANIFEST;
+use crate::vocab::{Role, San};
 use serde_json::json;
 use std::path::Path;
 
@@ -20,7 +21,7 @@ Exit status: 0 valid (plan as JSON on stdout), 2 invalid (one problem per line o
 1 unreadable input.";
 
 /// Run `check`; returns the exit code.
-pub fn cli_check(args: &mut Args) -> i32 {
+pub fn cli(args: &mut Args) -> i32 {
     if args.flag("--help") || args.flag("-h") {
         println!("{USAGE}");
         return 0;
@@ -133,8 +134,36 @@ fn validate_operator_certs(res: Resolved) -> Result<Resolved, Rejected> {
 /// manifest when present, else [`ImageFacts::builtin`].
 pub fn image_facts(flag: Option<&str>, installed: &Path) -> crate::error::Result<(ImageFacts, String)> {
     match flag {
-        Some(p) => Ok((ImageFacts::load(Path::new(p))?, p.to_string())),
-        None if installed.exists() => Ok((ImageFacts::load(installed)?, installed.display().to_string())),
+        Some(p) => Ok((crate::image::load_file(Path::new(p))?.facts, p.to_string())),
+        None if installed.exists() => Ok((crate::image::load_file(installed)?.facts, installed.display().to_string())),
         None => Ok((ImageFacts::builtin(), "builtin".to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::{Framework, UseCase};
+
+    #[test]
+    fn image_manifest_json() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("image.json");
+        // A full manifest as `make image` writes it (image.rs is the one reader), edited.
+        let mut m: serde_json::Value = serde_json::from_str(include_str!("image/testdata-image.json")).unwrap();
+        m["framework"] = "pytorch".into();
+        m["use_cases"] = serde_json::json!(["llm-fine-tuning"]);
+        m["role"] = "supernode".into();
+        std::fs::write(&p, m.to_string()).unwrap();
+        let f = crate::image::load_file(&p).map(|m| m.facts).unwrap();
+        assert_eq!(
+            (f.framework, f.role, f.use_cases),
+            (Framework::PyTorch, Some(Role::SuperNode), vec![UseCase::LlmFineTuning])
+        );
+        m["flower_version"] = "1.42".into();
+        std::fs::write(&p, m.to_string()).unwrap();
+        assert!(crate::image::load_file(&p).map(|m| m.facts).unwrap_err().to_string().contains("flower_version: must be a version X.Y.Z"));
+        assert_eq!(image_facts(None, &d.path().join("none")).unwrap().1, "builtin");
+        assert!(image_facts(None, &p).map(|x| x.1).unwrap_err().to_string().contains("image.json"));
     }
 }

@@ -1,5 +1,6 @@
-//! Reading variables through the table: aliases, defaults, rules, sources, and the problems
-//! and warnings collected on the way (all of them, not just the first).
+//! The [`Reader`]: each variable read through the table (`crate::vars`): aliases, defaults,
+//! rules, where the value came from, and the problems and warnings collected on the way (all
+//! of them, not just the first). `resolve.rs` reads the whole context with it.
 
 use crate::context::{Context, quote};
 use crate::vars::{self, Rule, Var};
@@ -69,7 +70,7 @@ pub struct Entry {
 }
 
 /// Reads the context through the table.
-pub struct Resolver<'a> {
+pub struct Reader<'a> {
     pub ctx: &'a Context,
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
@@ -93,10 +94,10 @@ fn same(rule: &Rule, a: &str, b: &str) -> bool {
     }
 }
 
-impl<'a> Resolver<'a> {
+impl<'a> Reader<'a> {
     /// A resolver with nothing read yet.
     pub fn new(ctx: &'a Context) -> Self {
-        Resolver { ctx, problems: Vec::new(), warnings: Vec::new(), values: Vec::new() }
+        Reader { ctx, problems: Vec::new(), warnings: Vec::new(), values: Vec::new() }
     }
 
     pub fn problem(&mut self, var: &str, value: Option<&str>, msg: impl Into<String>) {
@@ -200,7 +201,7 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// [`Resolver::value`] for NIC variables (`ETH3_IP`): no plan entry, the network plan shows them.
+    /// [`Reader::value`] for NIC variables (`ETH3_IP`): no plan entry, the network plan shows them.
     pub fn nic<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<Option<T>, ()> {
         let (text, source) = match self.lookup(name) {
             Some(v) => v,
@@ -280,15 +281,15 @@ mod tests {
     #[test]
     fn aliases_agree_or_conflict() {
         let ctx = Context::from_pairs([("FL_STRATEGY", "fedprox"), ("ONEAPP_FL_STRATEGY", "FedProx")]);
-        let mut r = Resolver::new(&ctx);
+        let mut r = Reader::new(&ctx);
         assert_eq!(r.lookup("FL_STRATEGY"), Some(("fedprox".into(), Source::Context)));
         assert!(r.problems.is_empty());
         let ctx = Context::from_pairs([("ONEAPP_FL_NUM_ROUNDS", "5"), ("FL_NUM_ROUNDS", "")]);
-        let mut r = Resolver::new(&ctx);
+        let mut r = Reader::new(&ctx);
         assert_eq!(r.int("FL_NUM_ROUNDS"), Ok(Some(5)));
         assert_eq!(r.values[0].1.source, Source::Alias { name: "ONEAPP_FL_NUM_ROUNDS".into() });
         let ctx = Context::from_pairs([("FL_NUM_ROUNDS", "5"), ("ONEAPP_FL_NUM_ROUNDS", "6")]);
-        let mut r = Resolver::new(&ctx);
+        let mut r = Reader::new(&ctx);
         assert_eq!(r.int("FL_NUM_ROUNDS"), Ok(Some(5)));
         assert_eq!(
             r.problems[0].to_string(),
@@ -299,11 +300,11 @@ mod tests {
     #[test]
     fn defaults_parse_by_the_same_rule() {
         let ctx = Context::default();
-        let mut r = Resolver::new(&ctx);
+        let mut r = Reader::new(&ctx);
         assert_eq!(r.int("FL_NUM_ROUNDS"), Ok(Some(3)));
         assert_eq!(r.float("FL_TRIM_BETA"), Ok(Some(0.2)));
         assert_eq!(r.yes_no("FL_CHECKPOINT_ENABLED"), Ok(Some(false)));
-        assert_eq!(r.word::<crate::config::Strategy>("FL_STRATEGY"), Ok(Some(crate::config::Strategy::FedAvg)));
+        assert_eq!(r.word::<crate::vocab::Strategy>("FL_STRATEGY"), Ok(Some(crate::vocab::Strategy::FedAvg)));
         assert_eq!(
             r.value("FL_SUPERLINK_ADDRESS", super::super::values::host_port, |a| json!(a.to_string())),
             Ok(None)
@@ -320,7 +321,7 @@ mod tests {
     #[test]
     fn secrets_never_reach_the_plan_or_problems() {
         let ctx = Context::from_pairs([("ONEGATE_TOKEN", "hunter2hunter2")]);
-        let mut r = Resolver::new(&ctx);
+        let mut r = Reader::new(&ctx);
         r.value("ONEGATE_TOKEN", |s| Ok(s.to_string()), |s| json!(s)).unwrap();
         r.value("ONEGATE_TOKEN", |_| Err::<(), _>("bad".to_string()), |_| json!(null)).unwrap_err();
         let all = format!("{} {:?}", r.values_json(), r.problems);

@@ -1,0 +1,161 @@
+//! The training run (SuperLink with FL_USE_CASE): the bundled app submitted with the run
+//! config built from the context (`flwr run` in a one-shot container against the loopback
+//! Control API), then followed round by round through the app's status file into `/status`
+//! and OneGate (FL_RUN_*). A completed run is not submitted again on reboot.
+
+use super::steps::{Boot, Failed, Note};
+use super::{Node, spec, workload};
+use crate::container::{self, BindMount};
+use crate::error::{Ctx, Error, Result};
+use crate::{flower, runconfig};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// `flwr run` (a one-shot container: a Python start, the FAB upload) may take this long.
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Where the run's status file is, as the container sees it (on the state directory).
+const STATUS_FILE: &str = "/state/run-status.json";
+
+/// A submitted training run being followed through the app's status file.
+pub(super) struct Follow {
+    run_id: u64,
+    host_status_file: PathBuf,
+    last: Option<runconfig::AppStatus>,
+}
+
+impl Follow {
+    /// The run has ended (completed or failed): nothing more to follow.
+    pub(super) fn ended(&self) -> bool {
+        self.last.as_ref().is_some_and(|s| s.status == "completed" || s.status == "failed")
+    }
+}
+
+/// SuperLink with FL_USE_CASE: submit the bundled app with the run config from the context,
+/// in a one-shot container running `flwr run` against the loopback Control API.
+pub(super) fn submit(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Failed> {
+    boot.step("run", |b| {
+        let sl = node.cfg.role.superlink().ok_or_else(|| Error::msg("submit the run", "not a SuperLink"))?;
+        let ckpt = sl.checkpoint.as_ref().map(|c| spec::state_path_in_container(&c.path)).transpose()?;
+        let settings = runconfig::RunSettings::from_superlink(sl, node.cfg.common.use_case, ckpt.as_deref(), STATUS_FILE)
+            .map_err(|e| Error::msg("build the run config", e.to_string()))?;
+        let rc = settings.to_run_config().map_err(|e| Error::msg("build the run config", e.to_string()))?;
+        if let Err(problems) = node.manifest.app.config.validate(&rc) {
+            let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            return Err(Error::msg("check the run config against the app", text.join("; ")));
+        }
+        let host_status = spec::host_state_dir(b).join("run-status.json");
+        // The status of the last run, if any: a completed run of this configuration is not
+        // submitted again on reboot (submit a new one with `flwr run`).
+        let marker = spec::host_state_dir(b).join("submitted-run.json");
+        let rendered = rc.render();
+        if let Ok(prev) = std::fs::read_to_string(&marker) {
+            let prev: serde_json::Value = serde_json::from_str(&prev).unwrap_or_default();
+            let done = std::fs::read_to_string(&host_status).ok().and_then(|t| runconfig::parse_status_file(&t).ok()).filter(|s| s.status == "completed");
+            if prev["run_config"] == rendered && done.is_some() {
+                let id = prev["run_id"].as_u64().unwrap_or(0);
+                node.run = Some(Follow { run_id: id, host_status_file: host_status, last: None });
+                return Ok(((), Note::Skip(format!("run {id} with this configuration already completed; not submitted again"))));
+            }
+        }
+        let home = b.layout.run_dir.join("flwr-cli");
+        std::fs::create_dir_all(&home).with_ctx(|| format!("create {}", home.display()))?;
+        std::os::unix::fs::chown(&home, Some(container::CONTAINER_UID), Some(container::CONTAINER_GID)).with_ctx(|| format!("chown {}", home.display()))?;
+        let transport = match &node.tls {
+            Some(_) => runconfig::Transport::RootCertificates(flower::supernode_ca_path()),
+            None => runconfig::Transport::Insecure,
+        };
+        let toml = runconfig::flwr_config_toml(runconfig::CONNECTION, &format!("127.0.0.1:{}", flower::SUPERLINK_PORT), &transport)
+            .map_err(|e| Error::msg("write the Flower CLI config", e))?;
+        crate::fsutil::write_atomic(&home.join("config.toml"), toml.as_bytes(), 0o644, Some((container::CONTAINER_UID, container::CONTAINER_GID)))
+            .with_ctx(|| format!("write {}", home.join("config.toml").display()))?;
+        let argv = runconfig::flwr_run_argv(
+            &format!("{}/flwr", container::VENV_BIN),
+            &node.manifest.app.path.display().to_string(),
+            runconfig::CONNECTION,
+            &rc,
+        );
+        let submitted = match one_shot(b, node, "submit", argv, &home)
+            .and_then(|out| runconfig::parse_run_output(&out).map_err(|e| Error::msg("submit the run (flwr run)", e.to_string())))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                // Flower is up and serving; only `flwr run` failed (a timeout on a slow host, a
+                // Flower error). The SuperLink stays up and says the run failed; an operator
+                // can submit one with `flwr run` through the Control port.
+                let msg = e.to_string();
+                log::error!("run not submitted: {msg}; the SuperLink stays up (submit one with `flwr run`)");
+                let st = runconfig::AppStatus {
+                    run_id: 0,
+                    status: "failed".into(),
+                    round: 0,
+                    num_rounds: Some(sl.num_rounds),
+                    loss: None,
+                    accuracy: None,
+                    strategy: Some(sl.strategy.to_string()),
+                    use_case: Some(node.cfg.common.use_case.to_string()),
+                    connected_nodes: None,
+                    message: format!("not submitted: {msg}"),
+                    checkpoint: None,
+                    updated: String::new(),
+                };
+                b.onegate.set_pairs(st.attributes());
+                b.report.run = Some(st);
+                b.show();
+                return Ok(((), Note::Warn(format!("run not submitted: {msg}"))));
+            }
+        };
+        let rec = serde_json::json!({"run_id": submitted.run_id, "run_config": rendered});
+        crate::fsutil::write_atomic(&marker, rec.to_string().as_bytes(), 0o644, None).with_ctx(|| format!("write {}", marker.display()))?;
+        log::info!("run {} submitted: {} rounds of {} with {}", submitted.run_id, sl.num_rounds, node.cfg.common.use_case, sl.strategy);
+        node.run = Some(Follow { run_id: submitted.run_id, host_status_file: host_status, last: None });
+        Ok(((), Note::Ok(format!("run {} submitted ({rendered})", submitted.run_id))))
+    })
+}
+
+/// Run a Flower CLI command in a one-shot container (same image, same certificates, the CLI's
+/// `$FLWR_HOME` bound from `home`), under the supervisor; its stdout.
+fn one_shot(b: &mut Boot, node: &Node, suffix: &str, argv: Vec<String>, home: &Path) -> Result<String> {
+    let id = format!("{}-{suffix}", node.id);
+    let rootfs = spec::container_rootfs(b)?;
+    let mut s = spec::spec(b, node, &id, argv, &rootfs);
+    s.mounts.push(BindMount { source: home.to_path_buf(), destination: format!("{}/.flwr", container::HOME_DIR), read_only: false });
+    let bundle = container::write_bundle(&b.layout.run_dir.join("bundle").join(&id), &s)?;
+    let _ = workload::run_argv(&mut b.sv, "runc delete", &node.runc.delete(&id, true));
+    let mut argv = node.runc.run(&bundle, &id);
+    let bin = argv.remove(0);
+    let mut cmd = Command::new(bin);
+    cmd.args(argv);
+    let o = b.sv.run(&id, cmd, SUBMIT_TIMEOUT)?;
+    if !o.success() {
+        let why = format!("exit {}{}: {}", o.code, if o.timed_out { " (timed out)" } else { "" }, workload::tail(&o.stdout, &o.stderr));
+        return Err(Error::msg(format!("run {}", s.args.join(" ")), why));
+    }
+    Ok(o.stdout)
+}
+
+/// Read the run's status file; publish and show what changed.
+pub(super) fn follow(b: &mut Boot, node: &mut Node) {
+    let Some(run) = &mut node.run else { return };
+    let Ok(text) = std::fs::read_to_string(&run.host_status_file) else { return };
+    let Ok(st) = runconfig::parse_status_file(&text) else { return };
+    if st.run_id != run.run_id && run.run_id != 0 {
+        return; // the file of an earlier run, not rewritten yet
+    }
+    if run.last.as_ref() == Some(&st) {
+        return;
+    }
+    log::info!(
+        "run {}: {} round {}/{}{}{}",
+        st.run_id,
+        st.status,
+        st.round,
+        st.num_rounds.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+        st.loss.map(|l| format!(" loss={l:.4}")).unwrap_or_default(),
+        st.accuracy.map(|a| format!(" accuracy={a:.4}")).unwrap_or_default()
+    );
+    b.onegate.set_pairs(st.attributes());
+    b.report.run = Some(st.clone());
+    b.show();
+    run.last = Some(st);
+}

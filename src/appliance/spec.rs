@@ -1,0 +1,98 @@
+//! What the Flower container is made of: Flower's command line for the role, and the OCI
+//! spec around it (image root, state and data directories, certificates, GPUs, limits). Pure
+//! wiring of the validated configuration into `crate::container`'s inputs.
+
+use super::Node;
+use super::steps::Boot;
+use crate::config;
+use crate::container::{self, Spec};
+use crate::error::{Error, Result};
+use crate::flower;
+use crate::vocab::{Role, STATE_DIR};
+use std::path::{Path, PathBuf};
+
+/// The Flower command line of this role.
+pub(super) fn flower_args(node: &Node) -> Result<Vec<String>> {
+    let c = &node.cfg;
+    Ok(match &c.role {
+        config::RoleConfig::SuperLink(sl) => flower::superlink_args(&flower::SuperLinkArgs {
+            // Flower serves loopback only; the gateway exposes the Fleet API on the NICs.
+            host: "127.0.0.1".into(),
+            port: flower::SUPERLINK_PORT,
+            tls: node.tls.as_ref().map(|_| flower::ServerTls::in_certs_dir()),
+            database: match &sl.database {
+                config::Database::InMemory => ":flwr-in-memory:".into(),
+                config::Database::File(p) => state_path_in_container(p)?,
+            },
+            isolation: c.common.isolation,
+        }),
+        config::RoleConfig::SuperNode(sn) => flower::supernode_args(&flower::SuperNodeArgs {
+            superlink: node.superlink.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+            root_certificates: node.tls.as_ref().map(|_| flower::supernode_ca_path()),
+            node_config: node.node_config.clone(),
+            max_retries: sn.max_retries,
+            max_wait_time: sn.max_wait_time,
+            runtime_port: flower::SUPERNODE_RUNTIME_PORT,
+            isolation: c.common.isolation,
+        }),
+    })
+}
+
+/// A path on the state disk (`/var/lib/flower/...`, validated so by `config`) as the
+/// container sees it: the container's `/state` is `/var/lib/flower/flower`, so Flower's files
+/// stay apart from flower-init's (`tls/` holds the CA key, which never enters the container).
+pub(super) fn state_path_in_container(p: &Path) -> Result<String> {
+    let rel = p
+        .strip_prefix(STATE_DIR)
+        .map_err(|_| Error::msg(format!("map {} into the container", p.display()), format!("not under {}", STATE_DIR)))?;
+    Ok(Path::new(container::CONTAINER_STATE_DIR).join(rel).display().to_string())
+}
+
+/// The host side of the container's `/state`.
+pub(super) fn host_state_dir(boot: &Boot) -> PathBuf {
+    boot.layout.state_dir.join("flower")
+}
+
+/// The container spec for `args` (the Flower service, or a one-shot CLI run).
+pub(super) fn spec(boot: &Boot, node: &Node, id: &str, args: Vec<String>, rootfs: &Path) -> Spec {
+    let mut s = Spec::new(id, rootfs, args);
+    s.log_level = node.cfg.common.log_level;
+    s.state_dir = Some(host_state_dir(boot));
+    if node.role() == Role::SuperNode {
+        s.data_dir = boot.layout.data_dir.clone();
+        s.env.push(("FL_ML_FRAMEWORK".into(), node.manifest.facts.framework.to_string()));
+        if let Some(g) = &boot.gpus {
+            s.devices = g.devices.clone();
+            s.mounts.extend(g.mounts.iter().cloned());
+            s.env.extend(g.env.iter().cloned());
+        }
+    }
+    if let Some((_, binds)) = &node.tls {
+        s.certs = binds.clone();
+    }
+    for (name, field) in [("resolv.conf", &mut s.resolv_conf), ("hosts", &mut s.hosts)] {
+        let p = boot.layout.run_dir.join(name);
+        if p.exists() {
+            *field = Some(p);
+        }
+    }
+    let mut limits = s.limits;
+    for c in limits.restrict_to(container::Controllers::detect()) {
+        log::info!("container: no {c} cgroup controller here: that limit is not set");
+    }
+    if let Some(hard) = container::nofile_hard() {
+        limits.cap_nofile(hard);
+    }
+    s.limits = limits;
+    s
+}
+
+/// The image tree for runc's root: `/` bound read-only under /run in a VM, the unpacked
+/// rootfs bound the same way on a host.
+pub(super) fn container_rootfs(b: &Boot) -> Result<PathBuf> {
+    let target = b.layout.run_dir.join("rootfs");
+    if !crate::mount::is_mountpoint(&target) {
+        container::bind_rootfs(&b.layout.image_root, &target)?;
+    }
+    Ok(target)
+}
