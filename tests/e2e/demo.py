@@ -38,8 +38,8 @@ from qemu import PINNED_KERNEL_DIR, Disk, Nic, Vm, accelerator, kernel_path, mak
 
 # A namespace and subnet of its own: `make e2e` may run beside it.
 federation.TAG = "demo"
-federation.PREFIX = "fi-demo"
-federation.SUBNET = "10.92.0"
+federation.PREFIX = os.environ.get("FI_DEMO_PREFIX") or "fi-demo"
+federation.SUBNET = os.environ.get("FI_DEMO_SUBNET") or "10.92.0"
 federation.BUILD = os.path.join(ROOT, "build", "demo")
 BUILD = federation.BUILD
 LOGS = os.path.join(BUILD, "logs")

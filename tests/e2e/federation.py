@@ -34,8 +34,10 @@ import contextsh  # noqa: E402
 import netns  # noqa: E402
 import one  # noqa: E402
 
-PREFIX = "fi-e2e"
-SUBNET = "10.91.0"
+# FI_E2E_PREFIX / FI_E2E_SUBNET: another namespace prefix and /24 (a.b.c), so two checkouts on one
+# machine can run the federation at the same time without tearing down each other's namespaces.
+PREFIX = os.environ.get("FI_E2E_PREFIX") or "fi-e2e"
+SUBNET = os.environ.get("FI_E2E_SUBNET") or "10.91.0"
 HEALTH = 8081
 BUILD = os.path.join(ROOT, "build", "e2e")
 
