@@ -433,6 +433,11 @@ fn supernode(r: &mut Reader, onegate: &OneGate, use_case: UseCase) -> Option<Sup
     })
 }
 
+/// Whether the table marks `name` secret (its value never appears in a message).
+fn row_is_secret(name: &str) -> bool {
+    crate::vars::lookup(name).is_some_and(|(v, _)| v.secret)
+}
+
 /// An FL_SSL_* value resolved to PEM text by `tls`'s own rules (so `check` and boot agree).
 fn pem(r: &mut Reader, var: OperatorVar, dir: &Path) -> Result<Option<Secret>, ()> {
     let name: &'static str = var.name();
@@ -440,7 +445,7 @@ fn pem(r: &mut Reader, var: OperatorVar, dir: &Path) -> Result<Option<Secret>, (
         r.record(name, Json::Null, Source::Default);
         return Ok(None);
     };
-    match super::operator_value(&text, dir) {
+    match super::operator_value(&text, dir, row_is_secret(name)) {
         Ok(pem) => {
             let t = text.trim();
             let shown = if var == OperatorVar::Key {

@@ -480,7 +480,7 @@ fn every_problem_at_once() {
         resolve(&ctx(&[SL, ("FL_NUM_ROUNDS", "0"), ("FL_STRATEGY", "x")]), &image(), None).unwrap_err().to_string();
     assert_eq!(all.lines().count(), 2, "{all}");
     for needle in [
-        "FL_SSL_KEYFILE=<redacted 7 bytes>: \"key.pem\" is neither base64-encoded PEM nor the name of a file on the context CD",
+        "FL_SSL_KEYFILE=<redacted 7 bytes>: the value is neither base64-encoded PEM nor the name of a file on the context CD",
         "FL_NUM_ROUNDS='0'",
         "FL_STRATEGY='FedSGD': must be one of FedAvg",
         "FL_LOG_LEVEL='verbose'",
