@@ -24,6 +24,9 @@ pub struct Resolved {
     pub plan: Json,
 }
 
+/// Problems a refusal shows at most; one more line counts the rest.
+pub const MAX_PROBLEMS_SHOWN: usize = 50;
+
 /// Why the context was refused: every problem, plus the warnings found on the way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
@@ -38,13 +41,17 @@ pub struct Rejected {
 }
 
 impl std::fmt::Display for Rejected {
-    /// One problem per line (what `check` prints and what boot publishes as FL_ERROR).
+    /// One problem per line (what `check` prints and what boot publishes as FL_ERROR): the
+    /// first [`MAX_PROBLEMS_SHOWN`], then one line counting the rest.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
+        for (i, p) in self.problems.iter().take(MAX_PROBLEMS_SHOWN).enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
             write!(f, "{p}")?;
+        }
+        if self.problems.len() > MAX_PROBLEMS_SHOWN {
+            write!(f, "\nand {} more problems (not shown)", self.problems.len() - MAX_PROBLEMS_SHOWN)?;
         }
         Ok(())
     }
