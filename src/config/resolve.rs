@@ -231,6 +231,7 @@ fn common(r: &mut Reader, image: &ImageFacts) -> Option<Common> {
         Ok(Some(p)) => u16::try_from(p).ok(),
         _ => None,
     };
+    let status_allow = status_allow(r);
     let ssh_public_keys = r
         .value(
             "SSH_PUBLIC_KEY",
@@ -255,8 +256,28 @@ fn common(r: &mut Reader, image: &ImageFacts) -> Option<Common> {
         log_level: log_level?,
         isolation: isolation?,
         health_port: health_port?,
+        status_allow: status_allow?,
         ssh_public_keys,
     })
+}
+
+/// FL_STATUS_ALLOW, else FL_CONTROL_ALLOW's networks (its own problems are reported where the
+/// SuperLink reads it), else nobody but loopback.
+fn status_allow(r: &mut Reader) -> Option<Vec<crate::vocab::Cidr>> {
+    let parse = |v: &str| crate::vocab::parse_cidr_list(v).map_err(|e| e.trim_start_matches("FL_CONTROL_ALLOW: ").to_string());
+    let show = |l: &Vec<crate::vocab::Cidr>| json!(l.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+    match r.value("FL_STATUS_ALLOW", parse, show) {
+        Ok(Some(list)) => Some(list),
+        Ok(None) => {
+            let names = ["FL_CONTROL_ALLOW", "ONEAPP_FL_CONTROL_ALLOW"];
+            let given = names.iter().find_map(|n| r.ctx.get(n)).and_then(|v| parse(v).ok()).unwrap_or_default();
+            if !given.is_empty() {
+                r.record("FL_STATUS_ALLOW", show(&given), Source::Default);
+            }
+            Some(given)
+        }
+        Err(()) => None,
+    }
 }
 
 /// OneGate inputs; whether they suffice is checked where they are needed.
