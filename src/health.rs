@@ -443,8 +443,8 @@ pub fn respond_with(method: &str, path: &str, status: &Status, stats: &mut Stats
             render(code, "text/plain; charset=utf-8", &format!("{line}\n"), head, None)
         }
         "/status" => {
-            let counters = serde_json::to_string(&Stats { status_renders: stats.status_renders, ..*stats }).unwrap_or_default();
             let doc = cache.doc(status, stats);
+            let counters = serde_json::to_string(&*stats).unwrap_or_default();
             // The cached document is a JSON object: add the counters as its last key.
             let body = match doc.trim_end().strip_suffix('}') {
                 Some(open) => format!("{},\n  \"health_port\": {counters}\n}}\n", open.trim_end()),
