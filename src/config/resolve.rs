@@ -606,15 +606,28 @@ fn unused_for_role(r: &mut Reader, role: Role) {
     }
 }
 
+/// Unknown FL_* names warned about one by one at most.
+const MAX_UNKNOWN_WARNINGS: usize = 20;
+
 /// `FL_*`-looking keys that are not in the table: probably typos.
 fn unknown_variables(r: &mut Reader) {
     let keys: Vec<String> = r.ctx.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| k.to_string()).collect();
-    for k in keys {
-        let up = k.to_ascii_uppercase();
-        let flowerish = ["FL_", "ONEAPP_FL", "ONEAPP_FLOWER", "FLOWER_", "ML_"].iter().any(|p| up.starts_with(p));
-        if !flowerish || vars::lookup(&k).is_some() {
-            continue;
-        }
+    let unknown: Vec<String> = keys
+        .into_iter()
+        .filter(|k| {
+            let up = k.to_ascii_uppercase();
+            let flowerish = ["FL_", "ONEAPP_FL", "ONEAPP_FLOWER", "FLOWER_", "ML_"].iter().any(|p| up.starts_with(p));
+            flowerish && vars::lookup(k).is_none()
+        })
+        .collect();
+    // Bounded: a context of thousands of made-up names gives a few lines and a count.
+    if unknown.len() > MAX_UNKNOWN_WARNINGS {
+        r.warn(format!(
+            "{} more names starting FL_/FLOWER_/ML_ are not flower-init variables: ignored",
+            unknown.len() - MAX_UNKNOWN_WARNINGS
+        ));
+    }
+    for k in unknown.into_iter().take(MAX_UNKNOWN_WARNINGS) {
         match vars::closest(&k) {
             Some(c) => r.warn(format!("{k} is not a flower-init variable (did you mean {c}?): ignored")),
             None => r.warn(format!("{k} is not a flower-init variable: ignored")),

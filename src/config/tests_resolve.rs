@@ -645,3 +645,14 @@ fn status_allow_defaults_to_the_control_allow_list() {
     assert!(has(&p, "FL_STATUS_ALLOW='10.0.0.5/24': \"10.0.0.5/24\": host bits are set"), "{p:#?}");
     assert!(!has(&p, "FL_CONTROL_ALLOW"), "{p:#?}");
 }
+
+/// Issue #14 item 5: thousands of unknown FL_* names give 21 warnings, not thousands.
+#[test]
+fn unknown_variable_warnings_are_capped() {
+    let names: Vec<String> = (0..5000).map(|i| format!("FL_MADE_UP_{i}")).collect();
+    let mut pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    pairs.push(SL);
+    let r = ok(&pairs);
+    assert_eq!(r.warnings.iter().filter(|w| w.contains("FL_MADE_UP_")).count(), 20, "{:#?}", r.warnings);
+    assert!(has(&r.warnings, "4980 more names starting FL_/FLOWER_/ML_ are not flower-init variables: ignored"));
+}
