@@ -163,6 +163,25 @@ pub fn service_template(format: Format, ids: TemplateIds) -> Value {
     out
 }
 
+/// The default an input's spec offers (what pressing Enter answers).
+fn spec_default(v: &Var) -> String {
+    input_spec(v).rsplit('|').next().unwrap_or_default().to_string()
+}
+
+/// A merge template for `oneflow-template instantiate ID FILE`: every input at its default
+/// and the network. Given a file the CLI asks nothing and oneflow-server wants a value for
+/// every input (`check_user_inptus`), so the file lists them all; edit the ones to change.
+/// 7.x matches roles by name, 6.x by position: they are in the template's order.
+pub fn values_template(format: Format, network_id: &str) -> Value {
+    let key = if format == Format::One7 { "user_inputs_values" } else { "custom_attrs_values" };
+    let values = |level| -> Map<String, Value> { offered(level).map(|v| (v.name.to_string(), spec_default(v).into())).collect() };
+    let roles: Vec<Value> = [(SUPERLINK, Offer::SuperLink), (SUPERNODE, Offer::SuperNode)]
+        .into_iter()
+        .map(|(name, level)| json!({ "name": name, key: values(level) }))
+        .collect();
+    json!({ key: values(Offer::Service), "roles": roles, "networks_values": [ { NETWORK: { "id": network_id } } ] })
+}
+
 /// A 6.x role's `vm_template_contents`: the NIC, then FL_ROLE and every service- and
 /// role-level input as a VM attribute (`KEY = "$KEY"`, filled from the `custom_attrs_values`).
 /// No CONTEXT: in 6.x a CONTEXT here replaces the VM template's whole CONTEXT (oned's

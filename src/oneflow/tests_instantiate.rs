@@ -231,7 +231,8 @@ fn a_context_vector_in_six_x_contents_cannot_work() {
 }
 
 /// OpenNebula 7.0.0's `deep_merge` (no `uniq`): the CLI sends each role back whole, so its NIC
-/// is merged twice and every VM gets two NICs on the network (fixed in 7.0.1). docs/oneflow.md.
+/// is merged twice and every VM gets two NICs on the network (OpenNebula/one#7192, "Fix role
+/// merge function", in 7.0.1). docs/oneflow.md.
 #[test]
 fn seven_zero_zero_doubles_the_role_nic() {
     let vms = deploy(&committed("flower-7.json"), One::V7, &vm_template(""), false).unwrap();
@@ -255,4 +256,41 @@ fn the_template_model_parses_as_oned() {
     let raw = one::to_raw(&json!({ "S": "a\"b", "C": { "X": "1", "Y": "$Y" }, "N": [ { "I": "1" }, { "I": "2" } ] }));
     let back = Template::parse(&raw).unwrap();
     assert_eq!((back.single("S"), back.count("N"), back.vector("C").unwrap()["Y"].as_str()), (Some("a\"b"), 2, "$Y"));
+}
+
+/// `flower-init oneflow-template --values`: the file an operator passes to `oneflow-template
+/// instantiate ID FILE` holds exactly what Enter would answer, and deploys on both versions.
+#[test]
+fn the_values_file_instantiates_as_enter_does() {
+    for (file, format, one) in [("flower-7.json", Format::One7, One::V7), ("flower-6.json", Format::One6, One::V6)] {
+        let body = committed(file);
+        let entered = cli_merge_template(&body, one, &[("Private", "5")]).unwrap();
+        let values = values_template(format, "5");
+        let key = if one == One::V7 { "user_inputs_values" } else { "custom_attrs_values" };
+        assert_eq!(values[key], entered[key], "{file}");
+        for (i, r) in values["roles"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(r["name"], entered["roles"][i]["name"], "{file}: role order");
+            assert_eq!(r[key], entered["roles"][i][key], "{file}: role {i}");
+        }
+        assert_eq!(values["networks_values"], entered["networks_values"]);
+        let mut mt = values.clone();
+        server_check(&body, &mut mt, one).unwrap();
+        let vm = if one == One::V7 { vm_template("") } else { vm_template_6x() };
+        let service = match one {
+            One::V6 => instantiate6(&body, &mt),
+            One::V7 => instantiate7(&body, &mt, true).unwrap(),
+        };
+        for role in service["roles"].as_array().unwrap() {
+            let extra = match one {
+                One::V6 => role_extra_template6(role, &vm, 3),
+                One::V7 => role_extra_template7(role, &vm, 3),
+            };
+            let ctx = vm_context(&instantiate_vm(&vm, &extra).unwrap()).unwrap();
+            assert_eq!(ctx.get("FL_ROLE"), role["name"].as_str().map(str::to_string).as_ref(), "{file}");
+        }
+        // One value missing: oneflow-server refuses, as it does for the CLI.
+        let mut short = values.clone();
+        short[key].as_object_mut().unwrap().remove("FL_LOG_LEVEL");
+        assert!(server_check(&body, &mut short, one).unwrap_err().contains("corresponding value"));
+    }
 }
