@@ -274,3 +274,16 @@ fn six_x_roles_set_every_input_for_the_vm_template_context() {
     assert!(ctx.starts_with("CONTEXT = [\n  NETWORK = \"YES\",\n  REPORT_READY = \"YES\",\n  TOKEN = \"YES\",\n  FL_ROLE = \"$FL_ROLE\",\n"));
     assert!(ctx.contains("FL_NUM_ROUNDS = \"$FL_NUM_ROUNDS\"") && ctx.ends_with("\" ]\n"));
 }
+
+/// docs/oneflow.md explains every input the templates offer and the commands it tells
+/// operators to run exist.
+#[test]
+fn the_operator_guide_covers_every_input() {
+    let doc = std::fs::read_to_string(format!("{}/docs/oneflow.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    for (name, _) in crate::vars::OFFERS {
+        assert!(doc.contains(&format!("`{name}`")), "docs/oneflow.md does not explain {name}");
+    }
+    for cmd in ["oneflow-template --vm-context", "oneflow-template --values --network", "--one6 --values"] {
+        assert!(doc.contains(cmd), "{cmd}");
+    }
+}
