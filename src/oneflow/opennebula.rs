@@ -36,7 +36,7 @@ pub enum One {
 // ---------------------------------------------------------------------------------------------
 
 /// Ruby's `String#split(sep)` without limit: trailing empty fields are dropped.
-fn ruby_split<'a>(s: &'a str, sep: char) -> Vec<&'a str> {
+fn ruby_split(s: &str, sep: char) -> Vec<&str> {
     let mut v: Vec<&str> = s.split(sep).collect();
     while v.last() == Some(&"") {
         v.pop();
