@@ -5,7 +5,9 @@
 //! - 6.x: tag `release-6.10.5`, commit 57575b4d08c243a30a076a0f50ae3bfcc779ea17
 //! - 7.x: tag `release-7.4.0`, commit fe684f0c433aacf574504fc297c9fced09cdd955 (the parts used
 //!   here are the same since `release-7.0.1`; 7.0.0's `Hash#deep_merge` did not `uniq` merged
-//!   arrays, see [`deep_merge7`])
+//!   arrays, see [`deep_merge7`]). Role-level `custom_attrs` exist since 6.8 (F #5591); 6.0-6.6
+//!   accept them in a template but never ask for them or substitute them.
+//! Sunstone builds its own request (6.x `instantiate.js`, 7.x FireEdge): not modelled.
 //!
 //! The chain for `oneflow-template instantiate ID` with every question answered by Enter:
 //! 1. CLI (`src/cli/oneflow-template`, `instantiate`): [`parse_user_inputs_enter`] for the
