@@ -341,7 +341,7 @@ pub fn instantiate6(body: &Value, mt: &Value) -> Value {
                 let role_v = role.get("custom_attrs_values").and_then(|v| v.get(&key)).cloned();
                 let service_v = service_values.as_ref().and_then(|v| v.get(&key)).cloned();
                 if let Some(v) = role_v.or(service_v) {
-                    c = c.replace(&format!("${key}"), &ruby_to_s(&v));
+                    c = ruby_gsub(&c, &format!("${key}"), &ruby_to_s(&v));
                 }
             }
             role["vm_template_contents"] = Value::String(c);
@@ -360,13 +360,51 @@ pub fn instantiate6(body: &Value, mt: &Value) -> Value {
             for key in scan_vars(&c.clone()) {
                 let net = networks_values.as_array().into_iter().flatten().find(|n| n.get(&key).is_some());
                 if let Some(n) = net {
-                    c = c.replace(&format!("${key}"), &ruby_to_s(&n[&key]["id"]));
+                    c = ruby_gsub(&c, &format!("${key}"), &ruby_to_s(&n[&key]["id"]));
                 }
             }
             role["vm_template_contents"] = Value::String(c);
         }
     }
     t
+}
+
+/// Ruby's `str.gsub(pattern, replacement)` with a string pattern: every occurrence, left to
+/// right; in the replacement (characters as stored, one backslash each) `\0` and `\&` are the
+/// match, `\1`..`\9` the groups (none: empty), `` \` `` and `\'` the text before and after the
+/// match, two backslashes one (`rb_reg_regsub`, Ruby's re.c); any other backslash stays.
+pub fn ruby_gsub(s: &str, pat: &str, rep: &str) -> String {
+    let mut out = String::new();
+    let mut last = 0;
+    for (at, m) in s.match_indices(pat) {
+        out += &s[last..at];
+        let mut chars = rep.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.peek().copied() {
+                Some('0' | '&') => out += m,
+                Some('1'..='9') => {}
+                Some('`') => out += &s[..at],
+                Some('\'') => out += &s[at + m.len()..],
+                Some('\\') => out.push('\\'),
+                Some(x) => {
+                    out.push('\\');
+                    out.push(x);
+                }
+                None => {
+                    out.push('\\');
+                    continue;
+                }
+            }
+            chars.next();
+        }
+        last = at + m.len();
+    }
+    out += &s[last..];
+    out
 }
 
 /// Ruby's `to_s` of a JSON value inside a string (`nil` is "").

@@ -294,3 +294,16 @@ fn the_values_file_instantiates_as_enter_does() {
         assert!(server_check(&body, &mut short, one).unwrap_err().contains("corresponding value"));
     }
 }
+
+/// 6.x substitutes values with Ruby's `gsub`, which reads backslashes in the value, and a
+/// value naming a later input is substituted again: docs/oneflow.md tells operators so.
+#[test]
+fn six_x_values_go_through_ruby_gsub() {
+    assert_eq!(one::ruby_gsub("A=\"$A\" B=\"$A\"", "$A", "x"), "A=\"x\" B=\"x\"");
+    assert_eq!(one::ruby_gsub("V=\"$A\"", "$A", "a\\\\b\\0c\\qd"), "V=\"a\\b$Ac\\qd\"");
+    let body = json!({ "name": "x", "custom_attrs": { "A": "O|text|d||", "B": "O|text|d||" }, "roles": [
+        { "name": "r", "vm_template": 0, "vm_template_contents": "A = \"$A\"\nB = \"$B\"" } ] });
+    let mt = json!({ "custom_attrs_values": { "A": "p\\\\q $B", "B": "b" } });
+    let t = instantiate6(&body, &mt);
+    assert_eq!(t["roles"][0]["vm_template_contents"], "A = \"p\\q b\"\nB = \"b\"");
+}
