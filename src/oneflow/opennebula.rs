@@ -7,6 +7,7 @@
 //!   here are the same since `release-7.0.1`; 7.0.0's `Hash#deep_merge` did not `uniq` merged
 //!   arrays, see [`deep_merge7`]). Role-level `custom_attrs` exist since 6.8 (F #5591); 6.0-6.6
 //!   accept them in a template but never ask for them or substitute them.
+//!
 //! Sunstone builds its own request (6.x `instantiate.js`, 7.x FireEdge): not modelled.
 //!
 //! The chain for `oneflow-template instantiate ID` with every question answered by Enter:
