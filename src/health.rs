@@ -80,8 +80,13 @@ impl Config {
 
     /// Loopback plus `extra` may read `/status`.
     pub fn allow_status(mut self, extra: &[Cidr]) -> Self {
-        self.detail_allow = loopback();
-        self.detail_allow.extend(extra.iter().filter(|c| !self.detail_allow.contains(c)).copied().collect::<Vec<_>>());
+        let mut allow = loopback();
+        for c in extra {
+            if !allow.contains(c) {
+                allow.push(*c);
+            }
+        }
+        self.detail_allow = allow;
         self
     }
 }
@@ -192,7 +197,7 @@ impl Server {
     /// Who may read `/status` from now on: loopback and `extra` (FL_STATUS_ALLOW, once the
     /// context is validated).
     pub fn allow_status(&mut self, extra: &[Cidr]) {
-        self.cfg = self.cfg.clone().allow_status(extra);
+        self.cfg.detail_allow = Config::default().allow_status(extra).detail_allow;
     }
 
     /// The address actually bound (tells the port when 0 was asked for).
