@@ -75,6 +75,10 @@ pub enum OneGate {
     Off {
         enabled: bool,
         reason: String,
+        /// REPORT_READY=YES asked for READY=YES, and why it could not be reported (OneGate is
+        /// best-effort: Flower runs anyway).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ready_not_reported: Option<String>,
     },
 }
 
@@ -92,9 +96,9 @@ impl From<&tls::SuperLinkTls> for Tls {
 }
 
 impl Report {
-    /// OneGate is not used, and why.
-    pub fn onegate_off(&mut self, reason: &str) {
-        self.onegate = Some(OneGate::Off { enabled: false, reason: reason.into() });
+    /// OneGate is not used, why, and why READY=YES could not be reported when it was asked for.
+    pub fn onegate_off(&mut self, reason: &str, ready_not_reported: Option<String>) {
+        self.onegate = Some(OneGate::Off { enabled: false, reason: reason.into(), ready_not_reported });
     }
 
     /// Take in what the background threads (OneGate publisher, gateway), the container and
