@@ -122,3 +122,20 @@ impl Report {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Issue #13 point 5: /status says why READY=YES was not reported, only when it was asked for.
+    #[test]
+    fn onegate_off_says_why_ready_was_not_reported() {
+        let mut r = super::Report::default();
+        let why = "REPORT_READY='YES': READY=YES cannot be reported: the token (token.txt or ONEGATE_TOKEN) is missing";
+        r.onegate_off("OneGate is not usable: the token (token.txt or ONEGATE_TOKEN) is missing", Some(why.into()));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["onegate"]["enabled"], false);
+        assert_eq!(v["onegate"]["ready_not_reported"], why);
+        r.onegate_off("OneGate is not usable: ONEGATE_ENDPOINT is missing", None);
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v["onegate"].get("ready_not_reported").is_none(), "{v}");
+    }
+}

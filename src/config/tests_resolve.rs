@@ -339,6 +339,13 @@ fn report_ready_without_a_token_is_a_warning() {
         );
         assert!(r.warnings.iter().any(|w| w.starts_with("TOKEN=YES but there is no token.txt")), "{:?}", r.warnings);
     }
+    // Usable, or not asked for: nothing to say.
+    let mut usable = ok(&[SL, ("ONEGATE_ENDPOINT", "http://169.254.16.9:5030"), ("VMID", "42"), ("REPORT_READY", "YES"), ("ONEGATE_TOKEN", "t")]);
+    assert_eq!(usable.config.onegate.ready_unreportable(), None);
+    usable.config.onegate.token = None;
+    assert!(usable.config.onegate.ready_unreportable().is_some());
+    usable.config.onegate.report_ready = false;
+    assert_eq!(usable.config.onegate.ready_unreportable(), None);
     // No OneGate at all: the same warning, naming everything missing.
     let r = ok(&[SL, ("REPORT_READY", "YES")]);
     assert!(r.warnings.iter().any(|w| w.starts_with(
