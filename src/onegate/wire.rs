@@ -222,7 +222,7 @@ pub fn error_text(v: &str) -> String {
         // The first problem alone is too long: its first words, then where to read it all.
         let tail = if n > 1 { more(n - 1) } else { format!(" (whole text: {WHOLE_TEXT_AT})") };
         let room = MAX_TEXT.saturating_sub(head.len() + tail.len() + " …".len());
-        out.push_str(&cut_at_word(&problems[0], room));
+        out.push_str(cut_at_word(&problems[0], room));
         out.push_str(" …");
         out.push_str(&tail);
         return out;
