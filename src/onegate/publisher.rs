@@ -81,12 +81,6 @@ struct Item {
     error: Option<String>,
 }
 
-impl Item {
-    fn due(&self, now: Instant) -> bool {
-        self.next_try.is_none_or(|t| t <= now)
-    }
-}
-
 #[derive(Default)]
 struct Inner {
     /// What is still to do, in first-queued order; a newer op on a key replaces the older.
@@ -115,29 +109,33 @@ impl Inner {
         }
     }
 
+    /// When `pending[n]` may go out: its own next try; for `READY` also the latest next try of
+    /// the sets queued before it (it waits to go out with them). `None`: now.
+    fn ready_at(&self, n: usize) -> Option<Instant> {
+        let item = &self.pending[n];
+        if item.key != READY {
+            return item.next_try;
+        }
+        let before = self.pending[..n].iter().filter(|b| matches!(b.op, Op::Set(_))).filter_map(|b| b.next_try);
+        std::iter::once(item.next_try).flatten().chain(before).max()
+    }
+
     /// The items to send now: every due one, except a `READY` whose predecessors (the sets
     /// queued before it) are not all due: it waits to go out with them.
     fn due(&self, now: Instant) -> Vec<Item> {
         if self.next_round.is_some_and(|t| t > now) {
             return Vec::new();
         }
-        let mut out = Vec::new();
-        for (n, item) in self.pending.iter().enumerate() {
-            if !item.due(now) {
-                continue;
-            }
-            let held = item.key == READY
-                && self.pending[..n].iter().any(|before| matches!(before.op, Op::Set(_)) && !before.due(now));
-            if !held {
-                out.push(item.clone());
-            }
-        }
-        out
+        (0..self.pending.len())
+            .filter(|&n| self.ready_at(n).is_none_or(|t| t <= now))
+            .map(|n| self.pending[n].clone())
+            .collect()
     }
 
     /// When something next becomes due (None: nothing pending).
     fn next_due(&self) -> Option<Instant> {
-        let items = self.pending.iter().map(|i| i.next_try.unwrap_or_else(Instant::now)).min()?;
+        let now = Instant::now();
+        let items = (0..self.pending.len()).map(|n| self.ready_at(n).unwrap_or(now)).min()?;
         Some(self.next_round.map_or(items, |r| r.max(items)))
     }
 }
@@ -548,4 +546,45 @@ fn record_landed(g: &mut Inner, item: &Item) {
         Op::Set(v) => g.landed.insert(item.key.clone(), v.clone()),
         Op::Delete => g.landed.remove(&item.key),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(key: &str, next_try: Option<Instant>) -> Item {
+        Item { key: key.into(), op: Op::Set("x".into()), failures: u32::from(next_try.is_some()), next_try, error: None }
+    }
+
+    /// READY waits for a refused predecessor, and the thread sleeps until that one's next try
+    /// instead of spinning on a READY that is never due.
+    #[test]
+    fn ready_waits_for_its_predecessors_and_the_thread_sleeps_meanwhile() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(30);
+        let mut g = Inner::default();
+        g.pending = vec![item("FL_CA_CERT", Some(later)), item(READY, None), item("FL_RUN_STATUS", None)];
+        let keys = |v: Vec<Item>| v.into_iter().map(|i| i.key).collect::<Vec<_>>();
+        assert_eq!(keys(g.due(now)), ["FL_RUN_STATUS"]);
+        g.pending.pop();
+        assert!(g.due(now).is_empty());
+        assert!(g.next_due().is_some_and(|t| t >= later), "must sleep until FL_CA_CERT's next try");
+        assert_eq!(keys(g.due(later)), ["FL_CA_CERT", READY]);
+        // OneGate unreachable: nothing is due before the shared retry time.
+        g.next_round = Some(later + Duration::from_secs(5));
+        assert!(g.due(later).is_empty());
+        assert_eq!(g.next_due(), g.next_round);
+    }
+
+    /// A new value of a refused attribute is tried at once; the same value keeps its backoff.
+    #[test]
+    fn a_new_value_resets_the_backoff() {
+        let later = Instant::now() + Duration::from_secs(30);
+        let mut g = Inner::default();
+        g.pending = vec![Item { error: Some("HTTP 403".into()), ..item("FL_RUN_LOSS", Some(later)) }];
+        g.queue("FL_RUN_LOSS".into(), Op::Set("x".into()));
+        assert_eq!(g.pending[0].next_try, Some(later));
+        g.queue("FL_RUN_LOSS".into(), Op::Set("0.4".into()));
+        assert_eq!((g.pending[0].failures, g.pending[0].next_try, &g.pending[0].error), (0, None, &None));
+    }
 }
