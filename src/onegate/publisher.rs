@@ -562,8 +562,10 @@ mod tests {
     fn ready_waits_for_its_predecessors_and_the_thread_sleeps_meanwhile() {
         let now = Instant::now();
         let later = now + Duration::from_secs(30);
-        let mut g = Inner::default();
-        g.pending = vec![item("FL_CA_CERT", Some(later)), item(READY, None), item("FL_RUN_STATUS", None)];
+        let mut g = Inner {
+            pending: vec![item("FL_CA_CERT", Some(later)), item(READY, None), item("FL_RUN_STATUS", None)],
+            ..Inner::default()
+        };
         let keys = |v: Vec<Item>| v.into_iter().map(|i| i.key).collect::<Vec<_>>();
         assert_eq!(keys(g.due(now)), ["FL_RUN_STATUS"]);
         g.pending.pop();
@@ -580,8 +582,10 @@ mod tests {
     #[test]
     fn a_new_value_resets_the_backoff() {
         let later = Instant::now() + Duration::from_secs(30);
-        let mut g = Inner::default();
-        g.pending = vec![Item { error: Some("HTTP 403".into()), ..item("FL_RUN_LOSS", Some(later)) }];
+        let mut g = Inner {
+            pending: vec![Item { error: Some("HTTP 403".into()), ..item("FL_RUN_LOSS", Some(later)) }],
+            ..Inner::default()
+        };
         g.queue("FL_RUN_LOSS".into(), Op::Set("x".into()));
         assert_eq!(g.pending[0].next_try, Some(later));
         g.queue("FL_RUN_LOSS".into(), Op::Set("0.4".into()));
