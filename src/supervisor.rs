@@ -244,6 +244,11 @@ impl Supervisor {
         Ok(addr)
     }
 
+    /// The health server, when it listens (to change who may read `/status`).
+    pub fn health_mut(&mut self) -> Option<&mut crate::health::Server> {
+        self.health.as_mut()
+    }
+
     /// The health server's counters, when it listens.
     pub fn health_stats(&self) -> Option<crate::health::Stats> {
         self.health.as_ref().map(|h| h.stats())

@@ -39,6 +39,9 @@ pub fn validate(boot: &mut Boot, ctx: &Context, facts: &ImageFacts) -> std::resu
             boot.step("validate", |_| Ok(((), Note::Ok(note))))?;
             logger::set_level(level_of(cfg.common.log_level));
             boot.listen_health(boot.layout.health_port.unwrap_or(cfg.common.health_port));
+            if let Some(h) = boot.sv.health_mut() {
+                h.allow_status(&cfg.common.status_allow);
+            }
             Ok(Some(cfg))
         }
         Err(rej) => {

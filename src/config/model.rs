@@ -43,6 +43,9 @@ pub struct Common {
     pub isolation: Isolation,
     /// FL_HEALTH_PORT.
     pub health_port: u16,
+    /// FL_STATUS_ALLOW (default: FL_CONTROL_ALLOW's list): who besides loopback may read
+    /// `/status`.
+    pub status_allow: Vec<crate::vocab::Cidr>,
     /// SSH_PUBLIC_KEY, one key per line (recorded only: there is no sshd).
     pub ssh_public_keys: Vec<String>,
 }

@@ -518,7 +518,7 @@ fn every_problem_at_once() {
         resolve(&ctx(&[SL, ("FL_NUM_ROUNDS", "0"), ("FL_STRATEGY", "x")]), &image(), None).unwrap_err().to_string();
     assert_eq!(all.lines().count(), 2, "{all}");
     for needle in [
-        "FL_SSL_KEYFILE=<redacted 7 bytes>: \"key.pem\" is neither base64-encoded PEM nor the name of a file on the context CD",
+        "FL_SSL_KEYFILE=<redacted 7 bytes>: the value is neither base64-encoded PEM nor the name of a file on the context CD",
         "FL_NUM_ROUNDS='0'",
         "FL_STRATEGY='FedSGD': must be one of FedAvg",
         "FL_LOG_LEVEL='verbose'",
@@ -666,4 +666,31 @@ fn every_table_row_is_read_and_defaults_are_valid() {
         ];
         assert!(seen.contains(v.name) || reads_elsewhere.contains(&v.name), "{} is never read", v.name);
     }
+}
+
+/// Issue #14 item 4: FL_STATUS_ALLOW, else FL_CONTROL_ALLOW's networks, else none (loopback
+/// only, added by the health port); a bad entry is a problem naming FL_STATUS_ALLOW.
+#[test]
+fn status_allow_defaults_to_the_control_allow_list() {
+    let list = |r: &Resolved| r.config.common.status_allow.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    assert!(ok(&[SL]).config.common.status_allow.is_empty());
+    assert_eq!(list(&ok(&[SL, ("FL_CONTROL_ALLOW", "10.0.0.0/24")])), ["10.0.0.0/24"]);
+    let r = ok(&[SL, ("FL_CONTROL_ALLOW", "10.0.0.0/24"), ("FL_STATUS_ALLOW", "192.168.1.7, 2001:db8::/32")]);
+    assert_eq!(list(&r), ["192.168.1.7/32", "2001:db8::/32"]);
+    assert_eq!(r.plan["values"]["FL_STATUS_ALLOW"]["value"], serde_json::json!(["192.168.1.7/32", "2001:db8::/32"]));
+    assert_eq!(list(&ok(&[SN, ADDR, ("ONEAPP_FL_STATUS_ALLOW", "10.1.0.0/16")])), ["10.1.0.0/16"]);
+    let p = problems(&[SL, ("FL_STATUS_ALLOW", "10.0.0.5/24")]);
+    assert!(has(&p, "FL_STATUS_ALLOW='10.0.0.5/24': \"10.0.0.5/24\": host bits are set"), "{p:#?}");
+    assert!(!has(&p, "FL_CONTROL_ALLOW"), "{p:#?}");
+}
+
+/// Issue #14 item 5: thousands of unknown FL_* names give 21 warnings, not thousands.
+#[test]
+fn unknown_variable_warnings_are_capped() {
+    let names: Vec<String> = (0..5000).map(|i| format!("FL_MADE_UP_{i}")).collect();
+    let mut pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    pairs.push(SL);
+    let r = ok(&pairs);
+    assert_eq!(r.warnings.iter().filter(|w| w.contains("FL_MADE_UP_")).count(), 20, "{:#?}", r.warnings);
+    assert!(has(&r.warnings, "4980 more names starting FL_/FLOWER_/ML_ are not flower-init variables: ignored"));
 }

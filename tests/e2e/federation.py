@@ -80,6 +80,8 @@ class Node:
         return f"http://{self.vm.ip}:{HEALTH}"
 
     def prepare(self, topo):
+        # /status answers loopback and FL_STATUS_ALLOW only; the harness reads it from the bridge.
+        self.vm.context.setdefault("FL_STATUS_ALLOW", topo.gateway)
         subprocess.run(["rm", "-rf", self.dir], check=True)
         for d in ("context", "state", "run"):
             os.makedirs(os.path.join(self.dir, d))
