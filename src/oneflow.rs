@@ -207,6 +207,8 @@ mod template_syntax;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_import;
+#[cfg(test)]
 mod tests_instantiate;
 #[cfg(test)]
 mod tests_vmtemplate;
