@@ -98,7 +98,7 @@ pub fn vm_app(f: &ImageFacts, role: &str) -> String {
     let opts = VmOptions { image: format!("flower-{}", f.framework), ..VmOptions::default() };
     let mut out = head(
         f,
-        &format!("Flower {role} {}", f.framework),
+        &format!("Flower {role} ({})", f.framework),
         &format!("Flower {role} VM template ({})", f.framework),
         &format!(
             "The {role} VM template of the Flower appliance for {}. Deploy it with the OneFlow\n\
