@@ -1,6 +1,8 @@
 # The OpenNebula objects of the appliance (issue #15): the roles' VM templates
 # (appliance/flower-*.tpl, generated from src/vars.rs), appliance/import.sh, and the marketplace
-# metadata of the built disks. `make appliance` (mk/qcow2.mk) can end with `appliance-meta`.
+# metadata of the built disks. To have `make appliance` refresh the metadata, mk/qcow2.mk adds
+# `appliance-meta: $(APPLIANCE)` (this file is read first: a prerequisite named here with
+# $(APPLIANCE) would expand empty) and its `appliance` target may call `$(MAKE) appliance-meta`.
 
 APPLIANCE_URL     ?= https://example.org/flower-init
 APPLIANCE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)-flwr$(shell sed 's/.*==//' python/flwr-version.txt)
