@@ -6,7 +6,12 @@
 //! schema rules); `opennebula` (tests) models what OpenNebula 6.x and 7.x do with them. The partition a
 //! SuperNode trains on is computed from OneGate's service view: `crate::onegate::partition`.
 
+mod market;
 mod template;
+mod vmtemplate;
+
+pub use market::{ImageFacts, apps as marketplace_apps};
+pub use vmtemplate::{ROLES, VmOptions, vm_template};
 
 pub use template::{
     Format, NETWORK, SUPERLINK, SUPERNODE, SUPERNODES, TemplateIds, input_spec, render, service_template, values_template,
@@ -94,9 +99,116 @@ pub fn cli_template(args: &mut Args) -> i32 {
     0
 }
 
+const VM_USAGE: &str = "\
+usage: flower-init vm-template --role superlink|supernode [--image NAME] [--firmware BIOS|UEFI|PATH]
+Print the VM template of a role for `onetemplate create FILE` (appliance/flower-ROLE.tpl is the
+default output). --image: the OpenNebula image of the appliance disk (default flower-sklearn).
+--firmware: OS/FIRMWARE, BIOS (default), UEFI (OpenNebula 7.0+) or, on 6.x, the path of a UEFI
+firmware listed in the host's OVMF_UEFIS (/usr/share/OVMF/OVMF_CODE.fd).";
+
+/// `flower-init vm-template --role ROLE [--image NAME] [--firmware F]`.
+pub fn cli_vm_template(args: &mut Args) -> i32 {
+    if args.flag("--help") || args.flag("-h") {
+        println!("{VM_USAGE}");
+        return 0;
+    }
+    let parsed = (|| -> Result<(String, VmOptions), String> {
+        let role = args.opt("--role")?.ok_or("--role is required")?;
+        if !ROLES.contains(&role.as_str()) {
+            return Err(format!("--role {role:?}: must be superlink or supernode"));
+        }
+        let mut o = VmOptions::default();
+        if let Some(i) = args.opt("--image")? {
+            o.image = i;
+        }
+        if let Some(f) = args.opt("--firmware")? {
+            o.firmware = f;
+        }
+        for (opt, v) in [("--image", &o.image), ("--firmware", &o.firmware)] {
+            if v.is_empty() || v.contains(['"', '\\', '\n']) {
+                return Err(format!("{opt} {v:?}: must be non-empty, without quotes, backslashes or newlines"));
+            }
+        }
+        args.finish()?;
+        Ok((role, o))
+    })();
+    match parsed {
+        Ok((role, o)) => {
+            print!("{}", vm_template(&role, &o));
+            0
+        }
+        Err(e) => {
+            eprintln!("flower-init vm-template: {e}\n{VM_USAGE}");
+            EXIT_USAGE
+        }
+    }
+}
+
+const MARKET_USAGE: &str = "\
+usage: flower-init marketplace --framework F --version V --url URL --virtual-size BYTES
+                               --md5 HEX --sha256 HEX --creation-time EPOCH --out DIR
+Write the OpenNebula marketplace metadata (OpenNebula/marketplace appliances/*.yaml format) of
+one built image: DIR/flower-F.yaml (the disk: size and checksums) and DIR/flower-F-superlink.yaml,
+DIR/flower-F-supernode.yaml (the VM templates). `make appliance-meta` measures and calls this.";
+
+/// `flower-init marketplace ...`: the marketplace apps of one image, written to `--out`.
+pub fn cli_marketplace(args: &mut Args) -> i32 {
+    if args.flag("--help") || args.flag("-h") {
+        println!("{MARKET_USAGE}");
+        return 0;
+    }
+    let parsed = (|| -> Result<(ImageFacts, String), String> {
+        let mut need = |opt: &str| -> Result<String, String> {
+            args.opt(opt)?.filter(|v| !v.is_empty()).ok_or(format!("{opt} is required"))
+        };
+        let number = |opt: &str, v: String| v.parse::<u64>().map_err(|_| format!("{opt} {v:?}: not a number"));
+        let hex = |opt: &str, v: String, n: usize| {
+            if v.len() == n && v.bytes().all(|b| b.is_ascii_hexdigit()) { Ok(v.to_ascii_lowercase()) } else { Err(format!("{opt} {v:?}: not {n} hex digits")) }
+        };
+        let framework = need("--framework")?
+            .parse::<crate::vocab::Framework>()
+            .map_err(|e| format!("--framework: {e}"))?
+            .to_string();
+        let f = ImageFacts {
+            framework,
+            version: need("--version")?,
+            url: need("--url")?,
+            virtual_size: number("--virtual-size", need("--virtual-size")?)?,
+            md5: hex("--md5", need("--md5")?, 32)?,
+            sha256: hex("--sha256", need("--sha256")?, 64)?,
+            creation_time: number("--creation-time", need("--creation-time")?)?,
+        };
+        let out = need("--out")?;
+        args.finish()?;
+        Ok((f, out))
+    })();
+    let (facts, out) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("flower-init marketplace: {e}\n{MARKET_USAGE}");
+            return EXIT_USAGE;
+        }
+    };
+    for (file, text) in marketplace_apps(&facts) {
+        let path = std::path::Path::new(&out).join(&file);
+        if let Err(e) = std::fs::create_dir_all(&out).and_then(|()| std::fs::write(&path, text)) {
+            eprintln!("flower-init marketplace: write {}: {e}", path.display());
+            return 1;
+        }
+        println!("{}", path.display());
+    }
+    0
+}
+
 #[cfg(test)]
 mod opennebula;
 #[cfg(test)]
+mod template_syntax;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_import;
+#[cfg(test)]
 mod tests_instantiate;
+#[cfg(test)]
+mod tests_vmtemplate;

@@ -47,3 +47,29 @@ fn values_prints_every_input_and_the_network() {
         assert!(String::from_utf8_lossy(&out.stderr).contains(msg), "{args:?}");
     }
 }
+
+/// `flower-init vm-template`: the committed VM templates are its default output; the image and
+/// firmware options reach the text; a bad role or a value that would break the template's
+/// quoting is refused with the usage's exit code.
+#[test]
+fn vm_template_prints_the_committed_templates() {
+    let vm = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_flower-init")).arg("vm-template").args(args).output().unwrap();
+    for role in ["superlink", "supernode"] {
+        let out = vm(&["--role", role]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let want = std::fs::read_to_string(format!("{}/appliance/flower-{role}.tpl", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), want, "{role}");
+    }
+    let out = String::from_utf8(vm(&["--role", "supernode", "--image", "flower-pytorch", "--firmware=UEFI"]).stdout).unwrap();
+    assert!(out.contains("  IMAGE = \"flower-pytorch\" ]") && out.contains("  FIRMWARE = \"UEFI\" ]"), "{out}");
+    for (args, says) in [
+        (&["--role", "worker"][..], "--role \"worker\": must be superlink or supernode"),
+        (&[][..], "--role is required"),
+        (&["--role", "superlink", "--firmware", "a\"b"][..], "--firmware"),
+        (&["--role", "superlink", "--bogus"][..], "unexpected argument"),
+    ] {
+        let out = vm(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}

@@ -727,117 +727,21 @@ pub struct Template {
 }
 
 impl Template {
-    /// `Template::parse` with src/parsers/template_parser.l and template_syntax.y (6.10.5; the
-    /// same in 7.4.0): `NAME = "v"`, `NAME = v`, `NAME =` + newline (empty), `NAME = [ K = "v",
-    /// ... ]` (sub-keys upper-cased), `# comments`. Unescapes `\"`.
+    /// `Template::parse`: src/parsers/template_parser.l and template_syntax.y, ported in
+    /// `super::template_syntax` (names upper-cased, `\"` unescaped, the first of two equal
+    /// vector keys kept).
     pub fn parse(text: &str) -> Result<Template, String> {
-        let b = text.as_bytes();
-        let mut i = 0;
-        let mut t = Template::default();
-        let blank = |c: u8| c == b' ' || c == b'\t';
-        let skip_ws = |i: &mut usize| {
-            while *i < b.len() && (blank(b[*i]) || b[*i] == b'\n' || b[*i] == b'\r') {
-                *i += 1;
-            }
-        };
-        let ident = |i: &mut usize| -> String {
-            let s = *i;
-            while *i < b.len() && (b[*i].is_ascii_alphanumeric() || b[*i] == b'_') {
-                *i += 1;
-            }
-            text[s..*i].to_string()
-        };
-        let value = |i: &mut usize| -> Result<String, String> {
-            while *i < b.len() && blank(b[*i]) {
-                *i += 1;
-            }
-            if *i < b.len() && b[*i] == b'"' {
-                let s = *i + 1;
-                let mut j = s;
-                while j < b.len() && b[j] != b'"' {
-                    j += if b[j] == b'\\' && j + 1 < b.len() && b[j + 1] == b'"' { 2 } else { 1 };
-                }
-                if j >= b.len() {
-                    return Err("syntax error, unterminated string".into());
-                }
-                *i = j + 1;
-                Ok(text[s..j].replace("\\\"", "\""))
-            } else {
-                let s = *i;
-                while *i < b.len() && !b"=#\n ,[]\t".contains(&b[*i]) {
-                    *i += 1;
-                }
-                if *i == s {
-                    return Err(format!("syntax error at byte {s}"));
-                }
-                Ok(text[s..*i].to_string())
-            }
-        };
-        loop {
-            skip_ws(&mut i);
-            if i >= b.len() {
-                break;
-            }
-            if b[i] == b'#' {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            let name = ident(&mut i);
-            if name.is_empty() {
-                return Err(format!("syntax error at byte {i}: {:?}", &text[i..(i + 20).min(text.len())]));
-            }
-            while i < b.len() && blank(b[i]) {
-                i += 1;
-            }
-            if i >= b.len() || b[i] != b'=' {
-                return Err(format!("syntax error after {name}"));
-            }
-            i += 1;
-            let mut j = i;
-            while j < b.len() && blank(b[j]) {
-                j += 1;
-            }
-            if j >= b.len() || b[j] == b'\n' {
-                t.attrs.push((name, Attr::Single(String::new()))); // EQUAL_EMPTY
-                i = j;
-                continue;
-            }
-            if b[j] == b'[' {
-                i = j + 1;
-                let mut v = BTreeMap::new();
-                loop {
-                    skip_ws(&mut i);
-                    if i < b.len() && b[i] == b']' {
-                        i += 1;
-                        break;
-                    }
-                    let k = ident(&mut i).to_uppercase();
-                    if k.is_empty() {
-                        return Err(format!("syntax error in vector {name}"));
-                    }
-                    while i < b.len() && blank(b[i]) {
-                        i += 1;
-                    }
-                    if i >= b.len() || b[i] != b'=' {
-                        return Err(format!("syntax error in vector {name} after {k}"));
-                    }
-                    i += 1;
-                    let val = value(&mut i)?;
-                    v.entry(k).or_insert(val); // map::insert keeps the first
-                    skip_ws(&mut i);
-                    if i < b.len() && b[i] == b',' {
-                        i += 1;
-                    }
-                }
-                t.attrs.push((name, Attr::Vector(v)));
-            } else {
-                let val = value(&mut i)?;
-                t.attrs.push((name, Attr::Single(val)));
-            }
-        }
-        Ok(t)
+        let attrs = super::template_syntax::parse(text)?
+            .into_iter()
+            .map(|(n, a)| {
+                let a = match a {
+                    super::template_syntax::Parsed::Single(s) => Attr::Single(s),
+                    super::template_syntax::Parsed::Vector(v) => Attr::Vector(v),
+                };
+                (n, a)
+            })
+            .collect();
+        Ok(Template { attrs })
     }
 
     /// `Template::merge` (src/template/Template.cc L682-705, 6.10.5; L675 in 7.4.0): every
