@@ -5,7 +5,17 @@ use super::Node;
 use super::steps::{Boot, Failed, Note};
 use crate::gateway::{self, GatewayConfig};
 use crate::{flower, tls};
-use std::net::SocketAddr;
+use crate::vocab::Cidr;
+use std::net::{IpAddr, SocketAddr};
+
+/// The gateway's Control port on the VM: only when FL_CONTROL_ALLOW names sources, on the NIC
+/// addresses. With it empty there is none, not even on loopback: Flower's container shares
+/// the VM's network namespace, so on the VM loopback's only clients are Flower (and the app
+/// code of every FAB it runs) and flower-init itself, and loopback must not get rights a host
+/// on the network does not have (issue #14; docs/container.md "Network").
+pub(super) fn control_port(allow: Vec<Cidr>, nic_addrs: &[IpAddr]) -> Option<gateway::ControlConfig> {
+    (!allow.is_empty()).then(|| gateway::ControlConfig::from_allow(allow, nic_addrs, gateway::DEFAULT_CONTROL_PORT))
+}
 
 /// SuperLink: the Fleet-only gateway on the NIC addresses (issue #10).
 pub(super) fn start(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Failed> {
@@ -21,7 +31,7 @@ pub(super) fn start(boot: &mut Boot, node: &mut Node) -> std::result::Result<(),
         let upstream_ca = node.tls.as_ref().map(|_| runtime.join(tls::CA_CERT));
         let cfg = GatewayConfig {
             listen: listen.clone(),
-            control: Some(gateway::ControlConfig::from_allow(allow, &node.addrs, gateway::DEFAULT_CONTROL_PORT)),
+            control: control_port(allow, &node.addrs),
             tls: tls_files,
             upstream: SocketAddr::from(([127, 0, 0, 1], flower::SUPERLINK_PORT)),
             upstream_ca,
@@ -33,4 +43,21 @@ pub(super) fn start(boot: &mut Boot, node: &mut Node) -> std::result::Result<(),
     })?;
     node.gateway = gw;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::control_port;
+    use crate::vocab::parse_cidr_list;
+    use std::net::{IpAddr, SocketAddr};
+
+    #[test]
+    fn no_control_port_for_loopback_and_the_allowed_sources_on_the_nics() {
+        let nic: IpAddr = "10.0.0.5".parse().unwrap();
+        assert_eq!(control_port(Vec::new(), &[nic]), None, "FL_CONTROL_ALLOW empty: no Control port, not even on loopback");
+        let allow = parse_cidr_list("10.0.0.0/24").unwrap();
+        let c = control_port(allow.clone(), &[nic]).unwrap();
+        assert_eq!(c.listen, vec![SocketAddr::new(nic, crate::gateway::DEFAULT_CONTROL_PORT)]);
+        assert_eq!(c.allow, allow);
+    }
 }
