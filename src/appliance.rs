@@ -13,6 +13,7 @@
 //! | `spec.rs`, `workload.rs` | `container`, `flower` (`/health`), restart, stop |
 //! | `expose.rs` | `gateway` (SuperLink) |
 //! | `run.rs` | `run` (SuperLink with FL_USE_CASE) and following it |
+//! | `renew.rs` | the SuperLink's certificate check while it runs (renew, reload, restart) |
 //! | `supervise.rs` | supervision, then shutdown |
 //! | `report.rs` | the `/status` sections |
 //!
@@ -30,6 +31,7 @@ mod inputs;
 mod network;
 mod publication;
 mod publish;
+mod renew;
 mod report;
 mod run;
 mod spec;
@@ -75,6 +77,8 @@ struct Node {
     prober: Option<Prober>,
     gateway: Option<GatewayHandle>,
     run: Option<run::Follow>,
+    /// SuperLink with TLS: its certificates, checked by the supervision loop ([`renew`]).
+    superlink_tls: Option<crate::tls::SuperLinkTls>,
 }
 
 impl Node {
@@ -149,6 +153,7 @@ fn new_node(boot: &Boot, cfg: Config, manifest: crate::image::Manifest, addrs: V
         prober: None,
         gateway: None,
         run: None,
+        superlink_tls: None,
     }
 }
 

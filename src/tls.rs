@@ -24,7 +24,7 @@ mod supernode;
 mod verify;
 mod x509;
 
-pub use error::TlsError;
+pub use error::{TlsError, utc};
 pub use issue::{BACKDATE_SECS, CA_VALIDITY_DAYS, RENEW_BEFORE_DAYS, Renewal, SERVER_VALIDITY_DAYS};
 pub use names::{parse_extra_sans, parse_san, server_sans};
 pub use operator::{validate_operator, ValidOperator};
