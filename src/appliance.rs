@@ -47,7 +47,6 @@ pub use steps::{Boot, Failed, HEALTH_PORT, Layout, Note, stay_failed};
 use crate::config::{Address, Config};
 use crate::container::{BindMount, OutputRing, Runc};
 use crate::flower::probe::Prober;
-use crate::gateway::GatewayHandle;
 use crate::vocab::{Role, UseCase};
 use nix::unistd::Pid;
 use std::net::IpAddr;
@@ -75,7 +74,8 @@ struct Node {
     pid: Option<Pid>,
     /// Flower's `/health`, as probed at boot and after each restart.
     prober: Option<Prober>,
-    gateway: Option<GatewayHandle>,
+    /// SuperLink: the gateway child process.
+    gateway: Option<expose::GatewayProc>,
     run: Option<run::Follow>,
     /// SuperLink with TLS: its certificates, checked by the supervision loop ([`renew`]).
     superlink_tls: Option<crate::tls::SuperLinkTls>,

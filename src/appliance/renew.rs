@@ -1,7 +1,7 @@
 //! The running SuperLink's certificates (issue #14 item 2): checked by a timer of the
 //! supervision loop (daily in a VM, `Layout::tls_check_every`). flower-init's own server
 //! certificate is re-issued ahead of expiry (same CA, so SuperNodes are unaffected), the
-//! gateway reloads it for new connections without dropping the open ones, and Flower's
+//! gateway process reloads it (SIGHUP) for new connections without dropping the open ones, and Flower's
 //! container, which holds the certificate, is restarted. Operator certificates only warn.
 
 use super::Node;
@@ -45,9 +45,7 @@ pub(super) fn check(b: &mut Boot, node: &mut Node, now: i64) -> Checked {
     };
     log::info!("tls: renewed the server certificate ahead of expiry: {}", new.summary());
     if let Some(g) = &node.gateway {
-        if let Err(e) = g.reload_tls() {
-            log::error!("tls: the gateway could not load the renewed certificate: {e}; it keeps serving the old one");
-        }
+        g.reload();
     }
     b.report.tls = Some((&new).into());
     node.superlink_tls = Some(new);

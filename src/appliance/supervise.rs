@@ -74,6 +74,21 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
         let Some(ev) = b.sv.next_event(None) else { continue };
         match ev {
             Event::Shutdown(_) => break,
+            Event::Line { pid, stream, ref line, .. } if node.gateway.as_ref().is_some_and(|g| g.pid == Some(pid)) => {
+                if let Some(g) = node.gateway.as_mut() {
+                    g.on_line(pid, stream, line);
+                }
+            }
+            Event::Exited { pid, status, .. } if node.gateway.as_ref().is_some_and(|g| g.pid == Some(pid)) => {
+                if let Some(g) = node.gateway.as_mut() {
+                    g.on_exit(&mut b.sv, pid, status);
+                }
+            }
+            Event::Timer(t) if node.gateway.as_ref().is_some_and(|g| g.restart == Some(t)) => {
+                if let Some(g) = node.gateway.as_mut() {
+                    g.on_restart(&mut b.sv);
+                }
+            }
             Event::Exited { pid, status, .. } if Some(pid) == node.pid => {
                 node.pid = None;
                 b.sv.forward_signals_to(None);
@@ -157,7 +172,7 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
     let gateway = node.gateway.take();
     b.finish(move |sv, grace| {
         if let Some(mut g) = gateway {
-            g.stop(Duration::from_secs(5));
+            g.stop(sv);
         }
         workload::stop(sv, &runc, &id, pid, grace)
     })

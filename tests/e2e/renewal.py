@@ -14,7 +14,12 @@ anything:
 - /status report the new expiry, /health answer 200 again, the SuperNode reconnect through the
   gateway (its Fleet polls reach the new Flower), no certificate ever served past its notAfter.
 
-Before the renewal timer existed, the certificate simply expired after 240 s.
+Then the gateway process (a child of flower-init since issue #14 item 6) is checked: its
+command line and environment in /proc hold no key material, and killed with SIGKILL it is
+restarted while flower-init (PID 1 of the node) stays up, and serves the Fleet port again.
+
+Before the renewal timer existed, the certificate simply expired after 240 s; before the
+gateway was a child process, there was no process to kill but PID 1.
 
     tests/e2e/renewal.py [--keep]
 """
@@ -114,6 +119,27 @@ def main():
         assert "renewed the server certificate ahead of expiry" in log_text
         assert "stopped to take the renewed certificate" in log_text
         fe.log("renewal ok: new certificate at the gateway and in Flower, same CA, SuperNode reconnected")
+
+        # The gateway as a supervised child process.
+        gws = sl.flower_pids("gateway")
+        assert len(gws) == 1, f"one gateway process in the SuperLink's namespace: {gws}"
+        gw = gws[0]
+        init = sl.init_pid()
+        assert open(f"/proc/{gw}/status").read().split("PPid:")[1].split()[0] == str(init), "a child of flower-init"
+        for f in ("cmdline", "environ"):
+            blob = open(f"/proc/{gw}/{f}", "rb").read()
+            assert b"PRIVATE KEY" not in blob and b"BEGIN" not in blob, f"key material in /proc/{gw}/{f}"
+        os.kill(gw, signal.SIGKILL)
+        fe.wait("a new gateway process", lambda: [p for p in sl.flower_pids("gateway") if p != gw], 60, every=0.5)
+        third = fe.wait("the Fleet port served again", lambda: peer_cert(bridge, sl.vm.ip, 8000, ca), 60, every=1)
+        assert third == second, (third, second)
+        assert sl.proc.poll() is None and sl.init_pid() == init, "flower-init is unaffected"
+        # /status is refreshed every 5 s.
+        fe.wait("/status: the gateway restarted once", lambda: (lambda s: s["phase"] == "ready" and s["sections"]["gateway"]["process"]["restarts"] >= 1
+                and s["sections"]["gateway"]["process"]["pid"] not in (None, gw))(fed.status(sl)), 30)
+        # The new process counts from zero (its counters appear with its first stats line).
+        fe.wait("the SuperNode polling through the new gateway", lambda: fleet() >= 2, 120, every=2)
+        fe.log("gateway ok: killed, restarted by flower-init, serving again; no key material in /proc")
         ok = True
     except KeyboardInterrupt:
         fe.log("interrupted: stopping everything")
