@@ -6,7 +6,8 @@
 #![no_main]
 use flower_init::gateway::chunked::ChunkedDecoder;
 use flower_init::gateway::http::{self, HeadLimits};
-use flower_init::gateway::{Port, route};
+use flower_init::gateway::Port;
+use flower_init::gateway::route::route;
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: HeadLimits = HeadLimits { max_line: 8192, max_head: 65536, max_headers: 100 };
