@@ -22,6 +22,8 @@
 //!
 //! Request parsing and response rendering are pure functions, tested on bytes.
 
+mod owner;
+
 use crate::error::{Ctx, Result};
 use crate::status::Status;
 use crate::vocab::{Cidr, any_contains, loopback};
@@ -58,6 +60,10 @@ pub struct Config {
     /// Sources that may read `/status`; others get 403. Loopback by default
     /// ([`Config::allow_status`] adds FL_STATUS_ALLOW's networks to it).
     pub detail_allow: Vec<Cidr>,
+    /// Users whose loopback connections count as a host on the network, not as loopback:
+    /// Flower's container (uid 49999) shares the VM's network, and the app code of a FAB must
+    /// not read `/status` with more rights than a network host (issue #14).
+    pub distrust_uids: Vec<u32>,
 }
 
 impl Default for Config {
@@ -68,6 +74,7 @@ impl Default for Config {
             timeout: Duration::from_secs(5),
             max_request: 4096,
             detail_allow: loopback(),
+            distrust_uids: Vec::new(),
         }
     }
 }
@@ -200,6 +207,12 @@ impl Server {
         self.cfg.detail_allow = Config::default().allow_status(extra).detail_allow;
     }
 
+    /// Loopback connections of these users get what a network host gets (see
+    /// [`Config::distrust_uids`]).
+    pub fn distrust_uids(&mut self, uids: &[u32]) {
+        self.cfg.distrust_uids = uids.to_vec();
+    }
+
     /// The address actually bound (tells the port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or(self.cfg.addr)
@@ -329,6 +342,16 @@ pub fn fair_victim(clients: impl Iterator<Item = (u64, IpAddr)>, newcomer: IpAdd
     count.into_values().max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1))).map(|(_, oldest)| oldest)
 }
 
+/// A loopback connection from one of [`Config::distrust_uids`] (or whose owner cannot be
+/// told: fail closed); an allowed network source is judged by its address alone.
+fn distrusted(c: &Client, cfg: &Config) -> bool {
+    if cfg.distrust_uids.is_empty() || !c.peer.is_loopback() {
+        return false;
+    }
+    let (Ok(peer), Ok(local)) = (c.stream.peer_addr(), c.stream.local_addr()) else { return true };
+    owner::owner_uid_at(std::path::Path::new("/"), peer, local).is_none_or(|uid| cfg.distrust_uids.contains(&uid))
+}
+
 /// Read the request and write the answer as far as the socket allows without blocking.
 fn serve(c: &mut Client, cfg: &Config, status: &Status, stats: &mut Stats, cache: &mut StatusCache) -> Next {
     if let State::Reading(buf) = &mut c.state {
@@ -353,7 +376,7 @@ fn serve(c: &mut Client, cfg: &Config, status: &Status, stats: &mut Stats, cache
             Parsed::TooLarge => render(431, "text/plain", "request too large\n", false, None),
             Parsed::Bad => render(400, "text/plain", "bad request\n", false, None),
             Parsed::Request { method, path } => {
-                let allowed = any_contains(&cfg.detail_allow, c.peer);
+                let allowed = is_detailed(&path) && any_contains(&cfg.detail_allow, c.peer) && !distrusted(c, cfg);
                 if !allowed && is_detailed(&path) {
                     stats.forbidden += 1;
                 }
@@ -722,6 +745,27 @@ mod tests {
         let r = exchange(&mut srv, &st, &mut connect_from(other, addr), "GET /status HTTP/1.1\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(srv.cfg.detail_allow.iter().any(|c| c.contains(Ipv4Addr::new(127, 9, 9, 9).into())));
+    }
+
+    /// Issue #14 item 3: Flower's container shares the VM's loopback, so a loopback connection
+    /// owned by a distrusted uid (49999 in the appliance; here our own, to run unprivileged)
+    /// gets what a network host gets: 403 for `/status`, `/health` as before.
+    #[test]
+    fn loopback_of_a_distrusted_uid_is_not_trusted() {
+        let mut srv = Server::bind(&Config::on(Ipv4Addr::LOCALHOST.into(), 0)).unwrap();
+        let addr = srv.local_addr();
+        let mut st = Status::default();
+        st.ready();
+        let me = nix::unistd::geteuid().as_raw();
+        srv.distrust_uids(&[me.wrapping_add(1)]);
+        let r = exchange(&mut srv, &st, &mut TcpStream::connect(addr).unwrap(), "GET /status HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "another uid is distrusted, not us: {r}");
+        srv.distrust_uids(&[me]);
+        let r = exchange(&mut srv, &st, &mut TcpStream::connect(addr).unwrap(), "GET /status HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{r}");
+        let r = exchange(&mut srv, &st, &mut TcpStream::connect(addr).unwrap(), "GET /health HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert_eq!(srv.stats().forbidden, 1);
     }
 
     /// Issue #14 item 5: `/status` is rendered once per change, and capped.

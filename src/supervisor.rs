@@ -294,6 +294,12 @@ impl Supervisor {
         }
     }
 
+    /// The events received and not yet taken by [`Supervisor::next_event`], oldest first (a
+    /// boot step waiting for a child's first lines reads them without taking them).
+    pub fn pending(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
+    }
+
     /// Turn the loop for `d`, or less: false as soon as a shutdown is (or was already) requested.
     pub fn sleep(&mut self, d: Duration) -> bool {
         !self.run_until(Instant::now() + d, |sv| sv.shutdown.is_some())

@@ -296,8 +296,8 @@ pub const VARS: &[Var] = &[
        "SuperLink server private key."),
     v!("FL_CERT_EXTRA_SANS", ["ONEAPP_FL_CERT_EXTRA_SANS"], SuperLink, Unset("none"), Rule::SanList, Tls,
        "Extra names for the generated server certificate (floating IPs, VPN addresses, DNS names) besides the NIC addresses, 127.0.0.1, ::1 and localhost."),
-    v!("FL_CONTROL_ALLOW", ["ONEAPP_FL_CONTROL_ALLOW"], SuperLink, Unset("loopback only"), Rule::CidrList, Tls,
-       "Sources allowed to use Flower's Control API (start/stop runs) on port 9093 of the NIC addresses; empty: only from the VM itself. The Fleet port (8000) never serves Control."),
+    v!("FL_CONTROL_ALLOW", ["ONEAPP_FL_CONTROL_ALLOW"], SuperLink, Unset("no Control port"), Rule::CidrList, Tls,
+       "Sources allowed to use Flower's Control API (start/stop runs) on port 9093 of the NIC addresses; empty: no Control port at all (not even on loopback, which Flower's container shares). The Fleet port (8000) never serves Control."),
     // SuperNode.
     v!("FL_SUPERLINK_ADDRESS", ["ONEAPP_FL_SUPERLINK_ADDRESS"], SuperNode, Unset("discovered through OneGate"), Rule::HostPort, Flower,
        "The SuperLink's address; skips OneGate discovery."),

@@ -87,11 +87,17 @@ pub enum OneGate {
 pub struct Tls {
     pub ca_sha256: String,
     pub sans: Vec<String>,
+    /// The server certificate's notAfter (UTC): renewed ahead of it while the SuperLink runs.
+    pub server_valid_until: String,
 }
 
 impl From<&tls::SuperLinkTls> for Tls {
     fn from(t: &tls::SuperLinkTls) -> Tls {
-        Tls { ca_sha256: t.ca_fingerprint.clone(), sans: t.sans.iter().map(|s| s.to_string()).collect() }
+        Tls {
+            ca_sha256: t.ca_fingerprint.clone(),
+            sans: t.sans.iter().map(|s| s.to_string()).collect(),
+            server_valid_until: tls::utc(t.server_not_after),
+        }
     }
 }
 

@@ -77,6 +77,8 @@ pub(super) fn spec(boot: &Boot, node: &Node, id: &str, args: Vec<String>, rootfs
         }
     }
     let mut limits = s.limits;
+    // Memory: the VM's less a reserve for the kernel and flower-init (container::memory_limit).
+    limits.memory = container::mem_total_at(Path::new("/")).map(container::memory_limit);
     for c in limits.restrict_to(container::Controllers::detect()) {
         log::info!("container: no {c} cgroup controller here: that limit is not set");
     }

@@ -43,7 +43,15 @@ pub struct Layout {
     pub role_flag: Option<Role>,
     /// `--container-id`; None: `flower-<role>`.
     pub container_id: Option<String>,
+    /// How often a running SuperLink checks its certificates (daily; `--tls-check-every`).
+    pub tls_check_every: Duration,
+    /// When its own server certificate is re-issued, and for how long (`--tls-renew-before`,
+    /// `--tls-server-validity`: tests make certificates that live minutes).
+    pub tls_renewal: crate::tls::Renewal,
 }
+
+/// The certificate check's period in a VM: daily, as docs/tls.md says.
+pub const TLS_CHECK_EVERY: Duration = Duration::from_secs(86_400);
 
 impl Layout {
     /// The VM's layout after the root switch.
@@ -60,6 +68,8 @@ impl Layout {
             configure_network: true,
             role_flag: None,
             container_id: None,
+            tls_check_every: TLS_CHECK_EVERY,
+            tls_renewal: crate::tls::Renewal::default(),
         }
     }
 
