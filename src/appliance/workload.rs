@@ -35,7 +35,7 @@ pub(super) fn start(boot: &mut Boot, node: &mut Node) -> std::result::Result<(),
     boot.step("container", |b| {
         let rootfs = spec::container_rootfs(b)?;
         container::prepare_state_dir(&spec::host_state_dir(b), container::CONTAINER_UID, container::CONTAINER_GID)?;
-        let args = spec::flower_args(node)?;
+        let args = spec::with_warm_app_start(&rootfs, spec::flower_args(node)?);
         let s = spec::spec(b, node, &node.id, args, &rootfs);
         let bundle = container::write_bundle(&b.layout.run_dir.join("bundle").join(&node.id), &s)?;
         std::fs::create_dir_all(&node.runc.root).with_ctx(|| format!("create {}", node.runc.root.display()))?;
