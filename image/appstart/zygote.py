@@ -93,8 +93,13 @@ def recv_frame(sock, want_fds=0):
 _LOADED = {}  # program -> its function, resolved by the preload (the metadata scan is slow)
 
 
+_EXTRA = {}  # program -> "module:function" given with --program (tests, custom commands)
+
+
 def entry_point(program):
     """The console script `program` of this venv: its `module:function` entry point."""
+    if program in _EXTRA:
+        return importlib.metadata.EntryPoint(program, _EXTRA[program], "console_scripts")
     eps = importlib.metadata.entry_points(group="console_scripts", name=program)
     for ep in eps:
         return ep
@@ -178,6 +183,9 @@ class Server:
                 return None
             why = self.cold_reason or self.refuse(req, fds)
             if why:
+                for fd in fds:
+                    os.close(fd)
+                fds = []
                 send_frame(conn, {"cold": why})
                 conn.close()
                 return None
@@ -203,6 +211,7 @@ class Server:
             send_frame(conn, {"cold": f"pidfd_open: {e}"})
             conn.close()
             return None
+        log(f"{req.get('program')}: started warm as pid {pid}")
         self.children[pid] = (conn, pidfd)
         self.sel.register(pidfd, selectors.EVENT_READ, ("exited", pid))
         self.sel.register(conn, selectors.EVENT_READ, ("conn", pid))
@@ -291,6 +300,8 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--socket", required=True, help="the Unix socket the shims connect to")
     ap.add_argument("--preload", action="append", default=[], help="console script to import (repeatable)")
+    ap.add_argument("--program", action="append", default=[], metavar="NAME=MODULE:FUNCTION",
+                    help="serve NAME by calling MODULE:FUNCTION instead of a console script (repeatable)")
     ap.add_argument("--manifest", default="/etc/flower-init/image.json",
                     help="the image manifest: its app's serverapp/clientapp modules are imported too")
     return ap.parse_args(argv)
@@ -298,6 +309,9 @@ def parse_args(argv):
 
 def main(argv=None):
     a = parse_args(argv)
+    for spec in a.program:
+        name, _, target = spec.partition("=")
+        _EXTRA[name] = target
     t0 = time.monotonic()
     # Bound first: a shim arriving during the preload waits for it (less than a cold start)
     # instead of finding no socket and starting cold.

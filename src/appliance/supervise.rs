@@ -7,7 +7,8 @@
 //!                              └─────────────────┘     └──────────────▶ Restarting
 //! ```
 //!
-//! Besides: the run's status file is read every [`RUN_POLL`] until the run ends, and `/status`
+//! Besides: the run's status file is read every [`RUN_POLL`] until the run ends (and its
+//! watchdog asked whether it can still progress), and `/status`
 //! is refreshed every [`REFRESH`] (and whenever a background thread wakes the loop), until a
 //! shutdown request; then everything stops (and PID 1 powers off).
 
@@ -112,6 +113,7 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
             }
             Event::Timer(t) if l.run_poll == Some(t) => {
                 run::follow(&mut b, &mut node);
+                run::check_progress(&mut b, &mut node);
                 l.run_poll = node.run.as_ref().filter(|r| !r.ended()).map(|_| b.sv.set_timer(Instant::now() + RUN_POLL));
             }
             Event::Timer(t) if t == l.refresh => {
