@@ -165,6 +165,9 @@ class Federation:
         self.standin = None
         self.topo = None
         self.rounds_seen = {}
+        self.round_times = {}  # (run, round) -> seconds since training began
+        self.t_train = None
+        self.last_state = None
 
     def setup(self):
         for path in (self.binary, os.path.join(self.rootfs, "etc/flower-init/image.json")):
@@ -264,16 +267,31 @@ class Federation:
         return self.status(self.superlink())["sections"].get("run")
 
     def follow_run(self, until_round=None, timeout=600):
-        """Print each new round; return the final (or `until_round`) run state."""
+        """Print each change of the run (waiting for nodes, running) and each round as it
+        completes (round n/N, loss, accuracy, time since training began); return the final (or
+        `until_round`) run state."""
+        if self.t_train is None:
+            self.t_train = time.monotonic()
+
+        def num(v):
+            return "-" if v is None else f"{v:.4f}"
+
         def check():
             r = self.run_state()
             if not r:
                 return None
+            elapsed = time.monotonic() - self.t_train
+            state = (r["run_id"], r["status"], r.get("connected_nodes"))
+            if state != self.last_state and r["status"] not in ("completed",):
+                self.last_state = state
+                nodes = f", {r['connected_nodes']} node(s) connected" if r.get("connected_nodes") is not None else ""
+                log(f"run {r['run_id']}: {r['status']}{nodes} (+{elapsed:.0f}s)")
             key = (r["run_id"], r["round"])
             if key not in self.rounds_seen and r["round"] > 0:
                 self.rounds_seen[key] = r
-                log(f"run {r['run_id']}: round {r['round']}/{r.get('num_rounds')} {r['status']} "
-                    f"loss={r.get('loss')} accuracy={r.get('accuracy')}")
+                self.round_times[key] = elapsed
+                log(f"run {r['run_id']}: round {r['round']}/{r.get('num_rounds')} done: loss={num(r.get('loss'))} "
+                    f"accuracy={num(r.get('accuracy'))} (+{elapsed:.0f}s)")
             if r["status"] == "failed":
                 raise AssertionError(f"the run failed: {r.get('message')}")
             if until_round is not None and r["round"] >= until_round:
