@@ -57,6 +57,8 @@ def wait(what, fn, timeout, every=1.0):
             v = fn()
             if v:
                 return v
+        except AssertionError:
+            raise  # a verdict (the run failed), not "not up yet"
         except Exception as e:  # the thing is not up yet
             last = e
         time.sleep(every)
