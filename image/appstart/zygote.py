@@ -150,12 +150,15 @@ def native_threads():
 class Server:
     """The accept/fork/reap loop. Single-threaded: a fork from here copies one thread."""
 
-    def __init__(self, listener, cold_reason=None):
+    def __init__(self, listener, startup_env, cold_reason=None):
         self.listener = listener
         self.cold_reason = cold_reason
         self.sel = selectors.DefaultSelector()
         self.sel.register(listener, selectors.EVENT_READ, ("accept", None))
-        self.env = dict(os.environ)
+        # The environment the preload ran under, and what its imports added to it (a cold
+        # start's imports would add the same).
+        self.env = startup_env
+        self.added = {k: v for k, v in os.environ.items() if k not in startup_env}
         self.children = {}  # pid -> (conn, pidfd)
 
     def serve(self):
@@ -251,6 +254,8 @@ class Server:
         os.chdir(req.get("cwd") or "/")
         os.environ.clear()
         os.environ.update(req["env"])
+        for k, v in self.added.items():
+            os.environ.setdefault(k, v)
         sys.argv = list(req["argv"])
         return req
 
@@ -309,6 +314,7 @@ def parse_args(argv):
 
 def main(argv=None):
     a = parse_args(argv)
+    startup_env = dict(os.environ)
     for spec in a.program:
         name, _, target = spec.partition("=")
         _EXTRA[name] = target
@@ -347,7 +353,7 @@ def main(argv=None):
         log(f"ready in {took:.1f}s: {', '.join(a.preload) or 'no entry point'} preloaded, "
             f"{len(sys.modules)} modules, {native_threads()} native threads"
             f"{'; problems: ' + '; '.join(problems) if problems else ''}")
-    req = Server(listener, cold).serve()
+    req = Server(listener, startup_env, cold).serve()
     run_child(req)
 
 

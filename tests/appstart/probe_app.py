@@ -12,6 +12,7 @@ def report():
     """argv, cwd, an env variable, pid/ppid, what stdin held; exit with PROBE_EXIT (default 0)."""
     data = sys.stdin.read()
     print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "probe": os.environ.get("PROBE_VALUE"),
+                      "added": os.environ.get("FLWR_PROBE_ADDED"),
                       "pid": os.getpid(), "ppid": os.getppid(), "stdin": data,
                       "warm": "probe_app" in sys.modules and "flwr.supernode.cli" in sys.modules}))
     print("to stderr", file=sys.stderr)

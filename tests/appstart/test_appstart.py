@@ -151,6 +151,12 @@ def test_a_different_flower_environment_is_served_cold(layout):
     assert "environment differs from the zygote's in FLWR_LOG_LEVEL" in r.stderr
 
 
+def test_variables_the_preload_sets_neither_refuse_warm_starts_nor_go_missing(layout):
+    layout.start_zygote("--program", "added=env_import:main", "--preload", "added")
+    out = json.loads(layout.shim("probe").stdout)
+    assert "cold" not in out and out["added"] == "by-import", out
+
+
 def test_a_preload_that_starts_a_thread_makes_every_start_cold(layout):
     layout.start_zygote("--program", "threaded=threaded_import:main", "--preload", "threaded")
     assert "serving cold starts only (2 Python threads after the preload" in layout.log.read_text()
