@@ -12,7 +12,7 @@ usage: flower-init                        (as PID 1, started by the kernel)
        flower-init check [--role superlink|supernode] [--image MANIFEST_JSON] PATH
        flower-init gpu scan [--sysfs ROOT] [--json]
        flower-init supervise [--health-port N] [--grace S] -- CMD [ARGS...]
-       flower-init oneflow-template [--one6]
+       flower-init oneflow-template [--one6] [--values --network ID] | --vm-context
        flower-init version
 Run `flower-init COMMAND --help` for a command's options.";
 

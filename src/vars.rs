@@ -356,7 +356,7 @@ pub const VARS: &[Var] = &[
     v!("ONEGATE_TOKEN", [], Both, Unset("token.txt"), Rule::Text, OneGate, secret,
        "OneGate token when there is no token.txt (vCenter)."),
     v!("REPORT_READY", [], Both, Value("NO"), Rule::YesNo, OneGate,
-       "Publish READY=YES (with the FL_* attributes) once Flower answers; OneFlow's ready gate waits for it."),
+       "Publish READY=YES (with the FL_* attributes) once Flower answers; OneFlow's ready gate waits for it. Best-effort: without a usable OneGate (e.g. TOKEN=YES but no token) a warning, Flower still runs."),
     // Other OpenNebula keys.
     v!("SSH_PUBLIC_KEY", [], Both, Unset("none"), Rule::Text, OpenNebula,
        "Recorded (shown by `check`); there is no sshd in the appliance."),

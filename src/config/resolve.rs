@@ -266,33 +266,17 @@ fn onegate(r: &mut Reader) -> OneGate {
             "TOKEN=YES but there is no token.txt next to context.sh (nor ONEGATE_TOKEN): OneGate calls will be refused",
         );
     }
-    if report_ready && !og.is_usable() {
-        let msg = format!(
-            "needs OneGate to publish READY=YES, but {} missing (TOKEN=YES in the VM template provides them)",
-            missing_onegate(&og)
-        );
-        r.problem("REPORT_READY", Some("YES"), msg);
+    // Best-effort (issue #13 point 5): a warning, never a refusal; only what cannot work
+    // without OneGate (a SuperNode that must discover its SuperLink) is a problem.
+    if let Some(w) = og.ready_unreportable() {
+        r.warn(w);
     }
     og
 }
 
-/// "ONEGATE_ENDPOINT and the token are" — what keeps OneGate from being usable.
+/// "ONEGATE_ENDPOINT and the token are missing" — what keeps OneGate from being usable.
 fn missing_onegate(og: &OneGate) -> String {
-    let mut m = Vec::new();
-    if og.endpoint.is_none() {
-        m.push("ONEGATE_ENDPOINT");
-    }
-    if og.vmid.is_none() {
-        m.push("VMID");
-    }
-    if og.token.is_none() {
-        m.push("the token (token.txt or ONEGATE_TOKEN)");
-    }
-    match m.as_slice() {
-        [one] => format!("{one} is"),
-        [init @ .., last] => format!("{} and {last} are", init.join(", ")),
-        [] => "nothing is".into(),
-    }
+    og.missing().unwrap_or_else(|| "nothing is missing".into())
 }
 
 /// Table ranges keep integers within u32; saturate rather than panic.
@@ -382,7 +366,7 @@ fn superlink(r: &mut Reader, onegate: &OneGate) -> Option<SuperLink> {
         .map(Option::unwrap_or_default);
     if !onegate.is_usable() {
         r.warn(format!(
-            "OneGate is not usable ({} missing): the SuperLink cannot publish FL_ENDPOINT and FL_CA_CERT, so every SuperNode needs FL_SUPERLINK_ADDRESS (and FL_SSL_CA_CERTFILE for TLS)",
+            "OneGate is not usable ({}): the SuperLink cannot publish FL_ENDPOINT and FL_CA_CERT, so every SuperNode needs FL_SUPERLINK_ADDRESS (and FL_SSL_CA_CERTFILE for TLS)",
             missing_onegate(onegate)
         ));
     }
@@ -415,7 +399,7 @@ fn supernode(r: &mut Reader, onegate: &OneGate, use_case: UseCase) -> Option<Sup
             "FL_SUPERLINK_ADDRESS",
             None,
             format!(
-                "unset, and the SuperLink cannot be discovered: OneGate is not usable ({} missing); give FL_SUPERLINK_ADDRESS=host:port, or TOKEN=YES in the VM template",
+                "unset, and the SuperLink cannot be discovered: OneGate is not usable ({}); give FL_SUPERLINK_ADDRESS=host:port, or TOKEN=YES in the VM template",
                 missing_onegate(onegate)
             ),
         );

@@ -314,6 +314,45 @@ fn onegate_pairs() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// Issue #13 point 5: REPORT_READY=YES and TOKEN=YES without a token is a warning, never a
+/// refusal: OneGate publication is best-effort and Flower runs without it.
+#[test]
+fn report_ready_without_a_token_is_a_warning() {
+    for role in [SL, SN] {
+        let mut pairs = vec![
+            role,
+            ("ONEGATE_ENDPOINT", "http://169.254.16.9:5030"),
+            ("VMID", "42"),
+            ("TOKEN", "YES"),
+            ("REPORT_READY", "YES"),
+        ];
+        if role == SN {
+            pairs.push(("FL_SUPERLINK_ADDRESS", "10.0.0.5:9092"));
+        }
+        let r = ok(&pairs);
+        assert!(r.config.onegate.report_ready && !r.config.onegate.is_usable());
+        let w = r.warnings.iter().find(|w| w.starts_with("REPORT_READY='YES'")).expect("a REPORT_READY warning");
+        assert_eq!(
+            w,
+            "REPORT_READY='YES': READY=YES cannot be reported: the token (token.txt or ONEGATE_TOKEN) is missing \
+             (TOKEN=YES in the VM template provides them); Flower runs anyway, but OneFlow's ready gate will not see this VM as ready"
+        );
+        assert!(r.warnings.iter().any(|w| w.starts_with("TOKEN=YES but there is no token.txt")), "{:?}", r.warnings);
+    }
+    // Usable, or not asked for: nothing to say.
+    let mut usable = ok(&[SL, ("ONEGATE_ENDPOINT", "http://169.254.16.9:5030"), ("VMID", "42"), ("REPORT_READY", "YES"), ("ONEGATE_TOKEN", "t")]);
+    assert_eq!(usable.config.onegate.ready_unreportable(), None);
+    usable.config.onegate.token = None;
+    assert!(usable.config.onegate.ready_unreportable().is_some());
+    usable.config.onegate.report_ready = false;
+    assert_eq!(usable.config.onegate.ready_unreportable(), None);
+    // No OneGate at all: the same warning, naming everything missing.
+    let r = ok(&[SL, ("REPORT_READY", "YES")]);
+    assert!(r.warnings.iter().any(|w| w.starts_with(
+        "REPORT_READY='YES': READY=YES cannot be reported: ONEGATE_ENDPOINT, VMID and the token (token.txt or ONEGATE_TOKEN) are missing"
+    )), "{:?}", r.warnings);
+}
+
 #[test]
 fn supernode_via_onegate() {
     let c = Context::from_pairs(onegate_pairs()).with_files(Some(crate::secret::Secret::new("tok")), None);
@@ -325,12 +364,11 @@ fn supernode_via_onegate() {
     assert_eq!(r.config.role.supernode().unwrap().superlink, None);
     assert_eq!(r.plan["onegate"]["token"], "<redacted 3 bytes>");
     assert!(!r.plan.to_string().contains("\"tok\""));
-    // Without the token: READY cannot be reported and the SuperLink cannot be discovered.
+    // Without the token: the SuperLink cannot be discovered (a problem: nothing to connect
+    // to); READY cannot be reported (a warning only, OneGate is best-effort).
     let p = problems(&onegate_pairs());
-    assert_eq!(p.len(), 2, "{p:?}");
-    assert!(p[0].starts_with(
-        "REPORT_READY='YES': needs OneGate to publish READY=YES, but the token (token.txt or ONEGATE_TOKEN) is missing"
-    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("FL_SUPERLINK_ADDRESS: unset, and the SuperLink cannot be discovered"), "{p:?}");
     // ONEGATE_TOKEN stands in for token.txt.
     let mut pairs = onegate_pairs();
     pairs.push(("ONEGATE_TOKEN", "vcenter-token"));
