@@ -12,7 +12,7 @@
 //! | `trust.rs` | `tls` (SuperLink), `discovery` and `tls` (SuperNode) |
 //! | `spec.rs`, `workload.rs` | `container`, `flower` (`/health`), restart, stop |
 //! | `expose.rs` | `gateway` (SuperLink) |
-//! | `run.rs` | `run` (SuperLink with FL_USE_CASE) and following it |
+//! | `run.rs`, `watchdog.rs` | `run` (SuperLink with FL_USE_CASE) and following it; a run that cannot progress reported failed |
 //! | `renew.rs` | the SuperLink's certificate check while it runs (renew, reload, restart) |
 //! | `supervise.rs` | supervision, then shutdown |
 //! | `report.rs` | the `/status` sections |
@@ -38,6 +38,7 @@ mod spec;
 mod steps;
 mod supervise;
 mod trust;
+mod watchdog;
 mod workload;
 
 pub use inputs::{context as context_step, validate as validate_step};

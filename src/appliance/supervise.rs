@@ -7,11 +7,12 @@
 //!                              └─────────────────┘     └──────────────▶ Restarting
 //! ```
 //!
-//! Besides: the run's status file is read every [`RUN_POLL`] until the run ends, `/status`
-//! is refreshed every [`REFRESH`] (and whenever a background thread wakes the loop), and a
-//! SuperLink with TLS checks its certificates every `Layout::tls_check_every` (daily;
-//! [`renew`]: a renewed certificate restarts Flower's container at once, without back-off),
-//! until a shutdown request; then everything stops (and PID 1 powers off).
+//! Besides: the run's status file is read every [`RUN_POLL`] until the run ends (and its
+//! watchdog asked whether it can still progress), `/status` is refreshed every [`REFRESH`]
+//! (and whenever a background thread wakes the loop), and a SuperLink with TLS checks its
+//! certificates every `Layout::tls_check_every` (daily; [`renew`]: a renewed certificate
+//! restarts Flower's container at once, without back-off), until a shutdown request; then
+//! everything stops (and PID 1 powers off).
 
 use super::steps::Boot;
 use super::renew::{self, Checked};
@@ -142,6 +143,7 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
             }
             Event::Timer(t) if l.run_poll == Some(t) => {
                 run::follow(&mut b, &mut node);
+                run::check_progress(&mut b, &mut node);
                 l.run_poll = node.run.as_ref().filter(|r| !r.ended()).map(|_| b.sv.set_timer(Instant::now() + RUN_POLL));
             }
             Event::Timer(t) if l.tls_check == Some(t) => {
