@@ -627,15 +627,6 @@ mod tests {
         st.ready();
         // Three idle connections: the third evicts the first.
         let idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
-        let turn = |srv: &mut Server, st: &Status| {
-            let mut fds = Vec::new();
-            srv.poll_fds(Instant::now(), &mut fds);
-            let tokens: Vec<Token> = fds.iter().map(|(t, _, _)| *t).collect();
-            drop(fds);
-            for t in tokens {
-                srv.on_ready(t, PollFlags::POLLIN, st, Instant::now());
-            }
-        };
         let until = Instant::now() + Duration::from_secs(10);
         while srv.stats().accepted < 3 && Instant::now() < until {
             turn(&mut srv, &st);

@@ -33,6 +33,12 @@ for every input).
 --vm-context prints the CONTEXT the appliance's VM templates need for the 6.x service template
 (add its keys to the VM templates' CONTEXT; see docs/oneflow.md).";
 
+/// Say what is wrong with the command line, then the usage; the usage exit code.
+fn usage_error(what: String) -> i32 {
+    eprintln!("flower-init oneflow-template: {what}\n{USAGE}");
+    EXIT_USAGE
+}
+
 /// `flower-init oneflow-template [--one6] [--superlink-template ID] [--supernode-template ID]`.
 pub fn cli_template(args: &mut Args) -> i32 {
     if args.flag("--help") || args.flag("-h") {
@@ -42,8 +48,7 @@ pub fn cli_template(args: &mut Args) -> i32 {
     let one6 = args.flag("--one6");
     if args.flag("--vm-context") {
         if let Err(e) = args.finish() {
-            eprintln!("flower-init oneflow-template: {e}\n{USAGE}");
-            return EXIT_USAGE;
+            return usage_error(e.to_string());
         }
         print!("{}", vm_context_6x());
         return 0;
@@ -52,21 +57,17 @@ pub fn cli_template(args: &mut Args) -> i32 {
         let network = match args.opt("--network") {
             Ok(Some(n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => n,
             Ok(Some(n)) => {
-                eprintln!("flower-init oneflow-template: --network {n:?} is not a network ID (a number)\n{USAGE}");
-                return EXIT_USAGE;
+                return usage_error(format!("--network {n:?} is not a network ID (a number)"));
             }
             Ok(None) => {
-                eprintln!("flower-init oneflow-template: --values needs --network ID (the Private network)\n{USAGE}");
-                return EXIT_USAGE;
+                return usage_error("--values needs --network ID (the Private network)".into());
             }
             Err(e) => {
-                eprintln!("flower-init oneflow-template: {e}\n{USAGE}");
-                return EXIT_USAGE;
+                return usage_error(e.to_string());
             }
         };
         if let Err(e) = args.finish() {
-            eprintln!("flower-init oneflow-template: {e}\n{USAGE}");
-            return EXIT_USAGE;
+            return usage_error(e.to_string());
         }
         let format = if one6 { Format::One6 } else { Format::One7 };
         let mut s = serde_json::to_string_pretty(&values_template(format, &network)).unwrap_or_default();
@@ -81,19 +82,16 @@ pub fn cli_template(args: &mut Args) -> i32 {
             Ok(Some(v)) => match v.parse() {
                 Ok(id) => *slot = id,
                 Err(_) => {
-                    eprintln!("flower-init oneflow-template: {opt} {v:?} is not a template ID (a number)\n{USAGE}");
-                    return EXIT_USAGE;
+                    return usage_error(format!("{opt} {v:?} is not a template ID (a number)"));
                 }
             },
             Err(e) => {
-                eprintln!("flower-init oneflow-template: {e}\n{USAGE}");
-                return EXIT_USAGE;
+                return usage_error(e.to_string());
             }
         }
     }
     if let Err(e) = args.finish() {
-        eprintln!("flower-init oneflow-template: {e}\n{USAGE}");
-        return EXIT_USAGE;
+        return usage_error(e.to_string());
     }
     print!("{}", render(if one6 { Format::One6 } else { Format::One7 }, ids));
     0
