@@ -1,6 +1,6 @@
 //! Growing the state partition into a resized disk (`onevm disk-resize`). Issue #15.
 //!
-//! The appliance disk (image/appliance.py) ends with the ext4 state partition `FL_STATE`. When
+//! The appliance disk (appliance/mkdisk.py) ends with the ext4 state partition `FL_STATE`. When
 //! OpenNebula resizes the disk, the GPT still describes the old size: its backup header sits
 //! where the disk used to end and the state partition stops there. At boot, before the state
 //! is mounted, [`grow_partition`] moves the backup table to the new end, extends the state

@@ -8,7 +8,7 @@ fn sgdisk(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A 64 MiB disk image with the appliance's four partitions (image/appliance.py's types),
+/// A 64 MiB disk image with the appliance's four partitions (appliance/mkdisk.py's types),
 /// the last ending 1 MiB before the end, then the file grown to `grown_mib`.
 fn disk(dir: &Path, grown_mib: u64) -> (PathBuf, u64) {
     let p = dir.join("disk.raw");

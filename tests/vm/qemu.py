@@ -251,6 +251,7 @@ class Vm:
         self.t0 = None
         self.accel_used = self.accel_why = None
         self.failure = None  # set when the watchdog killed a silent guest
+        self.command_line = []  # what start() ran
         self.readers = []
         self.log = None
 
@@ -297,6 +298,7 @@ class Vm:
         if os.path.exists(self.monitor_path):
             os.unlink(self.monitor_path)
         cmd = self.command()
+        self.command_line = cmd
         self.log = open(self.log_path, "w", buffering=1)
         self.log.write(f"# accelerator {self.accel_used} ({self.accel_why})\n# " + " ".join(cmd) + "\n")
         self.t0 = time.monotonic()

@@ -22,7 +22,7 @@ state filesystem in a file, and the BIOS loader is installed by this script (wha
 grub-bios-setup does, which Debian ships only in grub-pc, a package that installs GRUB on the
 host's own disk). docs/image.md has the reasons.
 
-usage: image/appliance.py --kernel build/kernel/vmlinuz --initrd build/initramfs.cpio \\
+usage: appliance/mkdisk.py --kernel build/kernel/vmlinuz --initrd build/initramfs.cpio \\
            --image build/image/sklearn/image.squashfs --out build/appliance/flower-sklearn.qcow2 \\
            [--state-mb 1024] [--keep-raw]
 """
@@ -53,7 +53,7 @@ GRUB_MODULES = ["part_gpt", "fat", "normal", "linux", "configfile", "echo", "tes
                 "search_fs_uuid", "minicmd"]
 GRUB_PC_MODULES = ["biosdisk"]
 GRUB_EFI_MODULES = ["efi_gop"]
-GRUB_CFG = f"""# flower-init appliance (image/appliance.py). Read by GRUB for BIOS and for UEFI.
+GRUB_CFG = f"""# flower-init appliance (appliance/mkdisk.py). Read by GRUB for BIOS and for UEFI.
 set timeout=0
 set default=0
 menuentry "flower-init" {{
