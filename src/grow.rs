@@ -290,7 +290,8 @@ pub fn ext4_blocks(sb: &[u8]) -> std::result::Result<(u64, u64), String> {
 }
 
 /// Grow the ext4 filesystem of `dev`, mounted at `mountpoint`, to fill its partition
-/// (EXT4_IOC_RESIZE_FS, online). Returns the size before and after, in bytes, when it grew.
+/// (EXT4_IOC_RESIZE_FS, online) up to its last whole-enough block group. Returns the size
+/// before and after, in bytes, when it grew.
 pub fn grow_ext4(dev: &Path, mountpoint: &Path) -> Result<Option<(u64, u64)>> {
     use std::os::fd::AsRawFd;
     let f = File::open(dev).with_ctx(|| format!("open {}", dev.display()))?;
@@ -307,7 +308,11 @@ pub fn grow_ext4(dev: &Path, mountpoint: &Path) -> Result<Option<(u64, u64)>> {
     let dir = File::open(mountpoint).with_ctx(|| format!("open {}", mountpoint.display()))?;
     // SAFETY: the kernel reads one u64 (the new block count) from `want`, alive for the call.
     unsafe { ext4_resize_fs(dir.as_raw_fd(), &want) }.with_ctx(|| format!("grow ext4 on {} to {want} blocks (EXT4_IOC_RESIZE_FS)", dev.display()))?;
-    Ok(Some((blocks * bsize, want * bsize)))
+    // The kernel leaves out a last block group too small for its own metadata, so the count
+    // it reached is read back (the superblock buffer is the block device's page cache).
+    f.read_exact_at(&mut sb, 1024).with_ctx(|| format!("read the superblock of {}", dev.display()))?;
+    let (now, _) = ext4_blocks(&sb).map_err(|e| Error::msg(format!("read the superblock of {}", dev.display()), e))?;
+    Ok((now > blocks).then_some((blocks * bsize, now * bsize)))
 }
 
 // BLKGETSIZE64 = _IOR(0x12, 114, size_t) (include/uapi/linux/fs.h).
