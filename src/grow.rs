@@ -99,17 +99,24 @@ pub struct Grown {
     pub new_last_lba: u64,
 }
 
+/// A grown table, ready to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTable {
+    /// The primary header sector (LBA 1).
+    pub primary: Vec<u8>,
+    /// The backup header sector (the disk's last LBA).
+    pub backup: Vec<u8>,
+    /// The entry array, written at both copies' entries LBA.
+    pub entries: Vec<u8>,
+    /// Where the backup entries go.
+    pub backup_entries_lba: u64,
+    pub grown: Grown,
+}
+
 /// The new table for a disk of `disk_lbas` logical blocks of `lba` bytes, given its primary
-/// header sector and entry array: (primary header sector, backup header sector, entries,
-/// backup entries LBA, what grew). None when there is nothing to do: the table already
+/// header sector and entry array. None when there is nothing to do: the table already
 /// reaches the disk's end, or partition `number` (1-based, the kernel's) is not the last one.
-pub fn plan(
-    header: &[u8],
-    entries: &[u8],
-    lba: u64,
-    disk_lbas: u64,
-    number: u32,
-) -> std::result::Result<Option<(Vec<u8>, Vec<u8>, Vec<u8>, u64, Grown)>, String> {
+pub fn plan(header: &[u8], entries: &[u8], lba: u64, disk_lbas: u64, number: u32) -> std::result::Result<Option<NewTable>, String> {
     let (hsize, _, n, esize) = check_header(header)?;
     if entries.len() < n * esize {
         return Err(format!("GPT entries: read {} bytes, the header says {n} x {esize}", entries.len()));
@@ -161,7 +168,7 @@ pub fn plan(
     };
     let primary = finish(1, end, u64_at(header, ENTRIES_LBA));
     let backup = finish(end, 1, backup_entries);
-    Ok(Some((primary, backup, new_entries, backup_entries, grown)))
+    Ok(Some(NewTable { primary, backup, entries: new_entries, backup_entries_lba: backup_entries, grown }))
 }
 
 /// Grow partition `number` of the GPT disk open as `disk` (`disk_lbas` blocks of `lba`
@@ -174,16 +181,16 @@ pub fn grow_table(disk: &File, lba: u64, disk_lbas: u64, number: u32) -> Result<
     let (_, entries_lba, n, esize) = check_header(&header).map_err(|e| Error::msg(what, e))?;
     let mut entries = vec![0u8; n * esize];
     disk.read_exact_at(&mut entries, entries_lba * lba).ctx("read the GPT entries")?;
-    let Some((primary, backup, new_entries, backup_entries, grown)) = plan(&header, &entries, lba, disk_lbas, number).map_err(|e| Error::msg(what, e))? else {
+    let Some(t) = plan(&header, &entries, lba, disk_lbas, number).map_err(|e| Error::msg(what, e))? else {
         return Ok(None);
     };
-    disk.write_all_at(&new_entries, backup_entries * lba).ctx("write the backup GPT entries")?;
-    disk.write_all_at(&backup, (disk_lbas - 1) * lba).ctx("write the backup GPT header")?;
+    disk.write_all_at(&t.entries, t.backup_entries_lba * lba).ctx("write the backup GPT entries")?;
+    disk.write_all_at(&t.backup, (disk_lbas - 1) * lba).ctx("write the backup GPT header")?;
     disk.sync_data().ctx("sync the backup GPT")?;
-    disk.write_all_at(&new_entries, entries_lba * lba).ctx("write the GPT entries")?;
-    disk.write_all_at(&primary, lba).ctx("write the GPT header")?;
+    disk.write_all_at(&t.entries, entries_lba * lba).ctx("write the GPT entries")?;
+    disk.write_all_at(&t.primary, lba).ctx("write the GPT header")?;
     disk.sync_data().ctx("sync the GPT")?;
-    Ok(Some(grown))
+    Ok(Some(t.grown))
 }
 
 /// A partition as sysfs describes it: its disk's device node, its number, the disk's logical
