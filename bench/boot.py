@@ -51,6 +51,7 @@ def main():
                          "a fresh qcow2 overlay on it per run (OpenNebula's non-persistent image)")
     ap.add_argument("--disk", default=os.path.join(B, "appliance", "flower-sklearn.qcow2"),
                     help="--boot bios|uefi: the appliance disk")
+    ap.add_argument("--machine", default="pc", help="qemu machine type (pc: context CD on IDE; q35: on SATA)")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--accel", choices=["tcg", "kvm", "auto"], default="tcg",
                     help="the published comparison is TCG on both sides; auto: FLOWER_INIT_ACCEL, else KVM "
@@ -60,7 +61,7 @@ def main():
     a = ap.parse_args()
     tmp = os.path.join(B, "bench", "run")
     os.makedirs(tmp, exist_ok=True)
-    same = dict(memory=2048, smp=a.smp, accel=a.accel, extra=a.qemu_extra, logdir=a.logdir)
+    same = dict(memory=2048, smp=a.smp, accel=a.accel, extra=a.qemu_extra, logdir=a.logdir, machine=a.machine)
     if a.profile == "baseline":
         img = os.path.join(tmp, f"{a.label}.img")
         subprocess.run(["cp", "--sparse=always", os.path.join(B, "baseline", "appliance.img"), img], check=True)

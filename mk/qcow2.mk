@@ -24,14 +24,14 @@ $(APPLIANCE): appliance/mkdisk.py $(BUILD)/initramfs.cpio $(BUILD)/kernel/.done 
 appliance-vm-test: appliance
 	$(PYTHON) tests/vm/appliance_test.py --framework $(FRAMEWORK)
 
-## appliance-vm-test-matrix  appliance-vm-test plus one fresh boot each in SeaBIOS/q35 and OVMF/pc (not in make test: ~5 min more under TCG)
+## appliance-vm-test-matrix  appliance-vm-test plus a fresh boot under SeaBIOS on q35 (not in make test: ~3 min more under TCG)
 appliance-vm-test-matrix: appliance
 	$(PYTHON) tests/vm/appliance_test.py --framework $(FRAMEWORK) --matrix
 
 .PHONY: bench-qcow2
-## bench-qcow2      qemu start -> Flower healthy: -kernel/-initrd vs the qcow2 via SeaBIOS and via OVMF (all -M pc, TLS SuperLink), interleaved, RUNS rounds (default 2)
+## bench-qcow2      qemu start -> Flower healthy: -kernel/-initrd vs the qcow2 via SeaBIOS and via OVMF (all -M q35, TLS SuperLink), interleaved, RUNS rounds (default 2)
 bench-qcow2: appliance initramfs kernel
 	@mkdir -p $(BUILD)/bench
 	@for i in $$(seq $${RUNS:-2}); do for b in direct bios uefi; do \
-		$(PYTHON) bench/boot.py flower-init qcow2-$$b-$$i --boot $$b --disk $(APPLIANCE) || exit 1; \
+		$(PYTHON) bench/boot.py flower-init qcow2-$$b-$$i --boot $$b --machine q35 --disk $(APPLIANCE); \
 	done; done | tee $(BUILD)/bench/qcow2.jsonl

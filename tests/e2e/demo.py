@@ -86,7 +86,7 @@ class VmNode:
                 os.unlink(self.disk)
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", APPLIANCE, self.disk], check=True)
             self.firmware = "bios" if self.vm.role == "superlink" else "uefi"
-            self.booted = f"its qcow2 disk, {'SeaBIOS' if self.firmware == 'bios' else 'OVMF (UEFI)'} -> GRUB -> kernel (no -kernel)"
+            self.booted = f"its qcow2 disk, q35, {'SeaBIOS' if self.firmware == 'bios' else 'OVMF (UEFI)'} -> GRUB -> kernel (no -kernel)"
         else:
             self.state = make_ext4(os.path.join(self.dir, "state.img"), "FL_STATE", 512)
             self.firmware = "bios"
@@ -97,8 +97,9 @@ class VmNode:
         common = dict(cdrom=self.iso, nics=[Nic(self.vm.mac, tap=self.tap)], memory=2048, logdir=LOGS,
                       netns=self.fed.topo.bridge_ns)
         if BOOT == "qcow2":
+            # q35 (the context CD on SATA): OVMF on machine pc leaves Linux no IDE CD (docs/image.md).
             self.qemu = Vm(self.name, None, None, None, disks=[Disk(self.disk, fmt="qcow2", boot=True)],
-                           firmware=self.firmware, **common)
+                           firmware=self.firmware, machine="q35", **common)
         else:
             self.qemu = Vm(self.name, kernel_path(PINNED_KERNEL_DIR), INITRD, "console=ttyS0 panic=-1",
                            disks=[Disk(IMAGE, readonly=True), Disk(self.state)], **common)

@@ -18,9 +18,10 @@ labelled CONTEXT on IDE (machine pc) or SATA (q35), a virtio NIC with OpenNebula
 
     tests/vm/appliance_test.py [--matrix] [--framework sklearn]
 
---matrix boots a fresh disk once more in each remaining firmware/machine pair (SeaBIOS/q35 and
-OVMF/pc: `make appliance-vm-test-matrix`, about 5 minutes more under TCG). Console logs:
-build/vm-logs/appliance-*.log.
+--matrix boots a fresh disk once more under SeaBIOS on q35 (`make appliance-vm-test-matrix`,
+about 3 minutes more under TCG). OVMF on machine pc is left out: there Linux sees no device on
+the PIIX IDE channel holding the context CD (measured here under TCG; docs/image.md), so UEFI
+templates use q35. Console logs: build/vm-logs/appliance-*.log.
 """
 import argparse
 import hashlib
@@ -227,7 +228,7 @@ def one_boot(image, firmware, machine):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--framework", default="sklearn")
-    ap.add_argument("--matrix", action="store_true", help="also SeaBIOS/q35 and OVMF/pc, one fresh boot each")
+    ap.add_argument("--matrix", action="store_true", help="also SeaBIOS/q35, one fresh boot")
     args = ap.parse_args()
     image = os.path.join(ROOT, "build", "appliance", f"flower-{args.framework}.qcow2")
     if not os.path.exists(image):
@@ -244,7 +245,6 @@ def main():
         reboot_and_grow(image)
         if args.matrix:
             one_boot(image, "bios", "q35")
-            one_boot(image, "uefi", "pc")
     except (GuestSilent, TimeoutError) as e:
         FAILURES.append(str(e))
         log(f"  FAILED: {e}")
