@@ -90,6 +90,7 @@ mkdir -p "$new/opt/flower" "$new/tmp/build/wheels"
 cp -a "$stage/app" "$new/opt/flower/app"
 cp "$here/in-rootfs.sh" "$here/manifest.py" "$root/python/flwr-version.txt" "${reqs[@]}" \
     "$stage"/appwheel/*.whl "$new/tmp/build/"
+cp -r "$here/appstart" "$new/tmp/build/appstart"
 say "venv, app, user, mountpoints, manifest (chroot)"
 unshare --mount --fork --propagation private /bin/sh -ec '
     mount --bind "$2" "$1/tmp/build/wheels"

@@ -22,6 +22,20 @@ problems=$($venv/bin/python -m pip --disable-pip-version-check check 2>&1 | grep
 [ -z "$problems" ] || { echo "in-rootfs: pip check: $problems"; exit 1; }
 $venv/bin/python -m pip uninstall -q -y pip
 
+# Warm app start (docs/app.md "How apps start"): the zygote, its launcher and the shims named
+# like Flower's app commands (first on PATH once the launcher runs), and the task-window hook
+# in the venv's site-packages (a .pth line: Debian's own sitecustomize shadows a venv's).
+a=/opt/flower/appstart
+mkdir -p "$a/bin"
+install -m 0644 "$b/appstart/zygote.py" "$a/zygote.py"
+install -m 0755 "$b/appstart/shim.py" "$a/shim.py"
+install -m 0755 "$b/appstart/start.sh" "$a/flower-with-zygote"
+ln -s ../shim.py "$a/bin/flwr-serverapp"
+ln -s ../shim.py "$a/bin/flwr-clientapp"
+site=$($venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+install -m 0644 "$b/appstart/flower_init_task_window.py" "$b/appstart/flower_init_task_window.pth" "$site/"
+$venv/bin/python -c 'import flwr.supercore.corestate.sql_corestate as s; assert s.HEARTBEAT_DEFAULT_INTERVAL == 120, s.HEARTBEAT_DEFAULT_INTERVAL'
+
 # User and group of Flower's own images: app, 49999, home /app.
 groupadd --gid 49999 app
 useradd --uid 49999 --gid 49999 --home-dir /app --no-create-home --shell /usr/sbin/nologin app

@@ -3,6 +3,8 @@
 FUZZ_SECONDS ?= 60
 
 .PHONY: context-test readme examples-bless fuzz
+# FUZZ_TARGETS=gateway_http make fuzz: one target only.
+FUZZ_TARGETS ?= context_sh resolve gateway_http
 
 ## context-test     root-only context tests: real ISO on a loop device, mounted in a private mount namespace
 context-test: setup
@@ -17,12 +19,13 @@ readme:
 examples-bless:
 	FI_BLESS=1 cargo test --locked --test examples every_example_gives_its_expected_output
 
-## fuzz             fuzz the context.sh parser, then parse+validate, FUZZ_SECONDS each (default 60; cargo-fuzz on stable via RUSTC_BOOTSTRAP=1)
+## fuzz             fuzz the context.sh parser, parse+validate, the gateway's HTTP parsers: FUZZ_SECONDS each (default 60; cargo-fuzz on stable via RUSTC_BOOTSTRAP=1)
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	@mkdir -p $(BUILD)
-	@for t in context_sh resolve; do \
-		mkdir -p fuzz/corpus/$$t && cp -n fuzz/seeds/* fuzz/corpus/$$t/ && \
+	@for t in $(FUZZ_TARGETS); do \
+		seeds=fuzz/seeds; [ $$t = gateway_http ] && seeds=fuzz/seeds-http; \
+		mkdir -p fuzz/corpus/$$t && cp -n $$seeds/* fuzz/corpus/$$t/ && \
 		echo "fuzz: $$t for $(FUZZ_SECONDS) s (log: $(BUILD)/fuzz-$$t.log)" && \
 		(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O $$t corpus/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -max_len=65536 -print_final_stats=1) >$(BUILD)/fuzz-$$t.log 2>&1 \

@@ -10,7 +10,7 @@ IMAGE_FORMATS ?= squashfs
 IMAGE_DIR     := $(BUILD)/image/$(FRAMEWORK)
 IMAGE_ROOTFS  := $(IMAGE_DIR)/rootfs
 IMAGE_ARGS    := $(FRAMEWORK) $(abspath $(APP)) $(IMAGE_FORMATS)
-IMAGE_INPUTS  := $(wildcard image/*) python/flwr-version.txt python/requirements-flwr-deps.txt \
+IMAGE_INPUTS  := $(wildcard image/* image/appstart/*) python/flwr-version.txt python/requirements-flwr-deps.txt \
                  python/requirements-$(FRAMEWORK).txt \
                  $(shell find $(APP) -type f -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
 

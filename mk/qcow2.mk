@@ -11,6 +11,10 @@ APPLIANCE_ARGS := $(FRAMEWORK) $(STATE_MB)
 .PHONY: appliance appliance-vm-test appliance-vm-test-matrix
 ## appliance        build/appliance/flower-FRAMEWORK.qcow2 (+ .json: sizes, layout): boots under BIOS and UEFI; STATE_MB (default 1024) sizes FL_STATE
 appliance: $(APPLIANCE)
+	@$(MAKE) --no-print-directory appliance-meta
+
+# mk/appliance-meta.mk (read before this file) measures the built disks.
+appliance-meta: $(APPLIANCE)
 
 $(APPLIANCE_DIR)/.args-$(FRAMEWORK): FORCE
 	@mkdir -p $(@D)

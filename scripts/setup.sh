@@ -5,6 +5,7 @@ set -euo pipefail
 pkgs=(
     musl-tools        # musl-gcc: ring's C code for the static binary
     file              # checks that the binary is statically linked
+    python3-yaml      # the marketplace metadata test reads back the YAML it generates
     cpio              # the initramfs archive
     busybox-static    # /init of the small test VMs (static: it runs alone in an initramfs)
     xorriso           # context CD images, as OpenNebula builds them

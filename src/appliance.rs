@@ -12,7 +12,8 @@
 //! | `trust.rs` | `tls` (SuperLink), `discovery` and `tls` (SuperNode) |
 //! | `spec.rs`, `workload.rs` | `container`, `flower` (`/health`), restart, stop |
 //! | `expose.rs` | `gateway` (SuperLink) |
-//! | `run.rs` | `run` (SuperLink with FL_USE_CASE) and following it |
+//! | `run.rs`, `watchdog.rs` | `run` (SuperLink with FL_USE_CASE) and following it; a run that cannot progress reported failed |
+//! | `renew.rs` | the SuperLink's certificate check while it runs (renew, reload, restart) |
 //! | `supervise.rs` | supervision, then shutdown |
 //! | `report.rs` | the `/status` sections |
 //!
@@ -30,12 +31,14 @@ mod inputs;
 mod network;
 mod publication;
 mod publish;
+mod renew;
 mod report;
 mod run;
 mod spec;
 mod steps;
 mod supervise;
 mod trust;
+mod watchdog;
 mod workload;
 
 pub use inputs::{context as context_step, validate as validate_step};
@@ -45,7 +48,6 @@ pub use steps::{Boot, Failed, HEALTH_PORT, Layout, Note, stay_failed};
 use crate::config::{Address, Config};
 use crate::container::{BindMount, OutputRing, Runc};
 use crate::flower::probe::Prober;
-use crate::gateway::GatewayHandle;
 use crate::vocab::{Role, UseCase};
 use nix::unistd::Pid;
 use std::net::IpAddr;
@@ -73,8 +75,11 @@ struct Node {
     pid: Option<Pid>,
     /// Flower's `/health`, as probed at boot and after each restart.
     prober: Option<Prober>,
-    gateway: Option<GatewayHandle>,
+    /// SuperLink: the gateway child process.
+    gateway: Option<expose::GatewayProc>,
     run: Option<run::Follow>,
+    /// SuperLink with TLS: its certificates, checked by the supervision loop ([`renew`]).
+    superlink_tls: Option<crate::tls::SuperLinkTls>,
 }
 
 impl Node {
@@ -149,6 +154,7 @@ fn new_node(boot: &Boot, cfg: Config, manifest: crate::image::Manifest, addrs: V
         prober: None,
         gateway: None,
         run: None,
+        superlink_tls: None,
     }
 }
 

@@ -84,9 +84,7 @@ pub fn cli(args: &mut Args) -> i32 {
             0
         }
         Err(rej) => {
-            for p in &rej.problems {
-                eprintln!("{p}");
-            }
+            eprintln!("{rej}");
             for w in &rej.warnings {
                 eprintln!("warning: {w}");
             }

@@ -20,7 +20,7 @@ pub mod output;
 pub mod rootfs;
 pub mod runc;
 
-pub use oci::{Controllers, Limits, Spec, config_json, nofile_hard, write_bundle};
+pub use oci::{Controllers, Limits, Spec, config_json, mem_total_at, memory_limit, nofile_hard, seccomp_profile, write_bundle};
 pub use output::OutputRing;
 pub use rootfs::{ROOTFS_DIR, bind_rootfs, prepare_state_dir};
 pub use runc::{Runc, State, Status, cleanup_stale, parse_list, parse_state};

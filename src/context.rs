@@ -21,7 +21,17 @@
 //! - `\r` outside quotes is ignored (CRLF files); inside quotes it is kept.
 //!
 //! Errors carry line numbers: unterminated quotes, NUL bytes, invalid UTF-8, invalid keys,
-//! duplicate keys, text after a value, files over [`MAX_CONTEXT_BYTES`]. A duplicate key is an
+//! duplicate keys, text after a value, files over [`MAX_CONTEXT_BYTES`].
+//!
+//! # Errors never show values (issue #14)
+//! A message names the line, the variable when there is one, and the rule; it never quotes a
+//! value, nor the text of a line that may belong to a quoted value: a stray `'` shifts every
+//! quote after it, so the lines of an inline private key would otherwise come back as "keys".
+//! Key names are quoted only up to the first error that skipped text (recovery from there on
+//! is a guess, and the "key" may be a line of a secret). A value whose quote spans lines and
+//! is followed by text (`A_NOTE='it's'` then `KEY='...'`) is reported at the line of the quote
+//! that opened it (the stray one), and parsing stops there. At most [`MAX_ERRORS`] errors are
+//! kept, then one line counts the rest. A duplicate key is an
 //! error, not "last wins": OpenNebula writes a `std::map` and cannot produce one, so a duplicate
 //! comes from a hand edit whose intent is ambiguous, and guessing would boot with a value the
 //! operator may not have meant. The parser reports every error it can find in one pass and
@@ -38,6 +48,9 @@ use std::path::{Path, PathBuf};
 pub const MAX_CONTEXT_BYTES: usize = 1 << 20;
 /// Largest FILES_DS file (certificates, keys) or `token.txt` read from the context directory.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Errors kept at most; one more line counts the rest (a 1 MiB file of bad lines would
+/// otherwise become a 60 MB message on the health port).
+pub const MAX_ERRORS: usize = 50;
 /// The context file's name on the CD.
 pub const CONTEXT_FILE: &str = "context.sh";
 /// OneGate token file on the CD (present when the template says `TOKEN=YES`).
@@ -98,26 +111,69 @@ pub fn try_parse(input: &[u8]) -> Result<Context, Vec<ParseError>> {
             msg: format!("file is larger than {MAX_CONTEXT_BYTES} bytes ({} bytes)", input.len()),
         }]);
     }
-    let mut errors = Vec::new();
+    let mut errors = Errors::default();
     let mut line = 1;
     for &b in input {
         match b {
             b'\n' => line += 1,
-            0 => errors.push(ParseError { line, msg: "NUL byte".into() }),
+            0 => errors.push(line, "NUL byte".into()),
             _ => {}
         }
     }
     if let Err(e) = std::str::from_utf8(input) {
         let line = 1 + input[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
-        errors.push(ParseError { line, msg: "invalid UTF-8".into() });
+        errors.push(line, "invalid UTF-8".into());
     }
     if !errors.is_empty() {
-        errors.dedup();
-        return Err(errors);
+        return Err(errors.finish());
     }
-    let mut p = Parser { s: input, pos: 0, line: 1, errors: Vec::new(), vars: BTreeMap::new() };
+    let mut p = Parser { s: input, pos: 0, line: 1, errors: Errors::default(), vars: BTreeMap::new(), skipped_text: false };
     p.file();
-    if p.errors.is_empty() { Ok(Context { vars: p.vars, token: None, dir: None }) } else { Err(p.errors) }
+    if p.errors.is_empty() { Ok(Context { vars: p.vars, token: None, dir: None }) } else { Err(p.errors.finish()) }
+}
+
+/// The errors found so far: the first [`MAX_ERRORS`], then a count.
+#[derive(Default)]
+struct Errors {
+    kept: Vec<ParseError>,
+    /// Errors past the cap, and the line of the first of them.
+    more: usize,
+    more_from: usize,
+    /// The last error pushed, kept or not.
+    last: Option<ParseError>,
+}
+
+impl Errors {
+    /// Record one error (consecutive duplicates once: a line of NUL bytes is one error).
+    fn push(&mut self, line: usize, msg: String) {
+        let e = ParseError { line, msg };
+        if self.last.as_ref() == Some(&e) {
+            return;
+        }
+        self.last = Some(e.clone());
+        if self.kept.len() < MAX_ERRORS {
+            self.kept.push(e);
+        } else {
+            if self.more == 0 {
+                self.more_from = line;
+            }
+            self.more += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.kept.is_empty()
+    }
+
+    /// The kept errors in line order, plus one that counts those left out.
+    fn finish(mut self) -> Vec<ParseError> {
+        self.kept.sort_by_key(|e| e.line);
+        if self.more > 0 {
+            let msg = format!("and {} more errors from this line on (not shown)", self.more);
+            self.kept.push(ParseError { line: self.more_from, msg });
+        }
+        self.kept
+    }
 }
 
 /// A failed unterminated quote ends parsing: nothing after it can be trusted.
@@ -127,9 +183,15 @@ struct Parser<'a> {
     s: &'a [u8],
     pos: usize,
     line: usize,
-    errors: Vec<ParseError>,
+    errors: Errors,
     vars: BTreeMap<String, Entry>,
+    /// An error skipped text: from here on quoting may be out of step with what the author
+    /// meant, so no text of the file is quoted in messages any more.
+    skipped_text: bool,
 }
+
+/// The quoted parts of one value that spanned lines: (line opened, line closed) of the last.
+type Span = Option<(usize, usize)>;
 
 impl Parser<'_> {
     fn peek(&self) -> Option<u8> {
@@ -147,7 +209,23 @@ impl Parser<'_> {
     }
 
     fn err(&mut self, line: usize, msg: impl Into<String>) {
-        self.errors.push(ParseError { line, msg: msg.into() });
+        self.errors.push(line, msg.into());
+    }
+
+    /// A key for a message: quoted while nothing was skipped yet, else left out (it may be a
+    /// line of a secret value that a stray quote put outside its quotes).
+    fn shown_key(&self, key: &str) -> String {
+        if self.skipped_text || key.is_empty() {
+            String::new()
+        } else {
+            format!(" {:?}", key.chars().take(40).collect::<String>())
+        }
+    }
+
+    /// Error recovery: skip the rest of the line; nothing after it is quoted in messages.
+    fn skip_bad_line(&mut self) {
+        self.skip_line();
+        self.skipped_text = true;
     }
 
     fn skip_blanks(&mut self) {
@@ -199,35 +277,53 @@ impl Parser<'_> {
             key = self.word().to_string();
         }
         if self.peek() != Some(b'=') {
-            let shown: String = key.chars().take(40).collect();
-            let msg = if key.is_empty() || !matches!(self.peek(), Some(b' ' | b'\t')) {
-                format!("expected KEY=value, found {shown:?}")
+            let msg = if valid_key(&key) && matches!(self.peek(), Some(b' ' | b'\t')) {
+                format!("expected '=' right after the key{} (no spaces around '=', as in sh)", self.shown_key(&key))
             } else {
-                format!("expected '=' right after the key {shown:?} (no spaces around '=', as in sh)")
+                "expected KEY=value (the line's text is not shown: it may belong to a quoted value)".to_string()
             };
             self.err(line, msg);
-            self.skip_line();
+            self.skip_bad_line();
             return Ok(());
         }
         if !valid_key(&key) {
-            self.err(line, format!("invalid key {key:?}: a key is letters, digits and '_', not starting with a digit"));
+            let shown = self.shown_key(&key);
+            self.err(line, format!("invalid key{shown}: a key is letters, digits and '_', not starting with a digit"));
         }
+        // A key that is not a shell name is never quoted again below.
+        let name = if valid_key(&key) && !self.skipped_text { key.clone() } else { "the variable on this line".to_string() };
         self.pos += 1; // '='
-        let value = self.value()?;
+        let mut span: Span = None;
+        let value = match self.value(&mut span) {
+            Ok(v) => v,
+            Err(Fatal) => {
+                if let Some((open, close)) = span {
+                    self.err(open, stray_quote(&name, open, close, "and a quote after it never closes"));
+                }
+                return Err(Fatal);
+            }
+        };
         self.skip_blanks();
         match self.peek() {
             None | Some(b'\n') => {}
             Some(b'#') => self.skip_line(),
             Some(_) => {
+                if let Some((open, close)) = span {
+                    // The quote that closed here opened lines earlier: a stray quote shifted
+                    // the quoting, and every line after this one is suspect. Stop.
+                    self.err(open, stray_quote(&name, open, close, "and text follows it"));
+                    return Err(Fatal);
+                }
                 let at = self.line;
-                self.err(at, format!("unexpected text after the value of {key}: quote values that contain spaces (one assignment per line)"));
-                self.skip_line();
+                self.err(at, format!("unexpected text after the value of {name}: quote values that contain spaces (one assignment per line)"));
+                self.skip_bad_line();
             }
         }
         if valid_key(&key) {
             if let Some(first) = self.vars.get(&key) {
                 let first = first.line;
-                self.err(line, format!("duplicate key {key} (first set on line {first})"));
+                let what = if self.skipped_text { String::new() } else { format!(" {key}") };
+                self.err(line, format!("duplicate key{what} (first set on line {first})"));
             } else {
                 self.vars.insert(key, Entry { value: String::from_utf8_lossy(&value).into_owned(), line });
             }
@@ -236,13 +332,26 @@ impl Parser<'_> {
     }
 
     /// A value: adjacent quoted, escaped and bare parts up to an unquoted blank or newline.
-    fn value(&mut self) -> Result<Vec<u8>, Fatal> {
+    /// `span` gets the lines of the last quoted part that spanned lines, if any.
+    fn value(&mut self, span: &mut Span) -> Result<Vec<u8>, Fatal> {
         let mut out = Vec::new();
         loop {
-            match self.peek() {
+            let open = self.line;
+            let quoted = match self.peek() {
                 None | Some(b' ' | b'\t' | b'\r' | b'\n') => return Ok(out),
-                Some(b'\'') => self.single_quoted(&mut out)?,
-                Some(b'"') => self.double_quoted(&mut out)?,
+                Some(b'\'') => Some(self.single_quoted(&mut out)),
+                Some(b'"') => Some(self.double_quoted(&mut out)),
+                _ => None,
+            };
+            if let Some(q) = quoted {
+                q?;
+                if self.line > open {
+                    *span = Some((open, self.line));
+                }
+                continue;
+            }
+            match self.peek() {
+                None | Some(b' ' | b'\t' | b'\r' | b'\n' | b'\'' | b'"') => return Ok(out),
                 Some(b'\\') => {
                     self.pos += 1;
                     match self.bump() {
@@ -332,6 +441,15 @@ impl Parser<'_> {
             }
         }
     }
+}
+
+/// The message for a value whose quote spans lines and then goes wrong: reported at the line
+/// the quote opened, where a stray `'` (an unescaped one inside a single-quoted value) sits.
+fn stray_quote(name: &str, open: usize, close: usize, then: &str) -> String {
+    format!(
+        "the value of {name} has a quote opened on line {open} that closes on line {close}, {then}: a stray quote on \
+         line {open}? (inside '...' write ' as '\\''); the lines after were not checked and are not shown"
+    )
 }
 
 /// A shell variable name: `[A-Za-z_][A-Za-z0-9_]*`.

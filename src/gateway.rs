@@ -37,6 +37,8 @@ mod worker;
 mod workers;
 
 pub use cli::cli;
+#[cfg(test)]
+pub(crate) use cli::parse as cli_parse;
 pub use route::{Api, Port};
 pub use stats::{Reject, Stats, UpstreamError};
 

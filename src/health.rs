@@ -6,17 +6,27 @@
 //! `poll()`, so a client can never stall reaping or signal handling:
 //! - a bare TCP connect succeeds while the init lives (the kernel completes the handshake into
 //!   a `SOMAXCONN` backlog; accepting is only ever delayed, never refused);
-//! - at most [`Config::max_clients`] connections are held; one more evicts the oldest, so a
-//!   flood of idle or slow clients cannot lock a real probe out;
+//! - at most [`Config::max_clients`] connections are held; one more evicts the oldest
+//!   connection of the source that holds the most, so a flood from one address (or a few)
+//!   evicts its own connections, never a slow-but-honest probe from another source;
 //! - each connection has a deadline ([`Config::timeout`]) and a request-size cap
 //!   ([`Config::max_request`]): slow-loris clients are dropped, not waited for;
 //! - at most [`ACCEPT_BUDGET`] accepts per loop turn, so a connect storm leaves the signalfd
 //!   its turn.
 //!
+//! Who may read what (issue #14): `/health` answers every source (a one-line body of a few
+//! hundred bytes at most); `/status` (boot timeline, container output, allow lists, versions)
+//! answers only [`Config::detail_allow`] (loopback, plus FL_STATUS_ALLOW once the context is
+//! validated), 403 otherwise. `/status` is rendered once per change of the [`Status`] (its
+//! version), not per request, and capped at [`MAX_STATUS_BYTES`].
+//!
 //! Request parsing and response rendering are pure functions, tested on bytes.
+
+mod owner;
 
 use crate::error::{Ctx, Result};
 use crate::status::Status;
+use crate::vocab::{Cidr, any_contains, loopback};
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, sockopt};
@@ -30,6 +40,8 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_PORT: u16 = 8081;
 /// Connections accepted per loop turn at most (the rest wait in the backlog for the next turn).
 pub const ACCEPT_BUDGET: usize = 32;
+/// Largest `/status` document served; a bigger one is replaced by its phase and failure.
+pub const MAX_STATUS_BYTES: usize = 256 * 1024;
 /// After the process ran out of file descriptors, how long accepting pauses (EMFILE would
 /// otherwise keep the listener readable and the loop spinning).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -45,6 +57,13 @@ pub struct Config {
     pub timeout: Duration,
     /// Request bytes read at most (request line plus headers); more is answered 431.
     pub max_request: usize,
+    /// Sources that may read `/status`; others get 403. Loopback by default
+    /// ([`Config::allow_status`] adds FL_STATUS_ALLOW's networks to it).
+    pub detail_allow: Vec<Cidr>,
+    /// Users whose loopback connections count as a host on the network, not as loopback:
+    /// Flower's container (uid 49999) shares the VM's network, and the app code of a FAB must
+    /// not read `/status` with more rights than a network host (issue #14).
+    pub distrust_uids: Vec<u32>,
 }
 
 impl Default for Config {
@@ -54,6 +73,8 @@ impl Default for Config {
             max_clients: 128,
             timeout: Duration::from_secs(5),
             max_request: 4096,
+            detail_allow: loopback(),
+            distrust_uids: Vec::new(),
         }
     }
 }
@@ -62,6 +83,18 @@ impl Config {
     /// The defaults, listening on `ip:port` (port 0 picks a free one).
     pub fn on(ip: IpAddr, port: u16) -> Self {
         Config { addr: SocketAddr::new(ip, port), ..Config::default() }
+    }
+
+    /// Loopback plus `extra` may read `/status`.
+    pub fn allow_status(mut self, extra: &[Cidr]) -> Self {
+        let mut allow = loopback();
+        for c in extra {
+            if !allow.contains(c) {
+                allow.push(*c);
+            }
+        }
+        self.detail_allow = allow;
+        self
     }
 }
 
@@ -77,6 +110,10 @@ pub struct Stats {
     pub timed_out: u64,
     /// Closed by the client before sending a whole request (e.g. a bare TCP probe).
     pub closed_early: u64,
+    /// Answered 403: `/status` from a source outside the allow list.
+    pub forbidden: u64,
+    /// Times the `/status` document was rendered (once per change of the status).
+    pub status_renders: u64,
     /// Held right now.
     pub active: usize,
 }
@@ -97,6 +134,8 @@ enum State {
 #[derive(Debug)]
 struct Client {
     stream: TcpStream,
+    /// The source address (IPv4-mapped IPv6 as IPv4): eviction is fair between sources.
+    peer: IpAddr,
     deadline: Instant,
     state: State,
 }
@@ -117,6 +156,26 @@ pub struct Server {
     next_id: u64,
     accept_paused_until: Option<Instant>,
     stats: Stats,
+    cache: StatusCache,
+}
+
+/// The `/status` document of one [`Status::version`], without the port's counters.
+#[derive(Debug, Default)]
+pub struct StatusCache {
+    version: Option<u64>,
+    doc: String,
+}
+
+impl StatusCache {
+    /// The document for `status`, rendered only when its version changed; counts renders.
+    fn doc(&mut self, status: &Status, stats: &mut Stats) -> &str {
+        if self.version != Some(status.version()) {
+            self.doc = status_document(status);
+            self.version = Some(status.version());
+            stats.status_renders += 1;
+        }
+        &self.doc
+    }
 }
 
 impl Server {
@@ -138,7 +197,20 @@ impl Server {
             next_id: 0,
             accept_paused_until: None,
             stats: Stats::default(),
+            cache: StatusCache::default(),
         })
+    }
+
+    /// Who may read `/status` from now on: loopback and `extra` (FL_STATUS_ALLOW, once the
+    /// context is validated).
+    pub fn allow_status(&mut self, extra: &[Cidr]) {
+        self.cfg.detail_allow = Config::default().allow_status(extra).detail_allow;
+    }
+
+    /// Loopback connections of these users get what a network host gets (see
+    /// [`Config::distrust_uids`]).
+    pub fn distrust_uids(&mut self, uids: &[u32]) {
+        self.cfg.distrust_uids = uids.to_vec();
     }
 
     /// The address actually bound (tells the port when 0 was asked for).
@@ -180,7 +252,7 @@ impl Server {
                 // Errors and hang-ups surface as read/write results, so revents needs no case.
                 self.stats.active = self.clients.len();
                 if let Some(c) = self.clients.get_mut(&id) {
-                    if let Next::Close = serve(c, &self.cfg, status, &mut self.stats) {
+                    if let Next::Close = serve(c, &self.cfg, status, &mut self.stats, &mut self.cache) {
                         self.clients.remove(&id);
                     }
                 }
@@ -205,8 +277,8 @@ impl Server {
     /// Accept up to [`ACCEPT_BUDGET`] connections and answer those whose request is there.
     fn accept(&mut self, status: &Status, now: Instant) {
         for _ in 0..ACCEPT_BUDGET {
-            let stream = match self.listener.accept() {
-                Ok((s, _)) => s,
+            let (stream, peer) = match self.listener.accept() {
+                Ok((s, a)) => (s, crate::vocab::canonical(a.ip())),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
@@ -224,12 +296,12 @@ impl Server {
             if stream.set_nonblocking(true).is_err() {
                 continue; // dropped: closes it
             }
-            let mut c = Client { stream, deadline: now + self.cfg.timeout, state: State::Reading(Vec::new()) };
+            let mut c = Client { stream, peer, deadline: now + self.cfg.timeout, state: State::Reading(Vec::new()) };
             self.stats.active = self.clients.len() + 1;
             // Most probes have sent their request by now: answer at once, without a poll turn.
-            if let Next::Keep = serve(&mut c, &self.cfg, status, &mut self.stats) {
+            if let Next::Keep = serve(&mut c, &self.cfg, status, &mut self.stats, &mut self.cache) {
                 if self.clients.len() >= self.cfg.max_clients.max(1) {
-                    self.evict_oldest();
+                    self.evict_for(peer);
                 }
                 self.next_id += 1;
                 self.clients.insert(self.next_id, c);
@@ -243,10 +315,45 @@ impl Server {
             self.stats.evicted += 1;
         }
     }
+
+    /// Make room for a connection from `newcomer`: drop the oldest connection of the source
+    /// holding the most (counting the newcomer), so a flood evicts its own connections and a
+    /// slow-but-honest probe from elsewhere keeps its place.
+    fn evict_for(&mut self, newcomer: IpAddr) {
+        if let Some(id) = fair_victim(self.clients.iter().map(|(id, c)| (*id, c.peer)), newcomer) {
+            self.clients.remove(&id);
+            self.stats.evicted += 1;
+        }
+    }
+}
+
+/// The connection to drop when full: the oldest (lowest id) of the source with the most
+/// connections, the newcomer counted in (ties: the source of the oldest connection).
+pub fn fair_victim(clients: impl Iterator<Item = (u64, IpAddr)>, newcomer: IpAddr) -> Option<u64> {
+    let mut count: std::collections::HashMap<IpAddr, (usize, u64)> = std::collections::HashMap::new();
+    for (id, peer) in clients {
+        let e = count.entry(peer).or_insert((0, id));
+        e.0 += 1;
+        e.1 = e.1.min(id);
+    }
+    if let Some(e) = count.get_mut(&newcomer) {
+        e.0 += 1;
+    }
+    count.into_values().max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1))).map(|(_, oldest)| oldest)
+}
+
+/// A loopback connection from one of [`Config::distrust_uids`] (or whose owner cannot be
+/// told: fail closed); an allowed network source is judged by its address alone.
+fn distrusted(c: &Client, cfg: &Config) -> bool {
+    if cfg.distrust_uids.is_empty() || !c.peer.is_loopback() {
+        return false;
+    }
+    let (Ok(peer), Ok(local)) = (c.stream.peer_addr(), c.stream.local_addr()) else { return true };
+    owner::owner_uid_at(std::path::Path::new("/"), peer, local).is_none_or(|uid| cfg.distrust_uids.contains(&uid))
 }
 
 /// Read the request and write the answer as far as the socket allows without blocking.
-fn serve(c: &mut Client, cfg: &Config, status: &Status, stats: &mut Stats) -> Next {
+fn serve(c: &mut Client, cfg: &Config, status: &Status, stats: &mut Stats, cache: &mut StatusCache) -> Next {
     if let State::Reading(buf) = &mut c.state {
         let mut chunk = [0u8; 1024];
         loop {
@@ -268,7 +375,13 @@ fn serve(c: &mut Client, cfg: &Config, status: &Status, stats: &mut Stats) -> Ne
             Parsed::Incomplete => return Next::Keep,
             Parsed::TooLarge => render(431, "text/plain", "request too large\n", false, None),
             Parsed::Bad => render(400, "text/plain", "bad request\n", false, None),
-            Parsed::Request { method, path } => respond(&method, &path, status, stats),
+            Parsed::Request { method, path } => {
+                let allowed = is_detailed(&path) && any_contains(&cfg.detail_allow, c.peer) && !distrusted(c, cfg);
+                if !allowed && is_detailed(&path) {
+                    stats.forbidden += 1;
+                }
+                respond_with(&method, &path, status, stats, cache, allowed)
+            }
         };
         c.state = State::Writing(reply, 0);
     }
@@ -329,33 +442,61 @@ pub fn parse_request(buf: &[u8], max: usize) -> Parsed {
     }
 }
 
-/// The whole response for a parsed request: `/health` 200/503, `/status` JSON (with this
-/// port's counters under `"health_port"`), 404, 405.
+/// Whether `path` shows more than the verdict (only allowed sources may read it).
+pub fn is_detailed(path: &str) -> bool {
+    path == "/status"
+}
+
+/// The whole response for a parsed request from an allowed source: `/health` 200/503,
+/// `/status` JSON (with this port's counters under `"health_port"`), 404, 405.
 pub fn respond(method: &str, path: &str, status: &Status, stats: &Stats) -> Vec<u8> {
+    let mut stats = *stats;
+    respond_with(method, path, status, &mut stats, &mut StatusCache::default(), true)
+}
+
+/// [`respond`] with the `/status` cache and the source's right to details (403 without).
+pub fn respond_with(method: &str, path: &str, status: &Status, stats: &mut Stats, cache: &mut StatusCache, allowed: bool) -> Vec<u8> {
     let head = method == "HEAD";
     let known = matches!(path, "/health" | "/status");
     if known && method != "GET" && !head {
         return render(405, "text/plain", "method not allowed\n", false, Some("Allow: GET, HEAD"));
+    }
+    if is_detailed(path) && !allowed {
+        let body = "forbidden: /status answers loopback and FL_STATUS_ALLOW (default: FL_CONTROL_ALLOW); /health is open\n";
+        return render(403, "text/plain", body, head, None);
     }
     match path {
         "/health" => {
             let (code, line) = status.health();
             render(code, "text/plain; charset=utf-8", &format!("{line}\n"), head, None)
         }
-        "/status" => render(200, "application/json", &(status_json(status, stats) + "\n"), head, None),
+        "/status" => {
+            let doc = cache.doc(status, stats);
+            let counters = serde_json::to_string(&*stats).unwrap_or_default();
+            // The cached document is a JSON object: add the counters as its last key.
+            let body = match doc.trim_end().strip_suffix('}') {
+                Some(open) => format!("{},\n  \"health_port\": {counters}\n}}\n", open.trim_end()),
+                None => format!("{doc}\n"),
+            };
+            render(200, "application/json", &body, head, None)
+        }
         _ => render(404, "text/plain", "not found\n", head, None),
     }
 }
 
-/// [`Status::to_json`] plus the health port's own counters.
-fn status_json(status: &Status, stats: &Stats) -> String {
-    match serde_json::to_value(status) {
-        Ok(serde_json::Value::Object(mut doc)) => {
-            doc.insert("health_port".into(), serde_json::to_value(stats).unwrap_or_default());
-            serde_json::to_string_pretty(&doc).unwrap_or_else(|_| status.to_json())
-        }
-        _ => status.to_json(),
+/// [`Status::to_json`], or its phase and failure alone when the whole would pass
+/// [`MAX_STATUS_BYTES`].
+fn status_document(status: &Status) -> String {
+    let doc = status.to_json();
+    if doc.len() <= MAX_STATUS_BYTES {
+        return doc;
     }
+    let short = serde_json::json!({
+        "phase": status.phase(),
+        "failure": status.failure().map(|f| serde_json::json!({"step": f.step, "reason": f.reason})),
+        "truncated": format!("the status document is {} bytes, over the {MAX_STATUS_BYTES}-byte cap: timeline and sections left out", doc.len()),
+    });
+    serde_json::to_string_pretty(&short).unwrap_or_else(|_| "{}".into())
 }
 
 /// An HTTP/1.1 response with `Connection: close`; `head` keeps the headers, drops the body.
@@ -380,6 +521,7 @@ fn reason(code: u16) -> &'static str {
     match code {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
@@ -524,5 +666,158 @@ mod tests {
         assert!(srv.stats().timed_out >= 1);
         assert_eq!(srv.next_deadline(), None);
         drop(idle);
+    }
+
+    /// A client socket bound to source address `src` before connecting (127.0.0.0/8 is all
+    /// ours: several "hosts" on loopback).
+    fn connect_from(src: Ipv4Addr, to: SocketAddr) -> TcpStream {
+        let fd = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        socket::bind(raw, &SockaddrStorage::from(SocketAddr::new(src.into(), 0))).unwrap();
+        socket::connect(raw, &SockaddrStorage::from(to)).unwrap();
+        TcpStream::from(fd)
+    }
+
+    /// One loop turn of a server without the supervisor.
+    fn turn(srv: &mut Server, st: &Status) {
+        let mut fds = Vec::new();
+        srv.poll_fds(Instant::now(), &mut fds);
+        let tokens: Vec<Token> = fds.iter().map(|(t, _, _)| *t).collect();
+        drop(fds);
+        for t in tokens {
+            srv.on_ready(t, PollFlags::POLLIN, st, Instant::now());
+        }
+    }
+
+    /// Send `req` on `s` and read the answer, turning the server meanwhile.
+    fn exchange(srv: &mut Server, st: &Status, s: &mut TcpStream, req: &str) -> String {
+        s.write_all(req.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut answer = Vec::new();
+        while Instant::now() < until {
+            turn(srv, st);
+            let mut b = [0u8; 4096];
+            match s.read(&mut b) {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&b[..n]),
+                Err(_) => {}
+            }
+        }
+        String::from_utf8(answer).unwrap()
+    }
+
+    #[test]
+    fn the_victim_is_the_oldest_of_the_biggest_source() {
+        let a: IpAddr = Ipv4Addr::new(10, 0, 0, 1).into();
+        let b: IpAddr = Ipv4Addr::new(10, 0, 0, 2).into();
+        let c: IpAddr = Ipv4Addr::new(10, 0, 0, 3).into();
+        // b holds the most: its oldest goes, even though a's connection is older.
+        assert_eq!(fair_victim([(1, a), (2, b), (3, b), (4, c)].into_iter(), c), Some(2));
+        // The newcomer counts: c (2 + 1) outnumbers b.
+        assert_eq!(fair_victim([(1, a), (2, b), (3, b), (4, c), (5, c)].into_iter(), c), Some(4));
+        // One source: plain oldest first.
+        assert_eq!(fair_victim([(7, a), (9, a)].into_iter(), a), Some(7));
+        // A tie: the source of the oldest connection.
+        assert_eq!(fair_victim([(1, a), (2, b)].into_iter(), c), Some(1));
+        assert_eq!(fair_victim(std::iter::empty(), a), None);
+    }
+
+    /// Issue #14 item 4: `/status` only to allowed sources (403 otherwise), `/health` to all.
+    #[test]
+    fn status_answers_allowed_sources_only() {
+        let cfg = Config::on(Ipv4Addr::LOCALHOST.into(), 0);
+        let mut srv = Server::bind(&Config { detail_allow: vec![Cidr::host(Ipv4Addr::LOCALHOST.into())], ..cfg }).unwrap();
+        let addr = srv.local_addr();
+        let mut st = Status::default();
+        st.ready();
+        let other = Ipv4Addr::new(127, 0, 0, 2);
+        let r = exchange(&mut srv, &st, &mut connect_from(other, addr), "GET /status HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n") && r.contains("FL_STATUS_ALLOW"), "{r}");
+        assert!(!r.contains("timeline"), "{r}");
+        let r = exchange(&mut srv, &st, &mut connect_from(other, addr), "GET /health HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("ready\n"), "{r}");
+        let r = exchange(&mut srv, &st, &mut connect_from(Ipv4Addr::LOCALHOST, addr), "GET /status HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.contains("\"timeline\""), "{r}");
+        assert_eq!(srv.stats().forbidden, 1);
+        // FL_STATUS_ALLOW adds 127.0.0.2/32 (and loopback stays).
+        srv.allow_status(&[Cidr::host(other.into())]);
+        let r = exchange(&mut srv, &st, &mut connect_from(other, addr), "GET /status HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert!(srv.cfg.detail_allow.iter().any(|c| c.contains(Ipv4Addr::new(127, 9, 9, 9).into())));
+    }
+
+    /// Issue #14 item 3: Flower's container shares the VM's loopback, so a loopback connection
+    /// owned by a distrusted uid (49999 in the appliance; here our own, to run unprivileged)
+    /// gets what a network host gets: 403 for `/status`, `/health` as before.
+    #[test]
+    fn loopback_of_a_distrusted_uid_is_not_trusted() {
+        let mut srv = Server::bind(&Config::on(Ipv4Addr::LOCALHOST.into(), 0)).unwrap();
+        let addr = srv.local_addr();
+        let mut st = Status::default();
+        st.ready();
+        let me = nix::unistd::geteuid().as_raw();
+        srv.distrust_uids(&[me.wrapping_add(1)]);
+        let r = exchange(&mut srv, &st, &mut TcpStream::connect(addr).unwrap(), "GET /status HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "another uid is distrusted, not us: {r}");
+        srv.distrust_uids(&[me]);
+        let r = exchange(&mut srv, &st, &mut TcpStream::connect(addr).unwrap(), "GET /status HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{r}");
+        let r = exchange(&mut srv, &st, &mut TcpStream::connect(addr).unwrap(), "GET /health HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
+        assert_eq!(srv.stats().forbidden, 1);
+    }
+
+    /// Issue #14 item 5: `/status` is rendered once per change, and capped.
+    #[test]
+    fn status_renders_once_per_change_and_is_capped() {
+        let mut srv = Server::bind(&Config::on(Ipv4Addr::LOCALHOST.into(), 0)).unwrap();
+        let addr = srv.local_addr();
+        let mut st = Status::default();
+        st.ready();
+        for _ in 0..20 {
+            let r = exchange(&mut srv, &st, &mut TcpStream::connect(addr).unwrap(), "GET /status HTTP/1.1\r\n\r\n");
+            let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["phase"], "ready");
+        }
+        assert_eq!(srv.stats().status_renders, 1);
+        // A change: rendered again; the counters in the body are always current.
+        let lines: Vec<String> = (0..20_000).map(|i| format!("output line {i} {}", "x".repeat(40))).collect();
+        st.set_sections(&serde_json::json!({ "container": { "output": lines } }));
+        let r = exchange(&mut srv, &st, &mut TcpStream::connect(addr).unwrap(), "GET /status HTTP/1.1\r\n\r\n");
+        assert_eq!(srv.stats().status_renders, 2);
+        assert!(r.len() < MAX_STATUS_BYTES, "{}", r.len());
+        let body = &r[r.find("\r\n\r\n").unwrap() + 4..];
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(v["truncated"].as_str().unwrap().contains("over the 262144-byte cap"), "{v}");
+        assert_eq!(v["phase"], "ready");
+        assert_eq!(v["health_port"]["answered"], 20);
+    }
+
+    /// Issue #14 item 5: a connect flood from one source while an honest probe from another
+    /// waits before sending: the flood evicts its own connections, the probe is answered.
+    #[test]
+    fn a_flood_from_one_source_does_not_evict_a_probe_from_another() {
+        let cfg = Config { max_clients: 8, ..Config::on(Ipv4Addr::LOCALHOST.into(), 0) };
+        let mut srv = Server::bind(&cfg).unwrap();
+        let addr = srv.local_addr();
+        let mut st = Status::default();
+        st.ready();
+        let flooder = Ipv4Addr::new(127, 0, 0, 3);
+        let mut flood: Vec<TcpStream> = (0..20).map(|_| connect_from(flooder, addr)).collect();
+        let mut probes: Vec<TcpStream> = (0..3).map(|i| connect_from(Ipv4Addr::new(127, 0, 0, 10 + i), addr)).collect();
+        flood.extend((0..100).map(|_| connect_from(flooder, addr)));
+        let until = Instant::now() + Duration::from_secs(20);
+        while srv.stats().accepted < 123 && Instant::now() < until {
+            turn(&mut srv, &st);
+        }
+        assert_eq!(srv.stats().accepted, 123);
+        assert!(srv.stats().evicted >= 100, "{:?}", srv.stats());
+        for p in &mut probes {
+            let r = exchange(&mut srv, &st, p, "GET /health HTTP/1.1\r\n\r\n");
+            assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "a probe was evicted: {r:?} {:?}", srv.stats());
+        }
+        drop(flood);
     }
 }

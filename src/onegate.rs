@@ -6,8 +6,9 @@
 //! - [`wire`]: pure request building and value encoding (tests compare bytes);
 //! - [`model`]: tolerant parsing of the JSON shapes `build_vm_hash`/`build_service_hash` emit;
 //! - [`Client`]: one HTTP exchange per try (minreq), named timeouts, bounded retries;
-//! - [`publish`]: the attribute contract of DESIGN.md and a background [`Publisher`] thread
-//!   (publication failure is degraded, never fatal);
+//! - [`publish`]: the attribute contract of DESIGN.md; [`publisher`]: the background
+//!   [`Publisher`] thread (publication failure is degraded, never fatal; one failing attribute
+//!   never holds back the others; only what USER_TEMPLATE holds is deleted);
 //! - [`discover`]: SuperNode discovery (FL_SUPERLINK_ADDRESS > OneGate > fail) with a constant
 //!   number of requests per attempt, and partition assignment from the same answer.
 //!
@@ -19,6 +20,7 @@ mod error;
 pub mod model;
 mod partition;
 mod publish;
+mod publisher;
 pub mod wire;
 
 pub use client::{Client, Policy, Reply};
@@ -27,9 +29,9 @@ pub use partition::{Partition, PartitionOutcome, node_config, partition_for};
 pub use error::OneGateError;
 pub use model::{Nic, Node, RoleInfo, ServiceInfo, VmInfo};
 pub use publish::{
-    Attributes, Publisher, PublisherState, SuperLinkFacts, SuperNodeFacts, failure_attributes, superlink_attributes,
-    supernode_attributes,
+    Attributes, SuperLinkFacts, SuperNodeFacts, error_text, failure_attributes, superlink_attributes, supernode_attributes,
 };
+pub use publisher::{AttributeFailure, Publisher, PublisherState, Waker};
 
 use std::time::Duration;
 

@@ -24,7 +24,12 @@ usage: flower-init boot [options]      the appliance boot as a service (no PID-1
   --health-addr IP       health listen address (default 0.0.0.0)
   --configure-network    apply ETHx_* from the context (off: the host's network is used)
   --role ROLE            superlink or supernode (overrides FL_ROLE)
-  --container-id ID      runc container id (default flower-ROLE)";
+  --container-id ID      runc container id (default flower-ROLE)
+  --tls-check-every S    SuperLink: check its certificates every S seconds (default 86400)
+  --tls-renew-before S   re-issue its own server certificate when fewer than S seconds remain
+                         (default 2592000, 30 days)
+  --tls-server-validity S  lifetime of a new server certificate in seconds (default 31536000);
+                         tests use minutes";
 
 /// `flower-init boot …`: the same boot without PID-1 duties; returns the exit code.
 pub fn run(args: &mut Args) -> i32 {
@@ -114,6 +119,19 @@ fn parse_boot_args(a: &mut Args) -> std::result::Result<Layout, String> {
         l.role_flag = Some(r.parse().map_err(|e| format!("--role {r:?}: {e}"))?);
     }
     l.container_id = a.opt("--container-id")?;
+    let secs = |flag: &str, v: String| match v.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{flag} {v:?}: not a number of seconds > 0")),
+    };
+    if let Some(v) = a.opt("--tls-check-every")? {
+        l.tls_check_every = std::time::Duration::from_secs(secs("--tls-check-every", v)?.into());
+    }
+    if let Some(v) = a.opt("--tls-renew-before")? {
+        l.tls_renewal.renew_before = secs("--tls-renew-before", v)?.into();
+    }
+    if let Some(v) = a.opt("--tls-server-validity")? {
+        l.tls_renewal.server_validity = secs("--tls-server-validity", v)?.into();
+    }
     a.finish()?;
     for (flag, p) in [("--state", Some(&l.state_dir)), ("--run-dir", Some(&l.run_dir)), ("--image", Some(&l.image_root))] {
         if let Some(p) = p.filter(|p| p.is_relative()) {
@@ -147,5 +165,9 @@ mod tests {
         assert!(parse_boot_args(&mut args(&["--state", "rel"])).unwrap_err().contains("absolute"));
         assert!(parse_boot_args(&mut args(&["--health-port", "x"])).is_err());
         assert!(parse_boot_args(&mut args(&["--bogus"])).is_err());
+        assert_eq!(l.tls_check_every, std::time::Duration::from_secs(86_400), "daily by default");
+        let l = parse_boot_args(&mut args(&["--tls-check-every", "5", "--tls-renew-before", "60", "--tls-server-validity", "180"])).unwrap();
+        assert_eq!((l.tls_check_every.as_secs(), l.tls_renewal.renew_before, l.tls_renewal.server_validity), (5, 60, 180));
+        assert!(parse_boot_args(&mut args(&["--tls-check-every", "0"])).unwrap_err().contains("--tls-check-every"));
     }
 }

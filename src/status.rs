@@ -10,6 +10,24 @@
 use serde::Serialize;
 use std::time::Duration;
 
+/// Longest failure reason or step detail kept (a refused context's problems are already
+/// capped in count; this bounds whatever else a step reports).
+pub const MAX_REASON_BYTES: usize = 8 * 1024;
+/// Longest `/health` body line: probes need the verdict, `/status` has the rest.
+pub const MAX_HEALTH_LINE: usize = 300;
+
+/// `text` cut to at most `max` bytes on a character boundary, saying how much was left out.
+pub fn cap_text(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &text[..end], text.len() - end)
+}
+
 /// How a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,12 +70,12 @@ impl Timeline {
         self.steps.len() - 1
     }
 
-    /// Close step `idx` at time `now`.
+    /// Close step `idx` at time `now` (the detail capped at [`MAX_REASON_BYTES`]).
     pub fn end(&mut self, idx: usize, now: Duration, outcome: Outcome, detail: impl Into<String>) {
         if let Some(s) = self.steps.get_mut(idx) {
             s.duration_s = Some((now.as_secs_f64() - s.start_s).max(0.0));
             s.outcome = outcome;
-            s.detail = detail.into();
+            s.detail = cap_text(&detail.into(), MAX_REASON_BYTES);
         }
     }
 
@@ -99,6 +117,9 @@ pub struct Status {
     /// Per-concern details (`"onegate"`, `"container"`, `"run"`, `"gateway"`...): one object,
     /// serialised from its owner's typed struct by [`Status::set_sections`].
     sections: serde_json::Value,
+    /// Bumped by every change, so the health port renders `/status` once per change.
+    #[serde(skip)]
+    version: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -109,7 +130,13 @@ pub struct Failure {
 
 impl Default for Status {
     fn default() -> Self {
-        Status { phase: Phase::Booting, failure: None, timeline: Timeline::default(), sections: serde_json::Value::Object(Default::default()) }
+        Status {
+            phase: Phase::Booting,
+            failure: None,
+            timeline: Timeline::default(),
+            sections: serde_json::Value::Object(Default::default()),
+            version: 0,
+        }
     }
 }
 
@@ -124,6 +151,11 @@ impl Status {
         self.failure.as_ref()
     }
 
+    /// Changes so far: equal versions serve equal documents.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// The boot steps so far.
     pub fn timeline(&self) -> &Timeline {
         &self.timeline
@@ -131,41 +163,53 @@ impl Status {
 
     /// Open step `name` at `now` (seconds since boot); its index for [`Status::end`].
     pub fn begin(&mut self, name: &str, now: Duration) -> usize {
+        self.version += 1;
         self.timeline.begin(name, now)
     }
 
     /// Close step `idx` at `now`.
     pub fn end(&mut self, idx: usize, now: Duration, outcome: Outcome, detail: impl Into<String>) {
+        self.version += 1;
         self.timeline.end(idx, now, outcome, detail)
     }
 
     /// Serving: `/health` answers 200 (and a failure that was being retried is over).
     pub fn ready(&mut self) {
+        self.version += 1;
         self.phase = Phase::Ready;
         self.failure = None;
     }
 
     /// Stopping: `/health` answers 503 from here on.
     pub fn shutting_down(&mut self) {
+        self.version += 1;
         self.phase = Phase::ShuttingDown;
     }
 
     /// Replace the per-concern sections with `sections` (a struct whose fields are the keys).
     pub fn set_sections(&mut self, sections: &impl Serialize) {
+        self.version += 1;
         self.sections = serde_json::to_value(sections).unwrap_or_default();
     }
 
-    /// Mark the boot failed at `step`: `/health` turns 503 with this reason.
+    /// Mark the boot failed at `step`: `/health` turns 503 with this reason (capped at
+    /// [`MAX_REASON_BYTES`]).
     pub fn fail(&mut self, step: &str, reason: impl Into<String>) {
+        self.version += 1;
         self.phase = Phase::Failed;
-        self.failure = Some(Failure { step: step.to_string(), reason: reason.into() });
+        self.failure = Some(Failure { step: step.to_string(), reason: cap_text(&reason.into(), MAX_REASON_BYTES) });
     }
 
-    /// HTTP status code and one-line body for `GET /health`.
+    /// HTTP status code and one-line body for `GET /health`: the verdict and the start of the
+    /// reason, at most [`MAX_HEALTH_LINE`] bytes of it (the port is open to the network).
     pub fn health(&self) -> (u16, String) {
         match (&self.phase, &self.failure) {
             (Phase::Ready, _) => (200, "ready".into()),
-            (Phase::Failed, Some(f)) => (503, format!("failed at {}: {}", f.step, f.reason)),
+            (Phase::Failed, Some(f)) => {
+                let first = f.reason.lines().next().unwrap_or("");
+                let more = if first.len() < f.reason.len() { " (more in /status)" } else { "" };
+                (503, format!("failed at {}: {}{more}", f.step, cap_text(first, MAX_HEALTH_LINE)))
+            }
             (Phase::Failed, None) => (503, "failed".into()),
             (Phase::ShuttingDown, _) => (503, "shutting down".into()),
             (Phase::Booting, _) => {
@@ -199,5 +243,35 @@ mod tests {
         assert!(st.failure().is_none());
         assert!((st.timeline().steps[0].duration_s.unwrap() - 0.25).abs() < 1e-9);
         assert!(st.to_json().contains("\"phase\": \"ready\""));
+    }
+
+    /// Issue #14 item 5: a huge reason is capped in the status and to one short line on
+    /// `/health`; every change bumps the version.
+    #[test]
+    fn reasons_are_capped_and_changes_counted() {
+        let mut st = Status::default();
+        let v0 = st.version();
+        let huge: String = (0..400_000).map(|i| format!("line {i}: bad\n")).collect();
+        st.fail("context", huge.clone());
+        assert!(st.version() > v0);
+        let (code, body) = st.health();
+        assert_eq!(code, 503);
+        assert_eq!(body, "failed at context: line 0: bad (more in /status)");
+        st.fail("context", "x".repeat(10_000));
+        let (_, body) = st.health();
+        assert!(body.len() < MAX_HEALTH_LINE + 60 && body.ends_with(" more bytes)"), "{body}");
+        assert!(st.failure().unwrap().reason.len() < MAX_REASON_BYTES + 40);
+        let i = st.begin("x", Duration::ZERO);
+        st.end(i, Duration::ZERO, Outcome::Failed, huge);
+        assert!(st.to_json().len() < 3 * MAX_REASON_BYTES, "{}", st.to_json().len());
+        let v = st.version();
+        let _ = (st.health(), st.to_json());
+        assert_eq!(st.version(), v, "reading is not a change");
+    }
+
+    #[test]
+    fn cap_text_cuts_on_char_boundaries() {
+        assert_eq!(cap_text("abc", 3), "abc");
+        assert_eq!(cap_text("ééé", 3), "é… (4 more bytes)");
     }
 }

@@ -244,6 +244,11 @@ impl Supervisor {
         Ok(addr)
     }
 
+    /// The health server, when it listens (to change who may read `/status`).
+    pub fn health_mut(&mut self) -> Option<&mut crate::health::Server> {
+        self.health.as_mut()
+    }
+
     /// The health server's counters, when it listens.
     pub fn health_stats(&self) -> Option<crate::health::Stats> {
         self.health.as_ref().map(|h| h.stats())
@@ -287,6 +292,12 @@ impl Supervisor {
             }
             self.pump(Some(deadline));
         }
+    }
+
+    /// The events received and not yet taken by [`Supervisor::next_event`], oldest first (a
+    /// boot step waiting for a child's first lines reads them without taking them).
+    pub fn pending(&self) -> impl Iterator<Item = &Event> {
+        self.events.iter()
     }
 
     /// Turn the loop for `d`, or less: false as soon as a shutdown is (or was already) requested.

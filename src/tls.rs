@@ -24,8 +24,8 @@ mod supernode;
 mod verify;
 mod x509;
 
-pub use error::TlsError;
-pub use issue::{BACKDATE_SECS, CA_VALIDITY_DAYS, RENEW_BEFORE_DAYS, SERVER_VALIDITY_DAYS};
+pub use error::{TlsError, utc};
+pub use issue::{BACKDATE_SECS, CA_VALIDITY_DAYS, RENEW_BEFORE_DAYS, Renewal, SERVER_VALIDITY_DAYS};
 pub use names::{parse_extra_sans, parse_san, server_sans};
 pub use operator::{validate_operator, ValidOperator};
 pub use superlink::{CaOutcome, ServerOutcome};
@@ -134,7 +134,25 @@ impl SuperLinkTls {
     /// Flower) because its own server certificate is within [`RENEW_BEFORE_DAYS`] of expiry.
     /// Operator certificates are the operator's to renew: always false.
     pub fn renewal_due(&self, now: i64) -> bool {
-        matches!(self.origin, Origin::Generated { .. }) && self.server_not_after - now < issue::days(RENEW_BEFORE_DAYS)
+        self.renewal_due_under(now, &Renewal::default())
+    }
+
+    /// [`SuperLinkTls::renewal_due`] with the lead time of `policy`.
+    pub fn renewal_due_under(&self, now: i64, policy: &Renewal) -> bool {
+        matches!(self.origin, Origin::Generated { .. }) && self.server_not_after - now < policy.renew_before
+    }
+
+    /// For operator certificates within `policy`'s lead time of expiry: the warning to log
+    /// (flower-init cannot renew them). `None` for its own certificates or when far from expiry.
+    pub fn operator_expiry_warning(&self, now: i64, policy: &Renewal) -> Option<String> {
+        (matches!(self.origin, Origin::Operator) && self.server_not_after - now < policy.renew_before).then(|| {
+            format!(
+                "tls: the operator's server certificate (FL_SSL_CERTFILE) expires on {}{}: flower-init renews only its own \
+                 certificates; give a new FL_SSL_CA_CERTFILE/FL_SSL_CERTFILE/FL_SSL_KEYFILE and reboot the SuperLink",
+                error::utc(self.server_not_after),
+                if self.server_not_after <= now { " (it HAS EXPIRED: SuperNodes cannot connect)" } else { "" }
+            )
+        })
     }
 }
 
@@ -155,7 +173,19 @@ pub fn superlink_generated(
     sans: &[San],
     user: ContainerUser,
 ) -> Result<SuperLinkTls, TlsError> {
-    superlink::provision_at(state_dir, runtime_dir, sans, user, unix_now())
+    superlink::provision_at(state_dir, runtime_dir, sans, user, unix_now(), &Renewal::default())
+}
+
+/// [`superlink_generated`] under `policy`: at boot, and when the daily check of a running
+/// SuperLink finds its server certificate due ([`SuperLinkTls::renewal_due_under`]).
+pub fn superlink_generated_under(
+    state_dir: &Path,
+    runtime_dir: &Path,
+    sans: &[San],
+    user: ContainerUser,
+    policy: &Renewal,
+) -> Result<SuperLinkTls, TlsError> {
+    superlink::provision_at(state_dir, runtime_dir, sans, user, unix_now(), policy)
 }
 
 /// SuperLink with operator certificates: validate them (see [`validate_operator`]; the SANs

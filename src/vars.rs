@@ -256,6 +256,8 @@ pub const VARS: &[Var] = &[
        "Flower's `--isolation`: `subprocess` runs the ServerApp/ClientApp inside the Flower container; `process` expects a separate SuperExec."),
     v!("FL_HEALTH_PORT", ["ONEAPP_FL_HEALTH_PORT"], Both, Value("8081"), int(1, 65535), Flower,
        "TCP port of flower-init's health endpoint (`GET /health`, `/status`); not 8000 or 9094 (Flower's)."),
+    v!("FL_STATUS_ALLOW", ["ONEAPP_FL_STATUS_ALLOW"], Both, Unset("FL_CONTROL_ALLOW's networks (loopback only when that is empty)"), Rule::CidrList, Flower,
+       "Sources allowed to read `/status` on the health port (boot timeline, container output, allow lists, versions); loopback always may, others get 403. `/health` stays open to every source (short body)."),
     v!("FL_DATABASE", ["ONEAPP_FL_DATABASE"], SuperLink, Value("state.db"), Rule::Database, Flower,
        "SuperLink `--database`: persistent state, so SuperNodes survive a SuperLink restart. Relative paths are under /var/lib/flower."),
     // Training.
@@ -294,8 +296,8 @@ pub const VARS: &[Var] = &[
        "SuperLink server private key."),
     v!("FL_CERT_EXTRA_SANS", ["ONEAPP_FL_CERT_EXTRA_SANS"], SuperLink, Unset("none"), Rule::SanList, Tls,
        "Extra names for the generated server certificate (floating IPs, VPN addresses, DNS names) besides the NIC addresses, 127.0.0.1, ::1 and localhost."),
-    v!("FL_CONTROL_ALLOW", ["ONEAPP_FL_CONTROL_ALLOW"], SuperLink, Unset("loopback only"), Rule::CidrList, Tls,
-       "Sources allowed to use Flower's Control API (start/stop runs) on port 9093 of the NIC addresses; empty: only from the VM itself. The Fleet port (8000) never serves Control."),
+    v!("FL_CONTROL_ALLOW", ["ONEAPP_FL_CONTROL_ALLOW"], SuperLink, Unset("no Control port"), Rule::CidrList, Tls,
+       "Sources allowed to use Flower's Control API (start/stop runs) on port 9093 of the NIC addresses; empty: no Control port at all (not even on loopback, which Flower's container shares). The Fleet port (8000) never serves Control."),
     // SuperNode.
     v!("FL_SUPERLINK_ADDRESS", ["ONEAPP_FL_SUPERLINK_ADDRESS"], SuperNode, Unset("discovered through OneGate"), Rule::HostPort, Flower,
        "The SuperLink's address; skips OneGate discovery."),
@@ -356,7 +358,7 @@ pub const VARS: &[Var] = &[
     v!("ONEGATE_TOKEN", [], Both, Unset("token.txt"), Rule::Text, OneGate, secret,
        "OneGate token when there is no token.txt (vCenter)."),
     v!("REPORT_READY", [], Both, Value("NO"), Rule::YesNo, OneGate,
-       "Publish READY=YES (with the FL_* attributes) once Flower answers; OneFlow's ready gate waits for it."),
+       "Publish READY=YES (with the FL_* attributes) once Flower answers; OneFlow's ready gate waits for it. Best-effort: without a usable OneGate (e.g. TOKEN=YES but no token) a warning, Flower still runs."),
     // Other OpenNebula keys.
     v!("SSH_PUBLIC_KEY", [], Both, Unset("none"), Rule::Text, OpenNebula,
        "Recorded (shown by `check`); there is no sshd in the appliance."),

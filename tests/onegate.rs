@@ -24,7 +24,19 @@ struct StandIn {
     admin: String,
 }
 
+/// The onegate-server.rb releases whose answers differ (the stand-in's `--opennebula`): before
+/// and since 7.2's `error 500` handler. `make onegate-test` runs the whole file under each
+/// (ONEGATE_STANDIN_OPENNEBULA); tests about the difference run both themselves.
+const OPENNEBULA: [&str; 2] = ["7.0", "7.2"];
+
 impl StandIn {
+    /// The stand-in as the given OpenNebula release answers.
+    fn start_as(opennebula: &str, extra: &[&str]) -> StandIn {
+        let mut args = vec!["--opennebula", opennebula];
+        args.extend_from_slice(extra);
+        StandIn::start(&args)
+    }
+
     fn start(extra: &[&str]) -> StandIn {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/onegate_standin.py");
         let mut child = Command::new("python3")
@@ -207,6 +219,104 @@ fn later_updates_and_deletions_go_through_the_publisher() {
     assert!(ut.get("FL_ERROR").is_none());
     let st = p.state();
     assert!(st.published && st.last_error.is_none(), "{st:?}");
+}
+
+/// Issue #13: a delete of what USER_TEMPLATE does not hold answers 500 since 7.2 ("Internal
+/// server error", no longer "attribute not found"); it must neither be retried forever nor
+/// keep /status at `pending: ["FL_ERROR"]`.
+#[test]
+fn only_what_is_there_is_deleted_before_and_since_7_2() {
+    for v in OPENNEBULA {
+        let s = StandIn::start_as(v, &[]);
+        s.load(service(100, &[], true));
+        s.admin(
+            "POST",
+            "/vms",
+            Some(json!([{"id": 300, "name": "rebooted", "token": "tok-300", "user_template": {"FL_ERROR": "old boot"}}])),
+        );
+        // A clean first boot: nothing to delete, so no delete is sent.
+        let p = Publisher::start_with(s.client(100), Duration::from_secs(60), None).unwrap();
+        p.set(&superlink_attrs(true));
+        p.delete("FL_ERROR");
+        assert!(p.wait_idle(Duration::from_secs(20)), "{v}: {:?}", p.state());
+        let st = p.state();
+        assert!(st.published && st.pending.is_empty() && st.last_error.is_none() && st.ready_reported, "{v}: {st:?}");
+        let log = s.admin("GET", "/requests", None)["log"].clone();
+        let statuses: Vec<(String, i64)> = log
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["route"].as_str().unwrap().to_string(), e["status"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(statuses, [("PUT /vm".to_string(), 200), ("GET /vm".to_string(), 200)], "{v}");
+        // A reboot after a failure: the previous FL_ERROR is there and is deleted.
+        let p = Publisher::start_with(s.client(300), Duration::from_secs(60), None).unwrap();
+        p.set_pairs([("FL_READY", "YES")]);
+        p.delete("FL_ERROR");
+        assert!(p.wait_idle(Duration::from_secs(20)), "{v}: {:?}", p.state());
+        assert!(p.state().published, "{v}");
+        let ut = s.user_template(300);
+        assert!(ut.get("FL_ERROR").is_none() && ut["FL_READY"] == "YES", "{v}: {ut}");
+        // The one-shot client call too.
+        s.client(300).delete_attr("FL_ERROR").unwrap();
+    }
+}
+
+/// Issue #13: one attribute the server keeps refusing never delays the others, and READY
+/// still never lands before an attribute queued ahead of it.
+#[test]
+fn a_refused_attribute_never_holds_back_the_others() {
+    for v in OPENNEBULA {
+        let s = StandIn::start_as(v, &[]);
+        s.load(service(100, &[101], true));
+        // onegate-server.conf's restricted attributes: a PUT naming one is refused (403).
+        s.admin(
+            "POST",
+            "/config",
+            Some(json!({"restricted_attrs": ["SCHED_REQUIREMENTS", "SERVICE_ID", "ROLE_NAME", "FL_CA_CERT", "FL_RUN_LOSS"]})),
+        );
+        let p = Publisher::start_with(s.client(100), Duration::from_secs(60), None).unwrap();
+        p.set(&superlink_attrs(true));
+        eventually("FL_CA_CERT refused", || p.state().failing.contains_key("FL_CA_CERT"));
+        assert_eq!(s.user_template(100)["FL_ENDPOINT"], "10.0.0.100:9092", "{v}");
+        let st = p.state();
+        assert_eq!(st.pending, ["FL_CA_CERT", "READY"], "{v}: {st:?}");
+        assert!(st.failing["FL_CA_CERT"].error.contains("HTTP 403"), "{v}: {st:?}");
+        assert!(!st.failing.contains_key("READY") && !st.ready_reported, "{v}: {st:?}");
+        assert!(s.user_template(100).get("READY").is_none(), "{v}: READY before FL_CA_CERT");
+        assert_eq!(s.deployable(), ["superlink"], "{v}");
+        // Later updates land at once, while FL_CA_CERT backs off (up to 60 s).
+        let t = Instant::now();
+        p.set_pairs([("FL_RUN_STATUS", "running"), ("FL_RUN_LOSS", "0.5")]);
+        eventually("FL_RUN_STATUS landed", || s.user_template(100).get("FL_RUN_STATUS").is_some());
+        p.set_pairs([("FL_RUN_ROUND", "2/3")]);
+        eventually("FL_RUN_ROUND landed", || s.user_template(100).get("FL_RUN_ROUND").is_some());
+        assert!(t.elapsed() < Duration::from_secs(10), "{v}: took {:?}", t.elapsed());
+        let st = p.state();
+        assert_eq!(st.failing.keys().collect::<Vec<_>>(), ["FL_CA_CERT", "FL_RUN_LOSS"], "{v}: {st:?}");
+        assert!(st.last_error.as_deref().unwrap().contains("HTTP 403"), "{v}: {st:?}");
+    }
+}
+
+/// Issue #13: FL_ERROR carries every problem it can whole, the count, and `>=` as `>=`
+/// through escape_attr and the template parser.
+#[test]
+fn fl_error_arrives_whole_with_its_equals_signs() {
+    for v in OPENNEBULA {
+        let s = StandIn::start_as(v, &[]);
+        s.load(service(100, &[], true));
+        let p = Publisher::start_with(s.client(100), Duration::from_secs(60), None).unwrap();
+        let problems = "FL_NUM_ROUNDS='0': must be >= 1\nFL_TLS_ENABLED='maybe': must be YES or NO, \"[x]\"";
+        p.set(&onegate::failure_attributes(None, Some("1.42.0"), problems));
+        assert!(p.wait_idle(Duration::from_secs(20)), "{v}: {:?}", p.state());
+        let ut = s.user_template(100);
+        assert_eq!(
+            ut["FL_ERROR"],
+            "2 problems: FL_NUM_ROUNDS='0': must be >= 1 | FL_TLS_ENABLED='maybe': must be YES or NO; '(x)'",
+            "{v}"
+        );
+        assert_eq!(ut["FL_READY"], "NO");
+    }
 }
 
 #[test]

@@ -22,7 +22,15 @@ OneGate (src/onegate/onegate-server.rb, a Sinatra app):
   (SERVICE_ID, ROLE_NAME, SCHED_REQUIREMENTS) give 403 "Attribute (X) cannot be modified", then
   the result is parsed as an OpenNebula template (src/parsers/template_parser.l, a syntax
   error is 500) and merged into USER_TEMPLATE (same names replaced); deleting a missing
-  attribute is 500 "attribute not found";
+  attribute is 500 "attribute not found" (`delete_element` removed nothing); a delete that
+  finds it rewrites the whole USER_TEMPLATE (`vm.update(user_template_str)`, not appended);
+- errors, by version (`--opennebula`, env ONEGATE_STANDIN_OPENNEBULA; default 7.2):
+  before 7.2 a `halt 500, msg` answers `msg` ("attribute not found", the template parser's
+  message) and an uncaught exception Sinatra's "<h1>Internal Server Error</h1>"; since 7.2
+  (commit e734a43, OpenNebula/one#7251) an `error 500` handler answers every `halt 500` with
+  "Internal server error" (`env['sinatra.error']` is nil after a halt) and an exception with
+  its message, a leading "ERROR: " stripped. Clients cannot tell a missing attribute from any
+  other 500 any more;
 - `build_vm_hash` (l.626-661): NAME, ID, STATE, LCM_STATE as strings, USER_TEMPLATE, TEMPLATE with NIC and
   NIC_ALIAS always arrays of NIC_VALID_KEYS only;
 - `build_service_hash` (l.663-710): id a string, state an int, roles with int cardinality/state and nodes
@@ -45,6 +53,7 @@ docs/onegate.md for both APIs.
 
     python3 tools/onegate_standin.py [--host 127.0.0.1] [--port 0] [--admin-port 0]
                                      [--service FILE.json] [--down-for SECONDS]
+                                     [--opennebula 7.0|7.2]
 
 It prints one JSON line with both URLs on stdout once the admin port answers.
 """
@@ -52,6 +61,7 @@ It prints one JSON line with both URLs on stdout once the admin port answers.
 import argparse
 import copy
 import json
+import os
 import re
 import secrets
 import sys
@@ -61,6 +71,13 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 JSON_TYPE = "application/json;charset=utf-8"
+# The OpenNebula release whose onegate-server.rb is modelled (see the module documentation).
+DEFAULT_OPENNEBULA = "7.2"
+OPENNEBULA_ENV = "ONEGATE_STANDIN_OPENNEBULA"
+# Since 7.2 (release-7.2.0 has e734a43): the `error 500` handler's answer to a halt.
+ERROR_500_72 = "Internal server error"
+# Before 7.2: Sinatra's own answer to an uncaught exception (production, show_exceptions off).
+ERROR_500_SINATRA = "<h1>Internal Server Error</h1>"
 NOT_SUPPORTED = "OneGate server doesn't support this feature"
 RESTRICTED_ATTRS = ["SCHED_REQUIREMENTS", "SERVICE_ID", "ROLE_NAME"]
 RESTRICTED_ACTIONS = ["reboot"]
@@ -92,6 +109,24 @@ class Halt(Exception):
     def __init__(self, code, body=""):
         super().__init__(body)
         self.code, self.body = code, body
+
+
+def parse_version(text):
+    """"7.2" or "7.2.0" -> (7, 2); anything else raises ValueError naming the value."""
+    m = re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", (text or "").strip())
+    if not m:
+        raise ValueError("OpenNebula version %r: expected MAJOR.MINOR such as 7.0 or 7.2" % text)
+    return int(m.group(1)), int(m.group(2))
+
+
+def error_body(version, status, text, exception):
+    """What the client reads for an error the route produced: since 7.2 the `error 500`
+    handler replaces every `halt 500` body and strips "ERROR: " from an exception's message."""
+    if status != 500:
+        return text
+    if version >= (7, 2):
+        return re.sub(r"^ERROR:\s*", "", text) if exception else ERROR_500_72
+    return ERROR_500_SINATRA if exception else text
 
 
 def ruby_to_i(s):
@@ -341,8 +376,9 @@ class Role:
 
 
 class World:
-    def __init__(self):
+    def __init__(self, opennebula=DEFAULT_OPENNEBULA):
         self.lock = threading.Lock()
+        self.opennebula = parse_version(opennebula)
         self.standalone = {}
         self.service = None            # dict: id, name, deployment, gate, roles, state
         self.permissions = copy.deepcopy(DEFAULT_PERMISSIONS)
@@ -692,9 +728,9 @@ class OneGateHandler(BaseHTTPRequestHandler):
                     status, text, keys = onegate(world, self.command, url.path, url.query,
                                                  self.headers, body)
             except Halt as h:
-                status, text, keys = h.code, h.body, []
-            except Exception as e:   # Sinatra's error handler: 500 with the message
-                status, text, keys = 500, str(e), []
+                status, text, keys = h.code, error_body(world.opennebula, h.code, h.body, False), []
+            except Exception as e:   # an uncaught exception: Sinatra's or 7.2's error handler
+                status, text, keys = 500, error_body(world.opennebula, 500, str(e), True), []
         entry["status"] = status
         if keys:
             entry["keys"] = keys
@@ -795,7 +831,7 @@ def admin(world, method, path, data):
     """The admin API: (status, JSON)."""
     parts = [p for p in path.split("/") if p]
     if method == "GET" and parts == ["health"]:
-        return 200, {"ok": True}
+        return 200, {"ok": True, "opennebula": "%d.%d" % world.opennebula}
     if method == "POST" and parts == ["service"]:
         world.load_service(data)
         return 200, {"roles": world.roles_json()}
@@ -854,8 +890,8 @@ class StandIn:
     """Both servers in threads. `down_for`: the OneGate port is bound at once (so its number is
     known) but listens only after that many seconds; until then connections are refused."""
 
-    def __init__(self, host="127.0.0.1", port=0, admin_port=0, down_for=0.0):
-        self.world = World()
+    def __init__(self, host="127.0.0.1", port=0, admin_port=0, down_for=0.0, opennebula=None):
+        self.world = World(opennebula or os.environ.get(OPENNEBULA_ENV) or DEFAULT_OPENNEBULA)
         og = type("Handler", (OneGateHandler,), {"world": self.world})
         self.onegate = ThreadingHTTPServer((host, port), og, bind_and_activate=False)
         self.onegate.daemon_threads = True
@@ -907,13 +943,20 @@ def main(argv=None):
     ap.add_argument("--service", help="JSON file of a service to load at start")
     ap.add_argument("--down-for", type=float, default=0.0,
                     help="refuse OneGate connections for this many seconds first")
+    ap.add_argument("--opennebula", default=None,
+                    help="the onegate-server.rb to model: 7.0 (before the error 500 handler) or "
+                         "7.2 and later (default: $%s, else %s)" % (OPENNEBULA_ENV, DEFAULT_OPENNEBULA))
     args = ap.parse_args(argv)
-    s = StandIn(args.host, args.port, args.admin_port, args.down_for)
+    try:
+        s = StandIn(args.host, args.port, args.admin_port, args.down_for, args.opennebula)
+    except ValueError as e:
+        ap.error(str(e))
     if args.service:
         with open(args.service) as f:
             s.world.load_service(json.load(f))
     s.start()
     print(json.dumps({"onegate": s.onegate_url, "admin": s.admin_url,
+                      "opennebula": "%d.%d" % s.world.opennebula,
                       "onegate_port": s.onegate.server_address[1],
                       "admin_port": s.admin.server_address[1]}), flush=True)
     try:

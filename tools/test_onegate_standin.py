@@ -31,8 +31,11 @@ LONER = {"id": 200, "name": "loner", "ip": "10.9.0.200", "token": "tok-200"}
 
 
 class StandInTest(unittest.TestCase):
+    """Every behaviour, as OpenNebula 7.2 and later answer (StandInBefore72Test: before)."""
+    opennebula = "7.2"
+
     def setUp(self):
-        self.s = sut.StandIn().start()
+        self.s = sut.StandIn(opennebula=self.opennebula).start()
         self.admin("POST", "/service", SERVICE)
         self.admin("POST", "/vms", [LONER])
 
@@ -114,7 +117,24 @@ class StandInTest(unittest.TestCase):
         self.assertEqual(self.ut(100)["X"], "2")
         self.assertEqual(self.put("X", kind=2)[0], 200)
         self.assertNotIn("X", self.ut(100))
-        self.assertEqual(self.put("X", kind=2)[:3:2], (500, "attribute not found"))
+        # Deleting what is not there: delete_element removed nothing. 7.2's `error 500`
+        # handler replaces the halt's text (env['sinatra.error'] is nil after a halt).
+        missing = "Internal server error" if self.opennebula >= "7.2" else "attribute not found"
+        self.assertEqual(self.put("X", kind=2)[::2], (500, missing))
+        self.assertEqual(self.put("NEVER_SET", kind=2)[::2], (500, missing))
+        # A template syntax error (vm.update's rc.message) is hidden the same way since 7.2.
+        code, _, body = self.put("K=a,b")
+        self.assertEqual(code, 500)
+        if self.opennebula >= "7.2":
+            self.assertEqual(body, "Internal server error")
+        else:
+            self.assertTrue(body.startswith("[one.vm.update] Error parsing template"), body)
+
+    def test_error_values_keep_their_equals_signs(self):
+        # escape_attr keeps every `=` after the first of a line (escape is on), so `>=` survives
+        # the real server; only `,` `[` `]` `\` and line breaks end the quoted value.
+        self.assertEqual(self.put("FL_ERROR=2 problems: FL_X must be >= 1 | a=b")[0], 200)
+        self.assertEqual(self.ut(100)["FL_ERROR"], "2 problems: FL_X must be >= 1 | a=b")
 
     def test_restricted_attributes_are_403(self):
         self.assertEqual(self.put("service_id=9")[::2], (403, "Attribute (service_id) cannot be modified"))
@@ -235,6 +255,38 @@ class StandInTest(unittest.TestCase):
         roles = self.admin("GET", "/roles")["roles"]
         self.assertEqual((roles[1]["cardinality"], len(roles[1]["vms"])), (3, 3))
         self.assertEqual(self.og("GET", "/vm", vmid=103)[0], 200)
+
+
+class StandInBefore72Test(StandInTest):
+    """The same behaviours as OpenNebula 7.0 (and 6.x) answer: halt bodies reach the client."""
+    opennebula = "7.0"
+
+
+class VersionTest(unittest.TestCase):
+    def test_error_bodies_by_version(self):
+        eb = sut.error_body
+        self.assertEqual(eb((7, 0), 500, "attribute not found", False), "attribute not found")
+        self.assertEqual(eb((7, 2), 500, "attribute not found", False), "Internal server error")
+        self.assertEqual(eb((7, 4), 500, "ERROR: [one.vm.info] boom", True), "[one.vm.info] boom")
+        self.assertEqual(eb((6, 10), 500, "boom", True), "<h1>Internal Server Error</h1>")
+        self.assertEqual(eb((7, 2), 403, "Attribute (X) cannot be deleted", False),
+                         "Attribute (X) cannot be deleted")
+        self.assertEqual(sut.parse_version("7.2.0"), (7, 2))
+        self.assertRaises(ValueError, sut.parse_version, "seven")
+
+    def test_environment_selects_the_version(self):
+        old = os.environ.get(sut.OPENNEBULA_ENV)
+        os.environ[sut.OPENNEBULA_ENV] = "7.0"
+        try:
+            s = sut.StandIn()
+            s.onegate.server_close()
+            s.admin.server_close()
+            self.assertEqual(s.world.opennebula, (7, 0))
+        finally:
+            if old is None:
+                del os.environ[sut.OPENNEBULA_ENV]
+            else:
+                os.environ[sut.OPENNEBULA_ENV] = old
 
 
 class DownForTest(unittest.TestCase):

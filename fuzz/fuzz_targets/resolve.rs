@@ -1,7 +1,8 @@
 //! Parse then validate for both roles: every value parser and cross-field rule on arbitrary
 //! input must end in a config or problems, never a panic.
 #![no_main]
-use flower_init::config::{ImageFacts, NodeConfig, Role, resolve};
+use flower_init::config::{ImageFacts, NodeConfig, resolve};
+use flower_init::vocab::Role;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

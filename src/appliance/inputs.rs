@@ -39,6 +39,11 @@ pub fn validate(boot: &mut Boot, ctx: &Context, facts: &ImageFacts) -> std::resu
             boot.step("validate", |_| Ok(((), Note::Ok(note))))?;
             logger::set_level(level_of(cfg.common.log_level));
             boot.listen_health(boot.layout.health_port.unwrap_or(cfg.common.health_port));
+            if let Some(h) = boot.sv.health_mut() {
+                h.allow_status(&cfg.common.status_allow);
+                // Flower's container shares this network: its loopback is not ours.
+                h.distrust_uids(&[crate::container::CONTAINER_UID]);
+            }
             Ok(Some(cfg))
         }
         Err(rej) => {

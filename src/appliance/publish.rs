@@ -10,12 +10,15 @@ use crate::onegate::{self, Publisher};
 use crate::vocab::Role;
 use std::net::IpAddr;
 
-/// Start publishing when the context configures OneGate; otherwise `/status` says why not.
+/// Start publishing when the context configures OneGate; otherwise `/status` says why not
+/// (`missing` when the context does not say), and why READY=YES cannot be reported when
+/// REPORT_READY=YES asks for it: best-effort, the boot goes on.
 pub fn start(boot: &mut Boot, og: &config::OneGate, missing: &str, role: Option<Role>, flower_version: Option<&str>) {
     boot.onegate.role = role;
     boot.onegate.flower_version = flower_version.map(str::to_string);
     let Some(client) = onegate::client_from_config(og) else {
-        boot.report.onegate_off(missing);
+        let reason = og.missing().map_or_else(|| missing.to_string(), |m| format!("OneGate is not usable: {m}"));
+        boot.report.onegate_off(&reason, og.ready_unreportable());
         boot.show();
         return;
     };
@@ -50,7 +53,12 @@ pub fn failure(boot: &Boot, f: &Failed) {
 pub fn ready(boot: &mut Boot, node: &Node) -> std::result::Result<(), Failed> {
     boot.step("publish", |b| -> Result<((), Note)> {
         let Some(p) = b.onegate.publisher() else {
-            return Ok(((), Note::Skip("OneGate not configured".into())));
+            // Best-effort (issue #13): REPORT_READY=YES without a usable OneGate is a warning
+            // in the timeline, on the console and in /status's `onegate`; Flower runs.
+            return Ok(match node.cfg.onegate.ready_unreportable() {
+                Some(why) => ((), Note::Warn(why)),
+                None => ((), Note::Skip("OneGate not configured".into())),
+            });
         };
         let v = node.cfg.common.flower_version.clone();
         let attrs = match node.role() {

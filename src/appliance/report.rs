@@ -75,6 +75,10 @@ pub enum OneGate {
     Off {
         enabled: bool,
         reason: String,
+        /// REPORT_READY=YES asked for READY=YES, and why it could not be reported (OneGate is
+        /// best-effort: Flower runs anyway).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ready_not_reported: Option<String>,
     },
 }
 
@@ -83,18 +87,24 @@ pub enum OneGate {
 pub struct Tls {
     pub ca_sha256: String,
     pub sans: Vec<String>,
+    /// The server certificate's notAfter (UTC): renewed ahead of it while the SuperLink runs.
+    pub server_valid_until: String,
 }
 
 impl From<&tls::SuperLinkTls> for Tls {
     fn from(t: &tls::SuperLinkTls) -> Tls {
-        Tls { ca_sha256: t.ca_fingerprint.clone(), sans: t.sans.iter().map(|s| s.to_string()).collect() }
+        Tls {
+            ca_sha256: t.ca_fingerprint.clone(),
+            sans: t.sans.iter().map(|s| s.to_string()).collect(),
+            server_valid_until: tls::utc(t.server_not_after),
+        }
     }
 }
 
 impl Report {
-    /// OneGate is not used, and why.
-    pub fn onegate_off(&mut self, reason: &str) {
-        self.onegate = Some(OneGate::Off { enabled: false, reason: reason.into() });
+    /// OneGate is not used, why, and why READY=YES could not be reported when it was asked for.
+    pub fn onegate_off(&mut self, reason: &str, ready_not_reported: Option<String>) {
+        self.onegate = Some(OneGate::Off { enabled: false, reason: reason.into(), ready_not_reported });
     }
 
     /// Take in what the background threads (OneGate publisher, gateway), the container and
@@ -116,5 +126,22 @@ impl Report {
             let hwm = rss.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok());
             self.init = Some(Init { version: crate::args::version(), peak_rss_kib: hwm, orphans_reaped: sv.orphans_reaped() });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue #13 point 5: /status says why READY=YES was not reported, only when it was asked for.
+    #[test]
+    fn onegate_off_says_why_ready_was_not_reported() {
+        let mut r = super::Report::default();
+        let why = "REPORT_READY='YES': READY=YES cannot be reported: the token (token.txt or ONEGATE_TOKEN) is missing";
+        r.onegate_off("OneGate is not usable: the token (token.txt or ONEGATE_TOKEN) is missing", Some(why.into()));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["onegate"]["enabled"], false);
+        assert_eq!(v["onegate"]["ready_not_reported"], why);
+        r.onegate_off("OneGate is not usable: ONEGATE_ENDPOINT is missing", None);
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v["onegate"].get("ready_not_reported").is_none(), "{v}");
     }
 }

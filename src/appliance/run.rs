@@ -4,13 +4,14 @@
 //! and OneGate (FL_RUN_*). A completed run is not submitted again on reboot.
 
 use super::steps::{Boot, Failed, Note};
+use super::watchdog::Watchdog;
 use super::{Node, spec, workload};
 use crate::container::{self, BindMount};
 use crate::error::{Ctx, Error, Result};
 use crate::{flower, runconfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `flwr run` (a one-shot container: a Python start, the FAB upload) may take this long.
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -22,6 +23,17 @@ pub(super) struct Follow {
     run_id: u64,
     host_status_file: PathBuf,
     last: Option<runconfig::AppStatus>,
+    /// Notices a run that cannot progress (watchdog.rs).
+    watch: Watchdog,
+    /// The watchdog's verdict was published (until the app's own status replaces it).
+    judged: bool,
+}
+
+impl Follow {
+    /// Follow run `run_id` through `host_status_file`, submitted now.
+    fn new(run_id: u64, host_status_file: PathBuf) -> Follow {
+        Follow { run_id, host_status_file, last: None, watch: Watchdog::new(Instant::now()), judged: false }
+    }
 }
 
 impl Follow {
@@ -54,7 +66,7 @@ pub(super) fn submit(boot: &mut Boot, node: &mut Node) -> std::result::Result<()
             let done = std::fs::read_to_string(&host_status).ok().and_then(|t| runconfig::parse_status_file(&t).ok()).filter(|s| s.status == "completed");
             if prev["run_config"] == rendered && done.is_some() {
                 let id = prev["run_id"].as_u64().unwrap_or(0);
-                node.run = Some(Follow { run_id: id, host_status_file: host_status, last: None });
+                node.run = Some(Follow::new(id, host_status));
                 return Ok(((), Note::Skip(format!("run {id} with this configuration already completed; not submitted again"))));
             }
         }
@@ -108,7 +120,7 @@ pub(super) fn submit(boot: &mut Boot, node: &mut Node) -> std::result::Result<()
         let rec = serde_json::json!({"run_id": submitted.run_id, "run_config": rendered});
         crate::fsutil::write_atomic(&marker, rec.to_string().as_bytes(), 0o644, None).with_ctx(|| format!("write {}", marker.display()))?;
         log::info!("run {} submitted: {} rounds of {} with {}", submitted.run_id, sl.num_rounds, node.cfg.common.use_case, sl.strategy);
-        node.run = Some(Follow { run_id: submitted.run_id, host_status_file: host_status, last: None });
+        node.run = Some(Follow::new(submitted.run_id, host_status));
         Ok(((), Note::Ok(format!("run {} submitted ({rendered})", submitted.run_id))))
     })
 }
@@ -157,5 +169,46 @@ pub(super) fn follow(b: &mut Boot, node: &mut Node) {
     b.onegate.set_pairs(st.attributes());
     b.report.run = Some(st.clone());
     b.show();
+    run.watch.on_progress(Instant::now());
+    run.judged = false;
     run.last = Some(st);
+}
+
+/// One line of the SuperLink's output, for the run's watchdog.
+pub(super) fn on_output_line(node: &mut Node, line: &str) {
+    if let Some(run) = &mut node.run {
+        run.watch.on_line(line);
+    }
+}
+
+/// Ask the watchdog whether the followed run can still progress; when it cannot, report it
+/// failed (FL_RUN_STATUS, FL_RUN_ERROR, `/status`) once. The run is left to Flower: should
+/// its app write a status later, that status replaces the verdict.
+pub(super) fn check_progress(b: &mut Boot, node: &mut Node) {
+    let Some(run) = &mut node.run else { return };
+    if run.ended() || run.judged {
+        return;
+    }
+    let Some(why) = run.watch.verdict(Instant::now()) else { return };
+    log::error!("run {}: {why}", run.run_id);
+    let sl = node.cfg.role.superlink();
+    let last = run.last.clone();
+    let st = runconfig::AppStatus {
+        run_id: run.run_id,
+        status: "failed".into(),
+        round: last.as_ref().map_or(0, |s| s.round),
+        num_rounds: last.as_ref().and_then(|s| s.num_rounds).or(sl.map(|s| s.num_rounds)),
+        loss: last.as_ref().and_then(|s| s.loss),
+        accuracy: last.as_ref().and_then(|s| s.accuracy),
+        strategy: sl.map(|s| s.strategy.to_string()),
+        use_case: Some(node.cfg.common.use_case.to_string()),
+        connected_nodes: None,
+        message: why,
+        checkpoint: last.as_ref().and_then(|s| s.checkpoint.clone()),
+        updated: String::new(),
+    };
+    b.onegate.set_pairs(st.attributes());
+    b.report.run = Some(st);
+    b.show();
+    run.judged = true;
 }

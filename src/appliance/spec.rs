@@ -38,6 +38,26 @@ pub(super) fn flower_args(node: &Node) -> Result<Vec<String>> {
     })
 }
 
+/// The image's launcher of warm app starts (image/appstart/start.sh): it starts the app fork
+/// server beside Flower and puts the `flwr-serverapp`/`flwr-clientapp` shims first on PATH, so
+/// an app process makes its first Runtime call within Flower's task-start window even on a
+/// slow CPU (docs/app.md, "How apps start").
+pub(super) const WARM_START_LAUNCHER: &str = "/opt/flower/appstart/flower-with-zygote";
+
+/// Flower's command line behind the warm-start launcher when the image under `rootfs` has one;
+/// an image without it (older, or custom) runs Flower directly, as before.
+pub(super) fn with_warm_app_start(rootfs: &Path, args: Vec<String>) -> Vec<String> {
+    let launcher = rootfs.join(WARM_START_LAUNCHER.trim_start_matches('/'));
+    if !launcher.is_file() {
+        log::info!("container: the image has no {WARM_START_LAUNCHER}: apps start cold");
+        return args;
+    }
+    let mut v = Vec::with_capacity(args.len() + 1);
+    v.push(WARM_START_LAUNCHER.to_string());
+    v.extend(args);
+    v
+}
+
 /// A path on the state disk (`/var/lib/flower/...`, validated so by `config`) as the
 /// container sees it: the container's `/state` is `/var/lib/flower/flower`, so Flower's files
 /// stay apart from flower-init's (`tls/` holds the CA key, which never enters the container).
@@ -77,6 +97,8 @@ pub(super) fn spec(boot: &Boot, node: &Node, id: &str, args: Vec<String>, rootfs
         }
     }
     let mut limits = s.limits;
+    // Memory: the VM's less a reserve for the kernel and flower-init (container::memory_limit).
+    limits.memory = container::mem_total_at(Path::new("/")).map(container::memory_limit);
     for c in limits.restrict_to(container::Controllers::detect()) {
         log::info!("container: no {c} cgroup controller here: that limit is not set");
     }
@@ -95,4 +117,25 @@ pub(super) fn container_rootfs(b: &Boot) -> Result<PathBuf> {
         container::bind_rootfs(&b.layout.image_root, &target)?;
     }
     Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flower_runs_behind_the_warm_start_launcher_only_when_the_image_has_it() {
+        let dir = std::env::temp_dir().join(format!("fi-warm-start-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let args = vec!["/opt/flower/venv/bin/flower-supernode".to_string(), "--insecure".to_string()];
+        assert_eq!(with_warm_app_start(&dir, args.clone()), args, "no launcher: Flower directly");
+        let launcher = dir.join("opt/flower/appstart/flower-with-zygote");
+        std::fs::create_dir_all(launcher.parent().unwrap()).unwrap();
+        std::fs::write(&launcher, "#!/bin/sh\n").unwrap();
+        let wrapped = with_warm_app_start(&dir, args.clone());
+        assert_eq!(wrapped[0], WARM_START_LAUNCHER);
+        assert_eq!(&wrapped[1..], &args[..]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

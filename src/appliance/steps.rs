@@ -43,7 +43,15 @@ pub struct Layout {
     pub role_flag: Option<Role>,
     /// `--container-id`; None: `flower-<role>`.
     pub container_id: Option<String>,
+    /// How often a running SuperLink checks its certificates (daily; `--tls-check-every`).
+    pub tls_check_every: Duration,
+    /// When its own server certificate is re-issued, and for how long (`--tls-renew-before`,
+    /// `--tls-server-validity`: tests make certificates that live minutes).
+    pub tls_renewal: crate::tls::Renewal,
 }
+
+/// The certificate check's period in a VM: daily, as docs/tls.md says.
+pub const TLS_CHECK_EVERY: Duration = Duration::from_secs(86_400);
 
 impl Layout {
     /// The VM's layout after the root switch.
@@ -60,6 +68,8 @@ impl Layout {
             configure_network: true,
             role_flag: None,
             container_id: None,
+            tls_check_every: TLS_CHECK_EVERY,
+            tls_renewal: crate::tls::Renewal::default(),
         }
     }
 
@@ -189,13 +199,21 @@ impl Boot {
             onegate.stop();
             code
         });
-        match code {
-            // Stopped while failing (a Flower that cannot run, caught between two restarts): say
-            // so, even when the container of the moment stopped cleanly on our SIGTERM.
-            Some(0) | None if failed => 1,
-            Some(c) => c,
-            None => 0,
-        }
+        exit_code(code, failed)
+    }
+}
+
+/// The exit code of a stopped appliance (service mode; docs/supervisor.md "Exit code of
+/// `flower-init boot`"): the workload's own code, except that an appliance stopped while
+/// `/health` said failed exits non-zero even when the container of the moment (a restart
+/// caught mid-way, say) stopped cleanly on our SIGTERM. Whether it failed is read from
+/// `/health`'s state at the moment the stop was requested, so it does not depend on where in
+/// its restart cycle Flower happened to be.
+fn exit_code(workload: Option<i32>, failed: bool) -> i32 {
+    match workload {
+        Some(0) | None if failed => 1,
+        Some(c) => c,
+        None => 0,
     }
 }
 
@@ -206,4 +224,26 @@ pub fn stay_failed(boot: Boot) -> i32 {
         log::error!("boot failed at {}: {}; staying up so /health can say why (power off to stop)", f.step, f.reason);
     }
     boot.finish(|_, _| None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exit_code;
+
+    #[test]
+    fn healthy_appliance_exits_with_the_workloads_code() {
+        assert_eq!(exit_code(Some(0), false), 0);
+        assert_eq!(exit_code(Some(143), false), 143);
+        assert_eq!(exit_code(None, false), 0);
+    }
+
+    #[test]
+    fn stopped_while_failing_never_exits_zero() {
+        // The wrong-CA drill: the SuperNode's container of the moment may be a fresh restart
+        // that stops cleanly on SIGTERM (0), or none at all between two restarts (None).
+        assert_eq!(exit_code(Some(0), true), 1);
+        assert_eq!(exit_code(None, true), 1);
+        // A code of its own stays visible.
+        assert_eq!(exit_code(Some(137), true), 137);
+    }
 }

@@ -7,11 +7,15 @@
 //!                              └─────────────────┘     └──────────────▶ Restarting
 //! ```
 //!
-//! Besides: the run's status file is read every [`RUN_POLL`] until the run ends, and `/status`
-//! is refreshed every [`REFRESH`] (and whenever a background thread wakes the loop), until a
-//! shutdown request; then everything stops (and PID 1 powers off).
+//! Besides: the run's status file is read every [`RUN_POLL`] until the run ends (and its
+//! watchdog asked whether it can still progress), `/status` is refreshed every [`REFRESH`]
+//! (and whenever a background thread wakes the loop), and a SuperLink with TLS checks its
+//! certificates every `Layout::tls_check_every` (daily; [`renew`]: a renewed certificate
+//! restarts Flower's container at once, without back-off), until a shutdown request; then
+//! everything stops (and PID 1 powers off).
 
 use super::steps::Boot;
+use super::renew::{self, Checked};
 use super::{Node, run, workload};
 use crate::supervisor::{self, Backoff, Event, TimerId};
 use std::time::{Duration, Instant};
@@ -46,6 +50,10 @@ struct Loop {
     /// Next read of the run's status file, while a run is followed and not ended.
     run_poll: Option<TimerId>,
     refresh: TimerId,
+    /// Next certificate check (SuperLink with TLS).
+    tls_check: Option<TimerId>,
+    /// Flower was stopped on purpose to take a renewed certificate: restart it at once.
+    planned_restart: bool,
 }
 
 /// From a healthy, published Flower to shutdown; returns the exit code (service mode).
@@ -60,17 +68,40 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
         started: now,
         run_poll: node.run.is_some().then(|| b.sv.set_timer(now + Duration::from_secs(1))),
         refresh: b.sv.set_timer(now + REFRESH),
+        tls_check: node.superlink_tls.is_some().then(|| b.sv.set_timer(now + b.layout.tls_check_every)),
+        planned_restart: false,
     };
     loop {
         let Some(ev) = b.sv.next_event(None) else { continue };
         match ev {
             Event::Shutdown(_) => break,
+            Event::Line { pid, stream, ref line, .. } if node.gateway.as_ref().is_some_and(|g| g.pid == Some(pid)) => {
+                if let Some(g) = node.gateway.as_mut() {
+                    g.on_line(pid, stream, line);
+                }
+            }
+            Event::Exited { pid, status, .. } if node.gateway.as_ref().is_some_and(|g| g.pid == Some(pid)) => {
+                if let Some(g) = node.gateway.as_mut() {
+                    g.on_exit(&mut b.sv, pid, status);
+                }
+            }
+            Event::Timer(t) if node.gateway.as_ref().is_some_and(|g| g.restart == Some(t)) => {
+                if let Some(g) = node.gateway.as_mut() {
+                    g.on_restart(&mut b.sv);
+                }
+            }
             Event::Exited { pid, status, .. } if Some(pid) == node.pid => {
                 node.pid = None;
                 b.sv.forward_signals_to(None);
-                let delay = l.backoff.next_delay(l.started.elapsed());
-                let why = format!("the Flower container exited ({}){}", supervisor::describe_wait_status(status), workload::last_lines(&node.ring, 4));
-                log::warn!("{}: {why}; restarting in {:.1}s", node.id, delay.as_secs_f64());
+                let (delay, why) = if std::mem::take(&mut l.planned_restart) {
+                    log::info!("{}: stopped to take the renewed certificate; starting it again", node.id);
+                    (Duration::ZERO, "restarting with the renewed certificate".to_string())
+                } else {
+                    let delay = l.backoff.next_delay(l.started.elapsed());
+                    let why = format!("the Flower container exited ({}){}", supervisor::describe_wait_status(status), workload::last_lines(&node.ring, 4));
+                    log::warn!("{}: {why}; restarting in {:.1}s", node.id, delay.as_secs_f64());
+                    (delay, why)
+                };
                 // /health says so until Flower answers again (a wrong CA, for one, never does).
                 b.sv.status_mut().fail("flower", why);
                 if let Flower::Probing(t) = l.flower {
@@ -112,7 +143,23 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
             }
             Event::Timer(t) if l.run_poll == Some(t) => {
                 run::follow(&mut b, &mut node);
+                run::check_progress(&mut b, &mut node);
                 l.run_poll = node.run.as_ref().filter(|r| !r.ended()).map(|_| b.sv.set_timer(Instant::now() + RUN_POLL));
+            }
+            Event::Timer(t) if l.tls_check == Some(t) => {
+                if renew::check(&mut b, &mut node, crate::tls::unix_now()) == Checked::Reissued {
+                    // Flower holds the certificate (read at its start): stop it; its exit
+                    // event restarts it at once with the new files bound in.
+                    if node.pid.is_some() {
+                        l.planned_restart = true;
+                        if let Err(e) = workload::run_argv(&mut b.sv, "runc kill", &node.runc.kill(&node.id, "TERM")) {
+                            l.planned_restart = false;
+                            log::error!("{}: could not stop it for the renewed certificate: {e}", node.id);
+                        }
+                    }
+                    super::refresh(&mut b, &node);
+                }
+                l.tls_check = Some(b.sv.set_timer(Instant::now() + b.layout.tls_check_every));
             }
             Event::Timer(t) if t == l.refresh => {
                 super::refresh(&mut b, &node);
@@ -127,7 +174,7 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
     let gateway = node.gateway.take();
     b.finish(move |sv, grace| {
         if let Some(mut g) = gateway {
-            g.stop(Duration::from_secs(5));
+            g.stop(sv);
         }
         workload::stop(sv, &runc, &id, pid, grace)
     })

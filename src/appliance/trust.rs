@@ -25,7 +25,8 @@ pub fn superlink(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Fa
             }
             None => {
                 let sans = tls::server_sans(&node.addrs, hostname.as_deref(), &node.cfg.tls.extra_sans);
-                tls::superlink_generated(&b.layout.state_dir.join("tls"), &runtime, &sans, tls::ContainerUser::FLOWER).ctx("make the SuperLink certificate")?
+                tls::superlink_generated_under(&b.layout.state_dir.join("tls"), &runtime, &sans, tls::ContainerUser::FLOWER, &b.layout.tls_renewal)
+                    .ctx("make the SuperLink certificate")?
             }
         };
         let note = t.summary();
@@ -35,6 +36,7 @@ pub fn superlink(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Fa
         boot.report.tls = Some((&t).into());
         boot.show();
         node.tls = Some((t.ca_pem.clone(), t.files.bind_mounts(container::CERTS_DIR)));
+        node.superlink_tls = Some(t);
     }
     Ok(())
 }

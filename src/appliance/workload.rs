@@ -35,7 +35,7 @@ pub(super) fn start(boot: &mut Boot, node: &mut Node) -> std::result::Result<(),
     boot.step("container", |b| {
         let rootfs = spec::container_rootfs(b)?;
         container::prepare_state_dir(&spec::host_state_dir(b), container::CONTAINER_UID, container::CONTAINER_GID)?;
-        let args = spec::flower_args(node)?;
+        let args = spec::with_warm_app_start(&rootfs, spec::flower_args(node)?);
         let s = spec::spec(b, node, &node.id, args, &rootfs);
         let bundle = container::write_bundle(&b.layout.run_dir.join("bundle").join(&node.id), &s)?;
         std::fs::create_dir_all(&node.runc.root).with_ctx(|| format!("create {}", node.runc.root.display()))?;
@@ -183,6 +183,7 @@ pub(super) fn run_argv(sv: &mut Supervisor, name: &str, argv: &[std::ffi::OsStri
 pub(super) fn on_event(b: &mut Boot, node: &mut Node, ev: Event) {
     match ev {
         Event::Line { line, .. } => {
+            super::run::on_output_line(node, &line);
             for l in node.ring.push(format!("{line}\n").as_bytes()) {
                 log::info!("{l}");
             }

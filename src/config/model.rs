@@ -43,6 +43,9 @@ pub struct Common {
     pub isolation: Isolation,
     /// FL_HEALTH_PORT.
     pub health_port: u16,
+    /// FL_STATUS_ALLOW (default: FL_CONTROL_ALLOW's list): who besides loopback may read
+    /// `/status`.
+    pub status_allow: Vec<crate::vocab::Cidr>,
     /// SSH_PUBLIC_KEY, one key per line (recorded only: there is no sshd).
     pub ssh_public_keys: Vec<String>,
 }
@@ -222,6 +225,40 @@ impl OneGate {
     /// Endpoint, VMID and token are all known: OneGate can be called.
     pub fn is_usable(&self) -> bool {
         self.endpoint.is_some() && self.vmid.is_some() && self.token.is_some()
+    }
+
+    /// "ONEGATE_ENDPOINT and the token (…) are missing": what keeps OneGate from being usable;
+    /// `None` when it is usable.
+    pub fn missing(&self) -> Option<String> {
+        let mut m = Vec::new();
+        if self.endpoint.is_none() {
+            m.push("ONEGATE_ENDPOINT");
+        }
+        if self.vmid.is_none() {
+            m.push("VMID");
+        }
+        if self.token.is_none() {
+            m.push("the token (token.txt or ONEGATE_TOKEN)");
+        }
+        match m.as_slice() {
+            [] => None,
+            [one] => Some(format!("{one} is missing")),
+            [init @ .., last] => Some(format!("{} and {last} are missing", init.join(", "))),
+        }
+    }
+
+    /// Why READY=YES cannot be reported although REPORT_READY=YES asks for it (OneGate is
+    /// best-effort: a warning, Flower runs); `None` when it can, or is not asked for.
+    pub fn ready_unreportable(&self) -> Option<String> {
+        if !self.report_ready {
+            return None;
+        }
+        self.missing().map(|m| {
+            format!(
+                "REPORT_READY='YES': READY=YES cannot be reported: {m} (TOKEN=YES in the VM template provides them); \
+                 Flower runs anyway, but OneFlow's ready gate will not see this VM as ready"
+            )
+        })
     }
 }
 

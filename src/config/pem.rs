@@ -36,8 +36,9 @@ pub struct OperatorPem {
 /// One FL_SSL_* value as PEM text: PEM itself, base64-encoded PEM (which always starts
 /// `LS0tLS`, the encoding of `-----`), or the name of a FILES_DS file in the root of the
 /// context CD. The error is the rule broken (the caller names the variable); a value is quoted
-/// only when it is short enough to be a file name, never key material.
-pub fn operator_value(value: &str, context_dir: &Path) -> Result<Secret, String> {
+/// only when it is short enough to be a file name and `secret` is false: never the key's value
+/// (a raw 64-character base64 key is short enough to look like a file name).
+pub fn operator_value(value: &str, context_dir: &Path, secret: bool) -> Result<Secret, String> {
     let fail = |reason: String| reason;
     let v = value.trim();
     if v.is_empty() {
@@ -52,7 +53,13 @@ pub fn operator_value(value: &str, context_dir: &Path) -> Result<Secret, String>
     if v.starts_with("LS0tLS") {
         return Err(fail("looks like base64-encoded PEM but does not decode to PEM text (truncated?)".into()));
     }
-    let shown = if v.len() <= 100 { format!("{v:?}") } else { format!("a value of {} characters", v.len()) };
+    let shown = if secret {
+        "the value".to_string()
+    } else if v.len() <= 100 {
+        format!("{v:?}")
+    } else {
+        format!("a value of {} characters", v.len())
+    };
     if v.contains('/') || v.contains('\0') || v == "." || v == ".." || v.len() > 255 {
         return Err(fail(format!(
             "{shown} is neither base64-encoded PEM nor the name of a file on the context CD (give the FILES_DS \
@@ -63,6 +70,7 @@ pub fn operator_value(value: &str, context_dir: &Path) -> Result<Secret, String>
     match std::fs::read(&path) {
         Ok(bytes) => match String::from_utf8(bytes) {
             Ok(text) if text.contains("-----BEGIN") => Ok(Secret::new(text)),
+            _ if secret => Err(fail("the file it names on the context CD is not PEM text".into())),
             _ => Err(fail(format!("file {shown} on the context CD is not PEM text"))),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(fail(format!(
@@ -99,11 +107,11 @@ mod tests {
         std::fs::write(ctx.path().join("notes.txt"), "hello").unwrap();
         // base64 (with line breaks, without padding), a FILES_DS file name (spaces allowed), raw PEM.
         let wrapped: String = b64(PEM).trim_end_matches('=').as_bytes().chunks(76).map(|c| String::from_utf8_lossy(c) + "\n").collect();
-        let ok = |v: &str| operator_value(v, ctx.path()).unwrap().expose().to_string();
+        let ok = |v: &str| operator_value(v, ctx.path(), false).unwrap().expose().to_string();
         assert_eq!(ok(&wrapped), PEM);
         assert_eq!(ok("superlink cert"), PEM);
         assert_eq!(ok(PEM), PEM.trim());
-        let r = |v: &str| operator_value(v, ctx.path()).unwrap_err();
+        let r = |v: &str| operator_value(v, ctx.path(), false).unwrap_err();
         let e = r("server.pem");
         assert!(e.starts_with("\"server.pem\" is neither base64-encoded PEM nor the name of a file on the context CD"), "{e}");
         assert!(r("notes.txt").contains("\"notes.txt\" on the context CD is not PEM"));
@@ -112,5 +120,13 @@ mod tests {
         // A long value that is neither (say, base64 of a DER key) is never echoed.
         let e = r(&b64(&"k".repeat(150)));
         assert!(e.starts_with("a value of 200 characters is neither") && !e.contains("aaa"), "{e}");
+        // The key's value is never quoted, however short (a raw base64 key, issue #14).
+        let raw_key = b64(&"k".repeat(48));
+        for e in [operator_value(&raw_key, ctx.path(), true).unwrap_err(), operator_value("key.pem", ctx.path(), true).unwrap_err()] {
+            assert!(e.starts_with("the value is neither") && !e.contains(&raw_key[..16]) && !e.contains("key.pem"), "{e}");
+        }
+        std::fs::write(ctx.path().join("raw.key"), "not pem").unwrap();
+        let e = operator_value("raw.key", ctx.path(), true).unwrap_err();
+        assert!(e.contains("the file it names") && !e.contains("raw.key"), "{e}");
     }
 }

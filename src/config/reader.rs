@@ -102,7 +102,12 @@ impl<'a> Reader<'a> {
 
     pub fn problem(&mut self, var: &str, value: Option<&str>, msg: impl Into<String>) {
         let secret = vars::lookup(var).is_some_and(|(v, _)| v.secret);
-        let p = Problem { var: var.to_string(), value: value.map(|v| show_value(v, secret)), msg: msg.into() };
+        let mut msg = msg.into();
+        // Belt and braces: a rule's message about a secret never carries its value.
+        if let Some(v) = value.map(str::trim).filter(|v| secret && v.len() >= 4) {
+            msg = msg.replace(v, "<redacted>");
+        }
+        let p = Problem { var: var.to_string(), value: value.map(|v| show_value(v, secret)), msg };
         if !self.problems.contains(&p) {
             self.problems.push(p);
         }
@@ -326,5 +331,10 @@ mod tests {
         r.value("ONEGATE_TOKEN", |_| Err::<(), _>("bad".to_string()), |_| json!(null)).unwrap_err();
         let all = format!("{} {:?}", r.values_json(), r.problems);
         assert!(!all.contains("hunter2") && all.contains("<redacted 14 bytes>"), "{all}");
+        // A rule that quotes its input does not leak a secret's value either.
+        r.value("ONEGATE_TOKEN", |s| Err::<(), _>(format!("{s:?} is not allowed")), |_| json!(null)).unwrap_err();
+        let all: Vec<String> = r.problems.iter().map(|p| p.to_string()).collect();
+        assert!(!all.concat().contains("hunter2"), "{all:?}");
+        assert_eq!(all[1], "ONEGATE_TOKEN=<redacted 14 bytes>: \"<redacted>\" is not allowed");
     }
 }

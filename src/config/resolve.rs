@@ -24,6 +24,9 @@ pub struct Resolved {
     pub plan: Json,
 }
 
+/// Problems a refusal shows at most; one more line counts the rest.
+pub const MAX_PROBLEMS_SHOWN: usize = 50;
+
 /// Why the context was refused: every problem, plus the warnings found on the way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
@@ -38,13 +41,17 @@ pub struct Rejected {
 }
 
 impl std::fmt::Display for Rejected {
-    /// One problem per line (what `check` prints and what boot publishes as FL_ERROR).
+    /// One problem per line (what `check` prints and what boot publishes as FL_ERROR): the
+    /// first [`MAX_PROBLEMS_SHOWN`], then one line counting the rest.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, p) in self.problems.iter().enumerate() {
+        for (i, p) in self.problems.iter().take(MAX_PROBLEMS_SHOWN).enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
             write!(f, "{p}")?;
+        }
+        if self.problems.len() > MAX_PROBLEMS_SHOWN {
+            write!(f, "\nand {} more problems (not shown)", self.problems.len() - MAX_PROBLEMS_SHOWN)?;
         }
         Ok(())
     }
@@ -224,6 +231,7 @@ fn common(r: &mut Reader, image: &ImageFacts) -> Option<Common> {
         Ok(Some(p)) => u16::try_from(p).ok(),
         _ => None,
     };
+    let status_allow = status_allow(r);
     let ssh_public_keys = r
         .value(
             "SSH_PUBLIC_KEY",
@@ -248,8 +256,28 @@ fn common(r: &mut Reader, image: &ImageFacts) -> Option<Common> {
         log_level: log_level?,
         isolation: isolation?,
         health_port: health_port?,
+        status_allow: status_allow?,
         ssh_public_keys,
     })
+}
+
+/// FL_STATUS_ALLOW, else FL_CONTROL_ALLOW's networks (its own problems are reported where the
+/// SuperLink reads it), else nobody but loopback.
+fn status_allow(r: &mut Reader) -> Option<Vec<crate::vocab::Cidr>> {
+    let parse = |v: &str| crate::vocab::parse_cidr_list(v).map_err(|e| e.trim_start_matches("FL_CONTROL_ALLOW: ").to_string());
+    let show = |l: &Vec<crate::vocab::Cidr>| json!(l.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+    match r.value("FL_STATUS_ALLOW", parse, show) {
+        Ok(Some(list)) => Some(list),
+        Ok(None) => {
+            let names = ["FL_CONTROL_ALLOW", "ONEAPP_FL_CONTROL_ALLOW"];
+            let given = names.iter().find_map(|n| r.ctx.get(n)).and_then(|v| parse(v).ok()).unwrap_or_default();
+            if !given.is_empty() {
+                r.record("FL_STATUS_ALLOW", show(&given), Source::Default);
+            }
+            Some(given)
+        }
+        Err(()) => None,
+    }
 }
 
 /// OneGate inputs; whether they suffice is checked where they are needed.
@@ -266,33 +294,17 @@ fn onegate(r: &mut Reader) -> OneGate {
             "TOKEN=YES but there is no token.txt next to context.sh (nor ONEGATE_TOKEN): OneGate calls will be refused",
         );
     }
-    if report_ready && !og.is_usable() {
-        let msg = format!(
-            "needs OneGate to publish READY=YES, but {} missing (TOKEN=YES in the VM template provides them)",
-            missing_onegate(&og)
-        );
-        r.problem("REPORT_READY", Some("YES"), msg);
+    // Best-effort (issue #13 point 5): a warning, never a refusal; only what cannot work
+    // without OneGate (a SuperNode that must discover its SuperLink) is a problem.
+    if let Some(w) = og.ready_unreportable() {
+        r.warn(w);
     }
     og
 }
 
-/// "ONEGATE_ENDPOINT and the token are" — what keeps OneGate from being usable.
+/// "ONEGATE_ENDPOINT and the token are missing" — what keeps OneGate from being usable.
 fn missing_onegate(og: &OneGate) -> String {
-    let mut m = Vec::new();
-    if og.endpoint.is_none() {
-        m.push("ONEGATE_ENDPOINT");
-    }
-    if og.vmid.is_none() {
-        m.push("VMID");
-    }
-    if og.token.is_none() {
-        m.push("the token (token.txt or ONEGATE_TOKEN)");
-    }
-    match m.as_slice() {
-        [one] => format!("{one} is"),
-        [init @ .., last] => format!("{} and {last} are", init.join(", ")),
-        [] => "nothing is".into(),
-    }
+    og.missing().unwrap_or_else(|| "nothing is missing".into())
 }
 
 /// Table ranges keep integers within u32; saturate rather than panic.
@@ -382,7 +394,7 @@ fn superlink(r: &mut Reader, onegate: &OneGate) -> Option<SuperLink> {
         .map(Option::unwrap_or_default);
     if !onegate.is_usable() {
         r.warn(format!(
-            "OneGate is not usable ({} missing): the SuperLink cannot publish FL_ENDPOINT and FL_CA_CERT, so every SuperNode needs FL_SUPERLINK_ADDRESS (and FL_SSL_CA_CERTFILE for TLS)",
+            "OneGate is not usable ({}): the SuperLink cannot publish FL_ENDPOINT and FL_CA_CERT, so every SuperNode needs FL_SUPERLINK_ADDRESS (and FL_SSL_CA_CERTFILE for TLS)",
             missing_onegate(onegate)
         ));
     }
@@ -415,7 +427,7 @@ fn supernode(r: &mut Reader, onegate: &OneGate, use_case: UseCase) -> Option<Sup
             "FL_SUPERLINK_ADDRESS",
             None,
             format!(
-                "unset, and the SuperLink cannot be discovered: OneGate is not usable ({} missing); give FL_SUPERLINK_ADDRESS=host:port, or TOKEN=YES in the VM template",
+                "unset, and the SuperLink cannot be discovered: OneGate is not usable ({}); give FL_SUPERLINK_ADDRESS=host:port, or TOKEN=YES in the VM template",
                 missing_onegate(onegate)
             ),
         );
@@ -433,6 +445,11 @@ fn supernode(r: &mut Reader, onegate: &OneGate, use_case: UseCase) -> Option<Sup
     })
 }
 
+/// Whether the table marks `name` secret (its value never appears in a message).
+fn row_is_secret(name: &str) -> bool {
+    crate::vars::lookup(name).is_some_and(|(v, _)| v.secret)
+}
+
 /// An FL_SSL_* value resolved to PEM text by `tls`'s own rules (so `check` and boot agree).
 fn pem(r: &mut Reader, var: OperatorVar, dir: &Path) -> Result<Option<Secret>, ()> {
     let name: &'static str = var.name();
@@ -440,7 +457,7 @@ fn pem(r: &mut Reader, var: OperatorVar, dir: &Path) -> Result<Option<Secret>, (
         r.record(name, Json::Null, Source::Default);
         return Ok(None);
     };
-    match super::operator_value(&text, dir) {
+    match super::operator_value(&text, dir, row_is_secret(name)) {
         Ok(pem) => {
             let t = text.trim();
             let shown = if var == OperatorVar::Key {
@@ -573,15 +590,28 @@ fn unused_for_role(r: &mut Reader, role: Role) {
     }
 }
 
+/// Unknown FL_* names warned about one by one at most.
+const MAX_UNKNOWN_WARNINGS: usize = 20;
+
 /// `FL_*`-looking keys that are not in the table: probably typos.
 fn unknown_variables(r: &mut Reader) {
     let keys: Vec<String> = r.ctx.iter().filter(|(_, v)| !v.is_empty()).map(|(k, _)| k.to_string()).collect();
-    for k in keys {
-        let up = k.to_ascii_uppercase();
-        let flowerish = ["FL_", "ONEAPP_FL", "ONEAPP_FLOWER", "FLOWER_", "ML_"].iter().any(|p| up.starts_with(p));
-        if !flowerish || vars::lookup(&k).is_some() {
-            continue;
-        }
+    let unknown: Vec<String> = keys
+        .into_iter()
+        .filter(|k| {
+            let up = k.to_ascii_uppercase();
+            let flowerish = ["FL_", "ONEAPP_FL", "ONEAPP_FLOWER", "FLOWER_", "ML_"].iter().any(|p| up.starts_with(p));
+            flowerish && vars::lookup(k).is_none()
+        })
+        .collect();
+    // Bounded: a context of thousands of made-up names gives a few lines and a count.
+    if unknown.len() > MAX_UNKNOWN_WARNINGS {
+        r.warn(format!(
+            "{} more names starting FL_/FLOWER_/ML_ are not flower-init variables: ignored",
+            unknown.len() - MAX_UNKNOWN_WARNINGS
+        ));
+    }
+    for k in unknown.into_iter().take(MAX_UNKNOWN_WARNINGS) {
         match vars::closest(&k) {
             Some(c) => r.warn(format!("{k} is not a flower-init variable (did you mean {c}?): ignored")),
             None => r.warn(format!("{k} is not a flower-init variable: ignored")),

@@ -314,6 +314,45 @@ fn onegate_pairs() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// Issue #13 point 5: REPORT_READY=YES and TOKEN=YES without a token is a warning, never a
+/// refusal: OneGate publication is best-effort and Flower runs without it.
+#[test]
+fn report_ready_without_a_token_is_a_warning() {
+    for role in [SL, SN] {
+        let mut pairs = vec![
+            role,
+            ("ONEGATE_ENDPOINT", "http://169.254.16.9:5030"),
+            ("VMID", "42"),
+            ("TOKEN", "YES"),
+            ("REPORT_READY", "YES"),
+        ];
+        if role == SN {
+            pairs.push(("FL_SUPERLINK_ADDRESS", "10.0.0.5:9092"));
+        }
+        let r = ok(&pairs);
+        assert!(r.config.onegate.report_ready && !r.config.onegate.is_usable());
+        let w = r.warnings.iter().find(|w| w.starts_with("REPORT_READY='YES'")).expect("a REPORT_READY warning");
+        assert_eq!(
+            w,
+            "REPORT_READY='YES': READY=YES cannot be reported: the token (token.txt or ONEGATE_TOKEN) is missing \
+             (TOKEN=YES in the VM template provides them); Flower runs anyway, but OneFlow's ready gate will not see this VM as ready"
+        );
+        assert!(r.warnings.iter().any(|w| w.starts_with("TOKEN=YES but there is no token.txt")), "{:?}", r.warnings);
+    }
+    // Usable, or not asked for: nothing to say.
+    let mut usable = ok(&[SL, ("ONEGATE_ENDPOINT", "http://169.254.16.9:5030"), ("VMID", "42"), ("REPORT_READY", "YES"), ("ONEGATE_TOKEN", "t")]);
+    assert_eq!(usable.config.onegate.ready_unreportable(), None);
+    usable.config.onegate.token = None;
+    assert!(usable.config.onegate.ready_unreportable().is_some());
+    usable.config.onegate.report_ready = false;
+    assert_eq!(usable.config.onegate.ready_unreportable(), None);
+    // No OneGate at all: the same warning, naming everything missing.
+    let r = ok(&[SL, ("REPORT_READY", "YES")]);
+    assert!(r.warnings.iter().any(|w| w.starts_with(
+        "REPORT_READY='YES': READY=YES cannot be reported: ONEGATE_ENDPOINT, VMID and the token (token.txt or ONEGATE_TOKEN) are missing"
+    )), "{:?}", r.warnings);
+}
+
 #[test]
 fn supernode_via_onegate() {
     let c = Context::from_pairs(onegate_pairs()).with_files(Some(crate::secret::Secret::new("tok")), None);
@@ -325,12 +364,11 @@ fn supernode_via_onegate() {
     assert_eq!(r.config.role.supernode().unwrap().superlink, None);
     assert_eq!(r.plan["onegate"]["token"], "<redacted 3 bytes>");
     assert!(!r.plan.to_string().contains("\"tok\""));
-    // Without the token: READY cannot be reported and the SuperLink cannot be discovered.
+    // Without the token: the SuperLink cannot be discovered (a problem: nothing to connect
+    // to); READY cannot be reported (a warning only, OneGate is best-effort).
     let p = problems(&onegate_pairs());
-    assert_eq!(p.len(), 2, "{p:?}");
-    assert!(p[0].starts_with(
-        "REPORT_READY='YES': needs OneGate to publish READY=YES, but the token (token.txt or ONEGATE_TOKEN) is missing"
-    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("FL_SUPERLINK_ADDRESS: unset, and the SuperLink cannot be discovered"), "{p:?}");
     // ONEGATE_TOKEN stands in for token.txt.
     let mut pairs = onegate_pairs();
     pairs.push(("ONEGATE_TOKEN", "vcenter-token"));
@@ -480,7 +518,7 @@ fn every_problem_at_once() {
         resolve(&ctx(&[SL, ("FL_NUM_ROUNDS", "0"), ("FL_STRATEGY", "x")]), &image(), None).unwrap_err().to_string();
     assert_eq!(all.lines().count(), 2, "{all}");
     for needle in [
-        "FL_SSL_KEYFILE=<redacted 7 bytes>: \"key.pem\" is neither base64-encoded PEM nor the name of a file on the context CD",
+        "FL_SSL_KEYFILE=<redacted 7 bytes>: the value is neither base64-encoded PEM nor the name of a file on the context CD",
         "FL_NUM_ROUNDS='0'",
         "FL_STRATEGY='FedSGD': must be one of FedAvg",
         "FL_LOG_LEVEL='verbose'",
@@ -628,4 +666,31 @@ fn every_table_row_is_read_and_defaults_are_valid() {
         ];
         assert!(seen.contains(v.name) || reads_elsewhere.contains(&v.name), "{} is never read", v.name);
     }
+}
+
+/// Issue #14 item 4: FL_STATUS_ALLOW, else FL_CONTROL_ALLOW's networks, else none (loopback
+/// only, added by the health port); a bad entry is a problem naming FL_STATUS_ALLOW.
+#[test]
+fn status_allow_defaults_to_the_control_allow_list() {
+    let list = |r: &Resolved| r.config.common.status_allow.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    assert!(ok(&[SL]).config.common.status_allow.is_empty());
+    assert_eq!(list(&ok(&[SL, ("FL_CONTROL_ALLOW", "10.0.0.0/24")])), ["10.0.0.0/24"]);
+    let r = ok(&[SL, ("FL_CONTROL_ALLOW", "10.0.0.0/24"), ("FL_STATUS_ALLOW", "192.168.1.7, 2001:db8::/32")]);
+    assert_eq!(list(&r), ["192.168.1.7/32", "2001:db8::/32"]);
+    assert_eq!(r.plan["values"]["FL_STATUS_ALLOW"]["value"], serde_json::json!(["192.168.1.7/32", "2001:db8::/32"]));
+    assert_eq!(list(&ok(&[SN, ADDR, ("ONEAPP_FL_STATUS_ALLOW", "10.1.0.0/16")])), ["10.1.0.0/16"]);
+    let p = problems(&[SL, ("FL_STATUS_ALLOW", "10.0.0.5/24")]);
+    assert!(has(&p, "FL_STATUS_ALLOW='10.0.0.5/24': \"10.0.0.5/24\": host bits are set"), "{p:#?}");
+    assert!(!has(&p, "FL_CONTROL_ALLOW"), "{p:#?}");
+}
+
+/// Issue #14 item 5: thousands of unknown FL_* names give 21 warnings, not thousands.
+#[test]
+fn unknown_variable_warnings_are_capped() {
+    let names: Vec<String> = (0..5000).map(|i| format!("FL_MADE_UP_{i}")).collect();
+    let mut pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
+    pairs.push(SL);
+    let r = ok(&pairs);
+    assert_eq!(r.warnings.iter().filter(|w| w.contains("FL_MADE_UP_")).count(), 20, "{:#?}", r.warnings);
+    assert!(has(&r.warnings, "4980 more names starting FL_/FLOWER_/ML_ are not flower-init variables: ignored"));
 }

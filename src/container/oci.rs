@@ -16,6 +16,14 @@ pub const PIDS: i64 = 4096;
 const TMP_SIZE: &str = "size=1g";
 const HOME_SIZE: &str = "size=256m";
 const SMALL_SIZE: &str = "size=1m";
+/// Docker's default seccomp profile as dockerd renders it for an x86_64 container without
+/// capabilities (moby/profiles seccomp v0.2.3; the file names its source). Data, not code:
+/// runc compiles it to BPF and installs it just before it executes the container's init.
+const SECCOMP_PROFILE: &str = include_str!("seccomp.json");
+/// Memory the VM keeps outside the container: the kernel, flower-init (PID 1, the gateway
+/// and its buffers, the health server) and the /run tmpfs. See [`memory_limit`].
+const RESERVE_MIN: u64 = 256 << 20;
+const RESERVE_MAX: u64 = 1 << 30;
 
 /// Everything that varies between containers; the rest of config.json is fixed policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,6 +108,31 @@ pub fn nofile_hard() -> Option<u64> {
     // SAFETY: getrlimit writes into the rlimit struct we own and pass by valid pointer.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
     (rc == 0).then_some(r.rlim_max)
+}
+
+/// The container's memory limit for a VM with `mem_total` bytes (MemTotal): everything but a
+/// reserve for the kernel and flower-init of one eighth of the memory, at least 256 MiB and at
+/// most 1 GiB; and never less than half of the memory (a tiny VM still runs Flower, which
+/// then competes with the init like any process). 2 GiB → 1.75 GiB, 16 GiB → 15 GiB.
+pub fn memory_limit(mem_total: u64) -> i64 {
+    let reserve = (mem_total / 8).clamp(RESERVE_MIN, RESERVE_MAX);
+    let limit = mem_total.saturating_sub(reserve).max(mem_total / 2);
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// `MemTotal` of `root/proc/meminfo` in bytes (the kernel reports kB).
+pub fn mem_total_at(root: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(root.join("proc/meminfo")).ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+    let kb: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kb.checked_mul(1024)
+}
+
+/// The `linux.seccomp` object of [`SECCOMP_PROFILE`].
+pub fn seccomp_profile() -> Value {
+    // Invariant: the embedded file is valid JSON with a "seccomp" object (unit-tested).
+    let doc: Value = serde_json::from_str(SECCOMP_PROFILE).expect("src/container/seccomp.json is valid JSON");
+    doc["seccomp"].clone()
 }
 
 impl Limits {
@@ -286,9 +319,10 @@ fn devices(spec: &Spec) -> (Vec<Value>, Vec<Value>) {
 
 /// The OCI runtime configuration of `spec` (pure: the same spec gives the same bytes).
 ///
-/// Policy: no network namespace (Flower serves on the VM's addresses), a read-only root,
-/// no capabilities in any set (Flower binds port 8000 > 1024 and needs no privilege),
-/// `noNewPrivileges`, the container user, the masked and read-only /proc paths of `runc spec`.
+/// Policy: no network namespace (Flower serves on the VM's addresses; docs/container.md says
+/// why), its own UTS namespace, a read-only root, no capabilities in any set (Flower binds
+/// port 8000 > 1024 and needs no privilege), `noNewPrivileges`, Docker's default seccomp
+/// profile, the container user, the masked and read-only /proc paths of `runc spec`.
 pub fn config_json(spec: &Spec) -> Value {
     let mut args = vec![CONTAINER_INIT.to_string(), "--".to_string()];
     args.extend(spec.args.iter().cloned());
@@ -317,8 +351,10 @@ pub fn config_json(spec: &Spec) -> Value {
         "root": {"path": spec.rootfs, "readonly": true},
         "mounts": mounts(spec),
         "linux": {
-            // No "network" and no "uts": the host's network and name.
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}, {"type": "cgroup"}],
+            // No "network": the host's network (docs/container.md). The UTS namespace starts
+            // with the VM's host name, which the container cannot change.
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}, {"type": "cgroup"}, {"type": "uts"}],
+            "seccomp": seccomp_profile(),
             "cgroupsPath": format!("/flower-init/{}", spec.id),
             "devices": device_nodes,
             "resources": resources,

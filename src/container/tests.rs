@@ -38,6 +38,7 @@ fn policy_read_only_root_user_49999_no_caps_no_new_privileges_host_network() {
     let ns: Vec<&str> = c["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap()).collect();
     assert!(!ns.contains(&"network"), "host network: no network namespace");
     assert!(ns.contains(&"pid") && ns.contains(&"mount"));
+    assert!(ns.contains(&"uts"), "its own UTS namespace (issue #14)");
     assert_eq!(c["process"]["args"][0], "/usr/bin/tini");
     assert_eq!(c["process"]["args"][1], "--");
     assert_eq!(c["process"]["args"][2], "/opt/flower/venv/bin/flower-superlink");
@@ -149,6 +150,50 @@ fn limits_follow_the_available_controllers() {
     s.limits = Limits { nofile: 1024, pids: None, memory: None };
     let c = config_json(&s);
     assert!(c["linux"]["resources"].get("memory").is_none() && c["linux"]["resources"].get("pids").is_none());
+}
+
+#[test]
+fn seccomp_is_dockers_default_profile_for_no_capabilities_on_x86_64() {
+    let c = config_json(&spec());
+    let sc = &c["linux"]["seccomp"];
+    assert_eq!(sc["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(sc["defaultErrnoRet"], 1, "EPERM, as Docker");
+    assert_eq!(strs(&sc["architectures"]), ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]);
+    let rules = sc["syscalls"].as_array().unwrap();
+    let allowed = |name: &str| rules.iter().any(|r| r["action"] == "SCMP_ACT_ALLOW" && r.get("args").is_none() && strs(&r["names"]).contains(&name));
+    for ok in ["read", "execve", "epoll_wait", "futex", "mmap", "socketpair", "arch_prctl", "prctl"] {
+        assert!(allowed(ok), "{ok} is allowed");
+    }
+    // The capability-gated rules are absent: no capabilities in the container.
+    for refused in ["unshare", "setns", "mount", "keyctl", "add_key", "bpf", "ptrace_attach", "reboot", "init_module", "perf_event_open", "sethostname"] {
+        assert!(!rules.iter().any(|r| strs(&r["names"]).contains(&refused)), "{refused} is refused");
+    }
+    let clone = rules.iter().find(|r| strs(&r["names"]) == ["clone"]).unwrap();
+    assert_eq!(clone["args"][0]["op"], "SCMP_CMP_MASKED_EQ", "clone only without namespace flags");
+    assert_eq!(clone["args"][0]["value"], 0x7E02_0000u64);
+    let clone3 = rules.iter().find(|r| strs(&r["names"]) == ["clone3"]).unwrap();
+    assert_eq!((clone3["action"].as_str(), clone3["errnoRet"].as_u64()), (Some("SCMP_ACT_ERRNO"), Some(38)), "ENOSYS: glibc falls back to clone");
+    let names: usize = rules.iter().map(|r| r["names"].as_array().unwrap().len()).sum();
+    assert!(names > 350, "{names} names: the whole allow list");
+}
+
+#[test]
+fn memory_limit_leaves_room_for_the_init() {
+    use super::oci::{mem_total_at, memory_limit};
+    const MIB: u64 = 1 << 20;
+    let mib = |m: u64| i64::try_from(m * MIB).unwrap();
+    assert_eq!(memory_limit(2048 * MIB), mib(2048 - 256), "2 GiB: the 256 MiB floor");
+    assert_eq!(memory_limit(4096 * MIB), mib(4096 - 512), "4 GiB: one eighth");
+    assert_eq!(memory_limit(16384 * MIB), mib(16384 - 1024), "16 GiB: the 1 GiB cap");
+    assert_eq!(memory_limit(256 * MIB), mib(128), "a tiny VM: never under half");
+    assert_eq!(memory_limit(u64::MAX), i64::MAX);
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("proc")).unwrap();
+    std::fs::write(d.path().join("proc/meminfo"), "MemTotal:        2035480 kB\nMemFree:         1 kB\n").unwrap();
+    assert_eq!(mem_total_at(d.path()), Some(2_035_480 * 1024));
+    std::fs::write(d.path().join("proc/meminfo"), "MemFree: 1 kB\n").unwrap();
+    assert_eq!(mem_total_at(d.path()), None);
+    assert!(mem_total_at(Path::new("/")).is_some_and(|m| m > 64 * MIB));
 }
 
 #[test]

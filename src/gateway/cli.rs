@@ -1,6 +1,8 @@
-//! `flower-init gateway …`: the gateway as a process of its own, for debugging and for the
-//! real-Flower tests (which measure its memory). Not used by the appliance, where boot
-//! starts the gateway inside PID 1 with [`super::start`].
+//! `flower-init gateway …`: the gateway as a process of its own. The appliance runs it so, as
+//! a supervised child of PID 1 (issue #14: a parser bug reachable from the network ends this
+//! process, which is restarted, never PID 1); also for debugging and for the real-Flower
+//! tests (which measure its memory). Certificates are read from the files named on the
+//! command line (paths, never key material, are on argv), again on SIGHUP.
 
 use super::{start, ControlConfig, GatewayConfig, Limits, ServerTlsFiles};
 use crate::vocab::parse_cidr_list;
@@ -20,7 +22,8 @@ usage: flower-init gateway --listen ADDR[,ADDR…] --upstream ADDR
            [--max-connections N] [--max-active N] [--max-body BYTES]
            [--header-timeout SECS] [--idle-timeout SECS] [--body-timeout SECS]
            [--stats-every SECS] [--log-level error|warn|info|debug]
-Debugging command: runs the SuperLink gateway in the foreground until SIGTERM or SIGINT.
+Runs the SuperLink gateway in the foreground until SIGTERM or SIGINT; SIGHUP re-reads the
+certificate and key (new connections get them, open ones keep theirs).
 Without --cert/--key it serves plain HTTP; without --upstream-ca it dials Flower in plain HTTP.
 Prints `listening fleet|control ADDR` once bound, `stats JSON` every --stats-every seconds,
 and `stats-final JSON` when stopped.";
@@ -44,6 +47,7 @@ pub fn cli(args: &mut Args) -> i32 {
     let mut stop_signals = SigSet::empty();
     stop_signals.add(Signal::SIGTERM);
     stop_signals.add(Signal::SIGINT);
+    stop_signals.add(Signal::SIGHUP);
     if let Err(e) = stop_signals.thread_block() {
         eprintln!("flower-init gateway: block signals: {e}");
         return 1;
@@ -70,7 +74,16 @@ pub fn cli(args: &mut Args) -> i32 {
             }
         });
     }
-    let sig = stop_signals.wait();
+    let sig = loop {
+        match stop_signals.wait() {
+            Ok(Signal::SIGHUP) => {
+                if let Err(e) = gw.reload_tls() {
+                    log::error!("gateway: SIGHUP: {e}; keeping the certificate loaded before");
+                }
+            }
+            other => break other,
+        }
+    };
     done.store(true, Ordering::Relaxed);
     log::info!("gateway: {} received, stopping", sig.map(|s| s.as_str()).unwrap_or("signal"));
     let stopped = gw.stop(Duration::from_secs(10));
@@ -82,7 +95,7 @@ pub fn cli(args: &mut Args) -> i32 {
 type Parsed = (GatewayConfig, Option<Duration>, log::LevelFilter);
 
 /// The options → a configuration, the stats interval and the log level; errors name the option.
-fn parse(args: &mut Args) -> Result<Parsed, String> {
+pub(crate) fn parse(args: &mut Args) -> Result<Parsed, String> {
     let addrs = |v: String, what: &str| -> Result<Vec<SocketAddr>, String> {
         v.split(',')
             .filter(|s| !s.trim().is_empty())

@@ -334,10 +334,16 @@ const HOP_BY_HOP: &[&str] = &[
     "forwarded",
 ];
 
+/// Fields meant for every recipient, which a `Connection` option may not name (RFC 9110
+/// §7.6.1: "a sender MUST NOT send a connection option corresponding to a header field that
+/// is intended for all recipients of the content"). `Connection: host` once made the gateway
+/// drop Host, and uvicorn answers 400 to a request without one (issue #14).
+const END_TO_END: &[&str] = &["host", "content-type", "content-encoding", "content-language", "cache-control", "date"];
+
 /// Whether `h` is dropped when forwarding: a hop-by-hop header, or one the sender named in
-/// `Connection`.
+/// `Connection` unless it is one of [`END_TO_END`].
 fn is_hop(h: &Header, named: &[String]) -> bool {
-    HOP_BY_HOP.iter().any(|n| h.is(n)) || named.iter().any(|n| h.is(n))
+    HOP_BY_HOP.iter().any(|n| h.is(n)) || (named.iter().any(|n| h.is(n)) && !END_TO_END.iter().any(|n| h.is(n)))
 }
 
 /// The head sent to Flower: the same method, target and end-to-end headers, the framing the
@@ -689,6 +695,22 @@ mod tests {
         );
         let out = String::from_utf8(forward_request_head(&h, BodyLen::Chunked, "::1", "http")).unwrap();
         assert!(out.contains("\r\ntransfer-encoding: chunked\r\n") && !out.contains("content-length"), "{out}");
+    }
+
+    #[test]
+    fn connection_cannot_name_host_or_the_message_semantics() {
+        // issue #14 item 7: `Connection: host` made the gateway drop Host, and uvicorn
+        // answers 400 to a request without it. RFC 9110 §7.6.1: a connection option never
+        // names a field meant for every recipient; those stay.
+        let h = req("POST /v1/fleet/x HTTP/1.1\r\nHost: sl\r\nContent-Type: application/protobuf\r\nContent-Length: 0\r\nConnection: host, HOST , content-type, x-hop\r\nX-Hop: 1\r\n\r\n").unwrap();
+        let out = String::from_utf8(forward_request_head(&h, BodyLen::Empty, "10.0.0.7", "https")).unwrap();
+        assert_eq!(
+            out,
+            "POST /v1/fleet/x HTTP/1.1\r\nHost: sl\r\nContent-Type: application/protobuf\r\nx-forwarded-for: 10.0.0.7\r\nx-forwarded-proto: https\r\n\r\n"
+        );
+        let r = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Type: application/protobuf\r\nContent-Length: 7\r\nConnection: content-type, date\r\nDate: x\r\n\r\n", 10).unwrap();
+        let out = String::from_utf8(forward_response_head(&r, BodyLen::Length(7), false)).unwrap();
+        assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Type: application/protobuf\r\nDate: x\r\ncontent-length: 7\r\n\r\n");
     }
 
     #[test]

@@ -42,24 +42,38 @@ pub const SUPERNODES: (u32, u32, u32) = (2, 2, 10);
 
 /// A user-input spec `O|type|description|options|default` for `v` (all optional: an empty
 /// value means the variable's own default, as for any empty context variable).
+///
+/// Every input must be instantiable by pressing Enter. OpenNebula's CLI (`parse_user_inputs`,
+/// src/cli/one_helper.rb) sends no value at all for an optional `list`, `number` or
+/// `number-float` answered with Enter when its default is empty, and exits on a `boolean`
+/// without one; oneflow-server then refuses the whole instantiate ("Verify that every User
+/// Input have its corresponding value defined"). So those types are used only with a default;
+/// a variable without one is a `text` input (Enter sends "", which flower-init reads as unset),
+/// its description naming the accepted values and what empty means.
 pub fn input_spec(v: &Var) -> String {
     let default = match v.default {
         DefaultValue::Value(s) => s.to_string(),
         DefaultValue::Image | DefaultValue::Unset(_) => String::new(),
     };
+    let has_default = !default.is_empty();
     let (kind, options, with_rule) = match v.rule {
         _ if v.secret => ("password", String::new(), true),
-        Rule::YesNo if !default.is_empty() => ("boolean", String::new(), false),
-        // No default: offer YES, NO or nothing (nothing = the role's own default).
-        Rule::YesNo => ("list", "YES,NO".to_string(), false),
-        Rule::Words(w) => ("list", w.join(","), false),
-        Rule::Int { .. } => ("number", String::new(), true),
-        Rule::Float { .. } => ("number-float", String::new(), true),
+        Rule::YesNo if has_default => ("boolean", String::new(), false),
+        Rule::Words(w) if has_default => ("list", w.join(","), false),
+        Rule::Int { .. } if has_default => ("number", String::new(), true),
+        Rule::Float { .. } if has_default => ("number-float", String::new(), true),
         _ => ("text", String::new(), true),
     };
     let mut desc = v.doc.to_string();
     if with_rule {
         desc = format!("{desc} Format: {}.", v.rule.describe());
+    }
+    if !has_default && !v.doc.to_lowercase().contains("empty") {
+        let empty = match v.default {
+            DefaultValue::Unset(what) => what,
+            _ => "the image's",
+        };
+        desc = format!("{desc} Empty: {empty}.");
     }
     format!("O|{kind}|{}|{options}|{default}", clean(&desc))
 }
@@ -149,14 +163,57 @@ pub fn service_template(format: Format, ids: TemplateIds) -> Value {
     out
 }
 
-/// A 6.x role's `vm_template_contents`: the NIC and a CONTEXT with the base keys and every
-/// service- and role-level input as `KEY = "$KEY"`.
+/// The default an input's spec offers (what pressing Enter answers).
+fn spec_default(v: &Var) -> String {
+    input_spec(v).rsplit('|').next().unwrap_or_default().to_string()
+}
+
+/// A merge template for `oneflow-template instantiate ID FILE`: every input at its default
+/// and the network. Given a file the CLI asks nothing and oneflow-server wants a value for
+/// every input (`check_user_inptus`), so the file lists them all; edit the ones to change.
+/// 7.x matches roles by name, 6.x by position: they are in the template's order.
+pub fn values_template(format: Format, network_id: &str) -> Value {
+    let key = if format == Format::One7 { "user_inputs_values" } else { "custom_attrs_values" };
+    let values = |level| -> Map<String, Value> { offered(level).map(|v| (v.name.to_string(), spec_default(v).into())).collect() };
+    let roles: Vec<Value> = [(SUPERLINK, Offer::SuperLink), (SUPERNODE, Offer::SuperNode)]
+        .into_iter()
+        .map(|(name, level)| json!({ "name": name, key: values(level) }))
+        .collect();
+    json!({ key: values(Offer::Service), "roles": roles, "networks_values": [ { NETWORK: { "id": network_id } } ] })
+}
+
+/// A 6.x role's `vm_template_contents`: the NIC, then FL_ROLE and every service- and
+/// role-level input as a VM attribute (`KEY = "$KEY"`, filled from the `custom_attrs_values`).
+/// No CONTEXT: in 6.x a CONTEXT here replaces the VM template's whole CONTEXT (oned's
+/// `Template::merge` erases it), and `APPEND="CONTEXT"` does not help: the VM then has two
+/// CONTEXT vectors and oned uses the first, the VM template's own. The VM template's CONTEXT
+/// takes the values with `KEY = "$KEY"` references ([`vm_context_6x`]), as OpenNebula's
+/// appliances take their user inputs. A 7.x front-end converts this text without error (only
+/// a CONTEXT vector would become an array that `generate_template_contents` cannot fill).
 fn contents_6x(role: &str, level: Offer) -> String {
-    let mut lines: Vec<String> = base_context(role).into_iter().map(|(k, v)| format!("  {k} = \"{v}\"")).collect();
+    let mut lines = vec![format!("NIC = [ NETWORK_ID = \"${NETWORK}\" ]"), format!("FL_ROLE = \"{role}\"")];
     for v in offered(Offer::Service).chain(offered(level)) {
+        lines.push(format!("{0} = \"${0}\"", v.name));
+    }
+    lines.join("\n")
+}
+
+/// The CONTEXT the appliance's VM templates need for the 6.x service template (and that also
+/// serves the 7.x one): NETWORK, TOKEN, REPORT_READY, and `KEY = "$KEY"` for FL_ROLE and every
+/// offered input, which oned fills from the VM attributes the role sets (unset outside a
+/// service: empty, the variable's default). Keep the template's own keys (FILES_DS,
+/// SSH_PUBLIC_KEY, ...) next to these.
+pub fn vm_context_6x() -> String {
+    let mut lines: Vec<String> = base_context("")
+        .into_iter()
+        .filter(|(k, _)| *k != "FL_ROLE")
+        .map(|(k, v)| format!("  {k} = \"{v}\""))
+        .collect();
+    lines.push("  FL_ROLE = \"$FL_ROLE\"".into());
+    for v in offered(Offer::Service).chain(offered(Offer::SuperLink)).chain(offered(Offer::SuperNode)) {
         lines.push(format!("  {0} = \"${0}\"", v.name));
     }
-    format!("NIC = [ NETWORK_ID = \"${NETWORK}\" ]\nCONTEXT = [\n{} ]", lines.join(",\n"))
+    format!("CONTEXT = [\n{} ]\n", lines.join(",\n"))
 }
 
 /// The template as the committed files hold it: pretty JSON and a final newline.

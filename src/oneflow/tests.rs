@@ -4,13 +4,17 @@
 use super::*;
 use serde_json::Value;
 
-/// `oneflow/flower-7.json` and `flower-6.json` are the generator's output (`make oneflow-templates`
-/// or FI_BLESS=1 rewrites them).
+/// `oneflow/flower-7.json`, `flower-6.json` and `flower-6-context.txt` are the generator's
+/// output (`make oneflow-templates` or FI_BLESS=1 rewrites them).
 #[test]
 fn committed_templates_are_the_generated_ones() {
-    for (file, format) in [("flower-7.json", Format::One7), ("flower-6.json", Format::One6)] {
+    let files = [
+        ("flower-7.json", render(Format::One7, TemplateIds::default())),
+        ("flower-6.json", render(Format::One6, TemplateIds::default())),
+        ("flower-6-context.txt", vm_context_6x()),
+    ];
+    for (file, want) in files {
         let path = format!("{}/oneflow/{file}", env!("CARGO_MANIFEST_DIR"));
-        let want = render(format, TemplateIds::default());
         if std::env::var_os("FI_BLESS").is_some() {
             std::fs::write(&path, &want).unwrap();
             continue;
@@ -229,7 +233,10 @@ fn user_inputs_come_from_the_variable_table() {
         assert!(known.contains(&parts[1]), "{name}: type {}", parts[1]);
         assert!(!parts[2].is_empty() && !parts[2].contains('`'), "{name}: description");
         if parts[1] == "list" {
-            assert!(parts[4].is_empty() || parts[3].split(',').any(|o| o == parts[4]), "{name}: default not an option");
+            assert!(parts[3].split(',').any(|o| o == parts[4]), "{name}: default not an option");
+        }
+        if ["list", "number", "number-float", "boolean"].contains(&parts[1]) {
+            assert!(!parts[4].is_empty(), "{name}: a {} without a default gets no value on Enter", parts[1]);
         }
         if parts[1] == "boolean" {
             assert!(["YES", "NO"].contains(&parts[4]), "{name}");
@@ -237,7 +244,14 @@ fn user_inputs_come_from_the_variable_table() {
     }
     assert_eq!(all["FL_STRATEGY"], "O|list|Aggregation strategy (Flowers Message-API class of that name), any case.|FedAvg,FedProx,FedAdam,Krum,Bulyan,FedTrimmedAvg|FedAvg".replace("Flowers", "Flower's"));
     assert!(all["FL_SSL_KEYFILE"].as_str().unwrap().starts_with("O|password|"));
-    assert!(all["FL_TLS_ENABLED"].as_str().unwrap().ends_with("|YES,NO|"));
+    assert_eq!(
+        all["FL_TLS_ENABLED"],
+        "O|text|SuperLink: serve TLS (default YES). SuperNode: YES requires TLS, NO forces plain text, unset follows \
+         the SuperLink (a CA in FL_SSL_CA_CERTFILE also means TLS). Format: YES or NO. Empty: SuperLink: YES; \
+         SuperNode: follow the SuperLink's OneGate FL_TLS.||"
+    );
+    assert!(all["ML_FRAMEWORK"].as_str().unwrap().starts_with("O|text|"));
+    assert!(all["ML_FRAMEWORK"].as_str().unwrap().ends_with("Format: one of pytorch, tensorflow, sklearn. Empty: the image's.||"));
     assert!(
         all["FL_GPU_ENABLED"].as_str().unwrap().starts_with("O|boolean|")
             && all["FL_GPU_ENABLED"].as_str().unwrap().ends_with("|NO")
@@ -245,14 +259,31 @@ fn user_inputs_come_from_the_variable_table() {
 }
 
 #[test]
-fn six_x_roles_put_every_input_in_their_context() {
+fn six_x_roles_set_every_input_for_the_vm_template_context() {
     let t = service_template(Format::One6, TemplateIds::default());
     let sn = &t["roles"][1];
     let contents = sn["vm_template_contents"].as_str().unwrap();
-    assert!(contents.starts_with("NIC = [ NETWORK_ID = \"$Private\" ]\nCONTEXT = [\n  FL_ROLE = \"supernode\",\n"));
+    assert!(contents.starts_with("NIC = [ NETWORK_ID = \"$Private\" ]\nFL_ROLE = \"supernode\"\n"));
+    assert!(!contents.contains("CONTEXT"), "a CONTEXT here replaces the VM template's");
+    let ctx = vm_context_6x();
     for k in t["custom_attrs"].as_object().unwrap().keys().chain(sn["custom_attrs"].as_object().unwrap().keys()) {
-        assert!(contents.contains(&format!("  {k} = \"${k}\"")), "{k}");
+        assert!(contents.contains(&format!("\n{k} = \"${k}\"")), "{k}");
+        assert!(ctx.contains(&format!("  {k} = \"${k}\"")), "{k} not in the VM template context");
     }
-    assert!(!contents.contains("FL_NUM_ROUNDS"), "a SuperLink input in the SuperNode's context");
-    assert!(contents.ends_with("\" ]"));
+    assert!(!contents.contains("FL_NUM_ROUNDS"), "a SuperLink input in the SuperNode's contents");
+    assert!(ctx.starts_with("CONTEXT = [\n  NETWORK = \"YES\",\n  REPORT_READY = \"YES\",\n  TOKEN = \"YES\",\n  FL_ROLE = \"$FL_ROLE\",\n"));
+    assert!(ctx.contains("FL_NUM_ROUNDS = \"$FL_NUM_ROUNDS\"") && ctx.ends_with("\" ]\n"));
+}
+
+/// docs/oneflow.md explains every input the templates offer and the commands it tells
+/// operators to run exist.
+#[test]
+fn the_operator_guide_covers_every_input() {
+    let doc = std::fs::read_to_string(format!("{}/docs/oneflow.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    for (name, _) in crate::vars::OFFERS {
+        assert!(doc.contains(&format!("`{name}`")), "docs/oneflow.md does not explain {name}");
+    }
+    for cmd in ["oneflow-template --vm-context", "oneflow-template --values --network", "--one6 --values"] {
+        assert!(doc.contains(cmd), "{cmd}");
+    }
 }

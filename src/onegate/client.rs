@@ -195,9 +195,13 @@ impl Client {
         self.call(&HttpRequest::put_vm_update(attrs.pairs())).map(|_| ())
     }
 
-    /// `PUT /vm` type=2 deleting `key`; "attribute not found" (HTTP 500, `update()` l.600)
-    /// counts as done.
+    /// `PUT /vm` type=2 deleting `key`, when `GET /vm` shows it in USER_TEMPLATE: since
+    /// OpenNebula 7.2 deleting a missing attribute answers 500 "Internal server error" (before:
+    /// "attribute not found", which also counts as done).
     pub fn delete_attr(&self, key: &str) -> Result<(), OneGateError> {
+        if !self.get_vm()?.user_template.contains_key(key) {
+            return Ok(());
+        }
         match self.call(&HttpRequest::put_vm_delete(key)) {
             Err(e) if e.status() == Some(500) && e.body().is_some_and(|b| b.contains("attribute not found")) => Ok(()),
             r => r.map(|_| ()),

@@ -133,10 +133,45 @@ fn plain_values_are_kept_and_others_base64() {
 
 #[test]
 fn error_texts_stay_readable_and_safe() {
-    let t = wire::readable_text("validate: FL_NUM_ROUNDS='0': must be [1, 10]\nand \"x\" \\ READY=YES é");
-    assert_eq!(t, "validate: FL_NUM_ROUNDS:'0': must be (1; 10) and 'x' / READY:YES ?");
-    assert_eq!(wire::readable_text(&"x".repeat(1000)).len(), wire::MAX_TEXT);
+    let t = wire::readable_text("validate: FL_NUM_ROUNDS='0': must be [1, 10]\tand \"x\" \\ READY=YES é");
+    assert_eq!(t, "validate: FL_NUM_ROUNDS='0': must be (1; 10) and 'x' / READY:YES ?");
+    // `=` stays (escape_attr keeps it inside the quoted value): `>=` arrives as `>=` (issue #13).
+    let t = wire::readable_text("FL_NUM_ROUNDS='0': must be >= 1; FL_X=a=b");
+    assert_eq!(t, "FL_NUM_ROUNDS='0': must be >= 1; FL_X=a=b");
     assert_eq!(escape_attr(&format!("FL_ERROR={t}")), format!("FL_ERROR=\"{t}\""));
+    // Only an `=` that would spell READY=YES for OneFlow (quotes and spaces stripped) changes.
+    assert_eq!(wire::readable_text("NOT READY = YES >= x"), "NOT READY : YES >= x");
+}
+
+#[test]
+fn error_text_is_bounded_but_whole() {
+    // One problem that fits: as is.
+    assert_eq!(wire::error_text("flower: exited 1"), "flower: exited 1");
+    // Several: counted, each whole.
+    assert_eq!(wire::error_text("A: bad\nB: worse\n\nC: >= 1"), "3 problems: A: bad | B: worse | C: >= 1");
+    // Too many for the bound: the first ones whole, the count of the rest and where to read them.
+    let lines: Vec<String> =
+        (1..=30).map(|i| format!("FL_VAR_{i:02}='x': must be one of alpha beta gamma delta epsilon")).collect();
+    let t = wire::error_text(&lines.join("\n"));
+    assert!(t.len() <= wire::MAX_TEXT, "{} > {}", t.len(), wire::MAX_TEXT);
+    assert!(t.starts_with("30 problems: FL_VAR_01='x': must be one of alpha beta gamma delta epsilon | FL_VAR_02="), "{t}");
+    let shown = t.matches("FL_VAR_").count();
+    assert!(shown >= 3, "{t}");
+    assert!(t.ends_with(&format!(" | {} more: see /health", 30 - shown)), "{t}");
+    for part in t.trim_start_matches("30 problems: ").split(" | ").take(shown) {
+        assert!(lines.iter().any(|l| l == part), "cut problem {part:?} in {t}");
+    }
+    // One problem longer than the bound: cut at a word's end, marked, and where to read it.
+    let long = format!("run failed: {}", "word ".repeat(200));
+    let t = wire::error_text(&long);
+    assert!(t.len() <= wire::MAX_TEXT && t.ends_with("word … (whole text: /health)"), "{t}");
+    let t = wire::error_text(&format!("{long}\nsecond"));
+    assert!(t.len() <= wire::MAX_TEXT && t.starts_with("2 problems: run failed: word"), "{t}");
+    assert!(t.ends_with("word … | 1 more: see /health"), "{t}");
+    assert_eq!(wire::error_text(""), "");
+    // What the publisher stores for FL_ERROR is this text.
+    let a = Attributes::from_pairs([("FL_ERROR", "A: must be >= 1\nB: bad")]);
+    assert_eq!(a.get("FL_ERROR"), Some("2 problems: A: must be >= 1 | B: bad"));
 }
 
 #[test]
@@ -159,8 +194,9 @@ proptest! {
         let enc = wire::encode_value(&v);
         prop_assume!(!enc.is_empty());
         prop_assert_eq!(escape_attr(&format!("FL_X={enc}\nREADY=YES")), format!("FL_X=\"{enc}\"\nREADY=\"YES\""));
-        let text = wire::readable_text(&v);
+        let text = wire::error_text(&v);
         prop_assume!(!text.is_empty());
+        prop_assert!(text.len() <= wire::MAX_TEXT);
         prop_assert_eq!(escape_attr(&format!("FL_ERROR={text}")), format!("FL_ERROR=\"{text}\""));
         prop_assert!(!text.replace([' ', '"'], "").contains("READY=YES"));
     }

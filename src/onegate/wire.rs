@@ -11,7 +11,7 @@
 //! 500, or a truncated value), and an empty value at the very end of the data is left with an
 //! unterminated quote. So values are published only when *plain* ([`is_plain`]); anything else
 //! is base64 ([`encode_value`]), except `*_ERROR` texts, which are made readable and safe
-//! ([`readable_text`]) because an operator reads them in Sunstone.
+//! ([`error_text`]) because an operator reads them in Sunstone.
 
 use base64::Engine;
 
@@ -151,13 +151,15 @@ pub fn encode_value(v: &str) -> String {
     if is_plain(v) { v.to_string() } else { base64::engine::general_purpose::STANDARD.encode(v.as_bytes()) }
 }
 
-/// Longest published `*_ERROR` text, in characters.
-pub const MAX_TEXT: usize = 240;
+/// Longest published `*_ERROR` text, in characters (the whole text is on the health port).
+pub const MAX_TEXT: usize = 400;
 
-/// Free text (an error) made safe for `escape_attr` yet readable in Sunstone: `,` → `;`,
-/// `[`/`]` → `(`/`)`, `\` → `/`, `"` → `'`, `=` → `:` (so it can never read `READY=YES`),
-/// control characters and line breaks → spaces (collapsed), non-ASCII → `?`; trimmed and cut
-/// to [`MAX_TEXT`] characters. Spaces are safe: `escape_attr` quotes the value.
+/// Free text (one problem) made safe for `escape_attr` yet readable in Sunstone: `,` → `;`,
+/// `[`/`]` → `(`/`)`, `\` → `/`, `"` → `'`, control characters and line breaks → spaces
+/// (collapsed), non-ASCII → `?`; trimmed. `=` stays (`escape_attr` keeps every `=` after the
+/// first of a line, so `>=` arrives as `>=`) except where the text would read `READY=YES`
+/// once OneFlow strips quotes and spaces: that `=` becomes `:`. Spaces are safe:
+/// `escape_attr` quotes the value. Not cut: [`error_text`] bounds the whole.
 pub fn readable_text(v: &str) -> String {
     let mapped: String = v
         .chars()
@@ -167,16 +169,77 @@ pub fn readable_text(v: &str) -> String {
             ']' => ')',
             '\\' => '/',
             '"' => '\'',
-            '=' => ':',
             c if c.is_control() || c.is_whitespace() => ' ',
             c if !c.is_ascii() => '?',
             c => c,
         })
         .collect();
     let collapsed = mapped.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
-    match collapsed.char_indices().nth(MAX_TEXT) {
-        Some((i, _)) => collapsed[..i].trim_end().to_string(),
-        None => collapsed,
+    if !mentions_ready(&collapsed) {
+        return collapsed;
+    }
+    // ASCII only from here: byte indices are characters.
+    let squeezed = |s: &str| s.chars().filter(|c| *c != ' ').collect::<String>();
+    let mut out = String::with_capacity(collapsed.len());
+    for (i, c) in collapsed.char_indices() {
+        let spells_ready =
+            c == '=' && squeezed(&collapsed[..i]).ends_with("READY") && squeezed(&collapsed[i + 1..]).starts_with("YES");
+        out.push(if spells_ready { ':' } else { c });
+    }
+    out
+}
+
+/// Where the whole text of a cut `*_ERROR` is read: the health port's `/health`.
+pub const WHOLE_TEXT_AT: &str = "/health";
+
+/// An error text for `FL_ERROR`/`FL_RUN_ERROR`: one problem per line of `v`, each made
+/// [`readable_text`], bounded by [`MAX_TEXT`] yet whole: `N problems: first | second | K
+/// more: see /health`. Problems are never cut mid-word; only one that alone exceeds the bound
+/// is cut, at a space, marked `…`. A single problem that fits goes as is.
+pub fn error_text(v: &str) -> String {
+    let problems: Vec<String> = v.lines().map(readable_text).filter(|p| !p.is_empty()).collect();
+    let n = problems.len();
+    if n == 1 && problems[0].len() <= MAX_TEXT {
+        return problems[0].clone();
+    }
+    if n == 0 {
+        return String::new();
+    }
+    let head = if n > 1 { format!("{n} problems: ") } else { String::new() };
+    let more = |k: usize| if k > 0 { format!(" | {k} more: see {WHOLE_TEXT_AT}") } else { String::new() };
+    let mut out = head.clone();
+    let mut taken = 0;
+    for p in &problems {
+        let sep = if taken > 0 { " | " } else { "" };
+        if out.len() + sep.len() + p.len() + more(n - taken - 1).len() > MAX_TEXT {
+            break;
+        }
+        out.push_str(sep);
+        out.push_str(p);
+        taken += 1;
+    }
+    if taken == 0 {
+        // The first problem alone is too long: its first words, then where to read it all.
+        let tail = if n > 1 { more(n - 1) } else { format!(" (whole text: {WHOLE_TEXT_AT})") };
+        let room = MAX_TEXT.saturating_sub(head.len() + tail.len() + " …".len());
+        out.push_str(cut_at_word(&problems[0], room));
+        out.push_str(" …");
+        out.push_str(&tail);
+        return out;
+    }
+    out.push_str(&more(n - taken));
+    out
+}
+
+/// The longest prefix of ASCII `s` of at most `room` bytes that ends at a word's end (a word
+/// longer than `room` is cut where the room ends).
+fn cut_at_word(s: &str, room: usize) -> &str {
+    if s.len() <= room {
+        return s;
+    }
+    match s[..=room].rfind(' ') {
+        Some(i) if i > 0 => s[..i].trim_end(),
+        _ => &s[..room],
     }
 }
 

@@ -18,6 +18,23 @@ pub const CA_VALIDITY_DAYS: i64 = 3650;
 pub const SERVER_VALIDITY_DAYS: i64 = 365;
 /// Re-issue (or, for the CA, regenerate) when fewer days than this remain.
 pub const RENEW_BEFORE_DAYS: i64 = 30;
+/// When to re-issue and for how long: [`RENEW_BEFORE_DAYS`] and [`SERVER_VALIDITY_DAYS`] in a
+/// VM; tests inject a certificate that lives minutes and a lead time of seconds (service mode's
+/// `--tls-renew-before` / `--tls-server-validity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Renewal {
+    /// Re-issue the server certificate (regenerate the CA) when fewer seconds than this remain.
+    pub renew_before: i64,
+    /// Lifetime of a new server certificate, in seconds (never past the CA's).
+    pub server_validity: i64,
+}
+
+impl Default for Renewal {
+    fn default() -> Self {
+        Renewal { renew_before: days(RENEW_BEFORE_DAYS), server_validity: days(SERVER_VALIDITY_DAYS) }
+    }
+}
+
 /// notBefore is set this far in the past: a VM whose clock runs behind, or whose RTC keeps
 /// local time instead of UTC (up to 14 h off), still accepts a certificate made a minute ago.
 pub const BACKDATE_SECS: i64 = DAY;
@@ -82,12 +99,14 @@ pub fn ca_issuer(ca_key: KeyPair) -> Issuer<'static, KeyPair> {
 }
 
 /// A new server certificate for `sans`, signed by `issuer`, valid from `now - BACKDATE` for
-/// [`SERVER_VALIDITY_DAYS`] but never past the CA (`ca_not_after`): (certificate PEM, key).
+/// `validity` seconds ([`Renewal::server_validity`]) but never past the CA (`ca_not_after`):
+/// (certificate PEM, key).
 pub fn issue_server(
     issuer: &Issuer<'_, KeyPair>,
     sans: &[San],
     now: i64,
     ca_not_after: i64,
+    validity: i64,
 ) -> Result<(String, KeyPair), TlsError> {
     let key = new_key("server key")?;
     let mut p = CertificateParams::default();
@@ -100,7 +119,7 @@ pub fn issue_server(
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     p.use_authority_key_identifier_extension = true;
     p.not_before = system_time(now - BACKDATE_SECS).into();
-    p.not_after = system_time((now + days(SERVER_VALIDITY_DAYS)).min(ca_not_after)).into();
+    p.not_after = system_time((now + validity).min(ca_not_after)).into();
     let cert = p
         .signed_by(&key, issuer)
         .map_err(|e| TlsError::Generate { what: "server certificate", reason: e.to_string() })?;

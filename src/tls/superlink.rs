@@ -6,7 +6,7 @@
 //! `server.pem` 0644, `server.key` 0600. No sidecar: every decision is read from the files
 //! themselves (validity, SANs, public key), so nothing can disagree with what Flower serves.
 
-use super::issue::{self, days, RENEW_BEFORE_DAYS};
+use super::issue::{self, Renewal};
 use crate::vocab::San;
 use super::verify::{certs_from_pem, fingerprint, missing_names, verify_chain};
 use super::x509::{self, CertFacts};
@@ -52,22 +52,24 @@ struct Server {
 
 /// First boot or reboot of a SuperLink with TLS and no operator certificates: make or reuse
 /// the CA and server certificate in `state_dir`, install the container's copies in
-/// `runtime_dir`. `sans` is [`super::server_sans`]'s list; `now` is Unix seconds.
+/// `runtime_dir`. `sans` is [`super::server_sans`]'s list; `now` is Unix seconds. Also the
+/// renewal of a running SuperLink: the same checks re-issue what `policy` says is due.
 pub fn provision_at(
     state_dir: &Path,
     runtime_dir: &Path,
     sans: &[San],
     user: ContainerUser,
     now: i64,
+    policy: &Renewal,
 ) -> Result<SuperLinkTls, TlsError> {
     fsio::ensure_dir(state_dir, 0o700)?;
-    let (ca, ca_outcome) = load_or_create_ca(state_dir, now)?;
+    let (ca, ca_outcome) = load_or_create_ca(state_dir, now, policy)?;
     let force = match &ca_outcome {
         CaOutcome::Reused => None,
         CaOutcome::Created => Some("new CA".to_string()),
         CaOutcome::Regenerated { .. } => Some("the CA was regenerated".to_string()),
     };
-    let (server, server_outcome) = load_or_issue_server(state_dir, &ca, sans, now, force)?;
+    let (server, server_outcome) = load_or_issue_server(state_dir, &ca, sans, now, force, policy)?;
     let files = install_for_container(runtime_dir, &ca.pem, &server.pem, &server.key_pem, user)?;
     Ok(SuperLinkTls {
         files,
@@ -82,7 +84,7 @@ pub fn provision_at(
 
 /// Load the CA, or create one when there is none, or regenerate it (loudly) when it is
 /// unusable. A CA that is fine but not flower-init's is found by the self-check later.
-fn load_or_create_ca(dir: &Path, now: i64) -> Result<(Ca, CaOutcome), TlsError> {
+fn load_or_create_ca(dir: &Path, now: i64, policy: &Renewal) -> Result<(Ca, CaOutcome), TlsError> {
     let (crt_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
     let crt = fsio::read_optional(&crt_path)?;
     let key = fsio::read_optional(&key_path)?;
@@ -90,7 +92,7 @@ fn load_or_create_ca(dir: &Path, now: i64) -> Result<(Ca, CaOutcome), TlsError> 
         log::info!("tls: no CA in {}: generating one (first boot)", dir.display());
         CaOutcome::Created
     } else {
-        match check_ca(crt, key, now) {
+        match check_ca(crt, key, now, policy) {
             Ok(ca) => {
                 fsio::enforce_mode(&key_path, fsio::KEY_MODE)?;
                 fsio::enforce_mode(&crt_path, fsio::CERT_MODE)?;
@@ -114,14 +116,14 @@ fn load_or_create_ca(dir: &Path, now: i64) -> Result<(Ca, CaOutcome), TlsError> 
     // regenerates, never a certificate whose key is lost.
     fsio::write_atomic(&key_path, key.serialize_pem().as_bytes(), fsio::KEY_MODE, None)?;
     fsio::write_atomic(&crt_path, pem.as_bytes(), fsio::CERT_MODE, None)?;
-    let ca = check_ca(Some(pem.into_bytes()), Some(key.serialize_pem().into_bytes()), now)
+    let ca = check_ca(Some(pem.into_bytes()), Some(key.serialize_pem().into_bytes()), now, policy)
         .map_err(|reason| TlsError::SelfCheck { reason: format!("the CA just generated: {reason}") })?;
     Ok((ca, outcome))
 }
 
 /// The CA files, checked: a CA certificate, the key that belongs to it, not expiring within
-/// [`RENEW_BEFORE_DAYS`]. The error is the reason, for the log.
-fn check_ca(crt: Option<Vec<u8>>, key: Option<Vec<u8>>, now: i64) -> Result<Ca, String> {
+/// `policy.renew_before`. The error is the reason, for the log.
+fn check_ca(crt: Option<Vec<u8>>, key: Option<Vec<u8>>, now: i64, policy: &Renewal) -> Result<Ca, String> {
     let crt = crt.ok_or(format!("{CA_CERT} is missing"))?;
     let key = key.ok_or(format!("{CA_KEY} is missing"))?;
     let der = first_cert(CA_CERT, &crt)?;
@@ -133,8 +135,8 @@ fn check_ca(crt: Option<Vec<u8>>, key: Option<Vec<u8>>, now: i64) -> Result<Ca, 
     if key.subject_public_key_info() != facts.spki {
         return Err(format!("{CA_KEY} does not belong to {CA_CERT}"));
     }
-    if facts.not_after - now < days(RENEW_BEFORE_DAYS) {
-        return Err(format!("{CA_CERT} expires on {} (renewed {RENEW_BEFORE_DAYS} days ahead)", utc(facts.not_after)));
+    if facts.not_after - now < policy.renew_before {
+        return Err(format!("{CA_CERT} expires on {} (renewed {} ahead)", utc(facts.not_after), ahead(policy)));
     }
     if facts.not_before > now {
         log::warn!("tls: {CA_CERT} is not valid before {}: is the clock ({}) right?", utc(facts.not_before), utc(now));
@@ -150,6 +152,7 @@ fn load_or_issue_server(
     sans: &[San],
     now: i64,
     force: Option<String>,
+    policy: &Renewal,
 ) -> Result<(Server, ServerOutcome), TlsError> {
     let (crt_path, key_path) = (dir.join(SERVER_CERT), dir.join(SERVER_KEY));
     let reason = match force {
@@ -157,7 +160,7 @@ fn load_or_issue_server(
         None => {
             let crt = fsio::read_optional(&crt_path)?;
             let key = fsio::read_optional(&key_path)?;
-            match check_server(crt, key, ca, sans, now) {
+            match check_server(crt, key, ca, sans, now, policy) {
                 Ok(server) => {
                     fsio::enforce_mode(&key_path, fsio::KEY_MODE)?;
                     fsio::enforce_mode(&crt_path, fsio::CERT_MODE)?;
@@ -169,8 +172,8 @@ fn load_or_issue_server(
         }
     };
     log::info!("tls: issuing a server certificate: {reason}");
-    let (pem, key) = issue::issue_server(&ca.issuer, sans, now, ca.facts.not_after)?;
-    let server = check_server(Some(pem.into_bytes()), Some(key.serialize_pem().into_bytes()), ca, sans, now)
+    let (pem, key) = issue::issue_server(&ca.issuer, sans, now, ca.facts.not_after, policy.server_validity)?;
+    let server = check_server(Some(pem.into_bytes()), Some(key.serialize_pem().into_bytes()), ca, sans, now, policy)
         .map_err(|r| TlsError::SelfCheck {
             reason: format!(
                 "{r} (if {} was not made by flower-init, remove {CA_CERT} and {CA_KEY} there, or give your \
@@ -184,9 +187,9 @@ fn load_or_issue_server(
 }
 
 /// The server files, checked: parse, key belongs, chains to `ca` (webpki), valid for every
-/// SAN (webpki), SAN set exactly `sans`, more than [`RENEW_BEFORE_DAYS`] left. The error is
+/// SAN (webpki), SAN set exactly `sans`, more than `policy.renew_before` left. The error is
 /// why it must be re-issued.
-fn check_server(crt: Option<Vec<u8>>, key: Option<Vec<u8>>, ca: &Ca, sans: &[San], now: i64) -> Result<Server, String> {
+fn check_server(crt: Option<Vec<u8>>, key: Option<Vec<u8>>, ca: &Ca, sans: &[San], now: i64, policy: &Renewal) -> Result<Server, String> {
     let (crt, key) = match (crt, key) {
         (None, None) => return Err("none yet".into()),
         (None, Some(_)) => return Err(format!("{SERVER_CERT} is missing")),
@@ -201,8 +204,8 @@ fn check_server(crt: Option<Vec<u8>>, key: Option<Vec<u8>>, ca: &Ca, sans: &[San
     }
     verify_chain(SERVER_CERT, CA_CERT, std::slice::from_ref(&der), std::slice::from_ref(&ca.der), now)
         .map_err(|e| e.to_string())?;
-    if facts.not_after - now < days(RENEW_BEFORE_DAYS) {
-        return Err(format!("it expires on {} (renewed {RENEW_BEFORE_DAYS} days ahead)", utc(facts.not_after)));
+    if facts.not_after - now < policy.renew_before {
+        return Err(format!("it expires on {} (renewed {} ahead)", utc(facts.not_after), ahead(policy)));
     }
     let have: BTreeSet<&San> = facts.sans.iter().collect();
     let want: BTreeSet<&San> = sans.iter().collect();
@@ -221,6 +224,14 @@ fn check_server(crt: Option<Vec<u8>>, key: Option<Vec<u8>>, ca: &Ca, sans: &[San
     let pem = String::from_utf8(crt).map_err(|_| format!("{SERVER_CERT} is not text"))?;
     let key_pem = String::from_utf8(key).map_err(|_| format!("{SERVER_KEY} is not text"))?;
     Ok(Server { pem, key_pem, facts })
+}
+
+/// The lead time for messages: "30 days", or seconds when a test made it short.
+fn ahead(policy: &Renewal) -> String {
+    match policy.renew_before {
+        s if s % 86_400 == 0 => format!("{} days", s / 86_400),
+        s => format!("{s} s"),
+    }
 }
 
 /// The first certificate of a PEM file, or why there is none.

@@ -43,7 +43,7 @@ fn sans_for(nics: &[&str]) -> Vec<San> {
 
 fn boot(d: &Dirs, sans: &[San], now: i64) -> SuperLinkTls {
     require_root();
-    superlink::provision_at(&d.state, &d.run, sans, ContainerUser::FLOWER, now).unwrap()
+    superlink::provision_at(&d.state, &d.run, sans, ContainerUser::FLOWER, now, &Renewal::default()).unwrap()
 }
 
 fn facts_of(path: &Path) -> CertFacts {
@@ -533,4 +533,36 @@ fn insecure_is_said_loudly() {
     let w = insecure_warning(crate::vocab::Role::SuperLink);
     assert!(w.starts_with("TLS IS DISABLED (FL_TLS_ENABLED=NO)") && w.contains("--insecure"), "{w}");
     assert!(insecure_warning(crate::vocab::Role::SuperNode).contains("flower-supernode runs with --insecure"));
+}
+
+#[test]
+fn a_certificate_that_lives_minutes_is_renewed_under_a_short_policy() {
+    // Issue #14 item 2: the running SuperLink's check, with the lead time and lifetime a test
+    // injects (`--tls-renew-before 60 --tls-server-validity 180`).
+    require_root();
+    let d = dirs();
+    let sans = sans_for(&["10.0.0.5"]);
+    let policy = Renewal { renew_before: 60, server_validity: 180 };
+    let now = 1_800_000_000;
+    let first = superlink::provision_at(&d.state, &d.run, &sans, ContainerUser::FLOWER, now, &policy).unwrap();
+    assert_eq!(first.server_not_after, now + 180, "lives three minutes");
+    assert!(!first.renewal_due_under(now + 100, &policy), "80 s left > 60 s lead");
+    assert!(first.renewal_due_under(now + 130, &policy), "50 s left < 60 s lead");
+    assert!(first.renewal_due(now), "under the default policy, 3 minutes is well inside 30 days");
+    let again = superlink::provision_at(&d.state, &d.run, &sans, ContainerUser::FLOWER, now + 100, &policy).unwrap();
+    assert_eq!(outcomes(&again).1, ServerOutcome::Reused);
+    let renewed = superlink::provision_at(&d.state, &d.run, &sans, ContainerUser::FLOWER, now + 130, &policy).unwrap();
+    assert!(matches!(outcomes(&renewed), (CaOutcome::Reused, ServerOutcome::Issued { reason }) if reason.contains("renewed 60 s ahead")));
+    assert_eq!(renewed.server_not_after, now + 130 + 180);
+    assert_eq!(renewed.ca_fingerprint, first.ca_fingerprint, "same CA: SuperNodes are unaffected");
+    assert_eq!(facts_of(&d.run.join(SERVER_CERT)).not_after, now + 310, "the container's copy is the new one");
+    // Operator certificates are only warned about.
+    let mut op = renewed.clone();
+    op.origin = Origin::Operator;
+    assert!(!op.renewal_due_under(now + 300, &policy));
+    let w = op.operator_expiry_warning(now + 300, &policy).unwrap();
+    assert!(w.contains("FL_SSL_CERTFILE") && w.contains("renews only its own") && !w.contains("EXPIRED"), "{w}");
+    assert!(op.operator_expiry_warning(now + 400, &policy).unwrap().contains("HAS EXPIRED"));
+    assert_eq!(op.operator_expiry_warning(now, &policy), None);
+    assert_eq!(renewed.operator_expiry_warning(now + 300, &policy), None);
 }

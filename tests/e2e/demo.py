@@ -192,9 +192,26 @@ class Demo(federation.Federation):
             print(f"{'':12} flower-init peak RSS {self.peak_rss(n)}")
         print("rounds:")
         for (rid, rnd), r in sorted(self.rounds_seen.items()):
-            print(f"  run {rid} round {rnd}: loss={r.get('loss'):.4f} accuracy={r.get('accuracy'):.4f}")
+            print(f"  run {rid} round {rnd}: loss={r.get('loss'):.4f} accuracy={r.get('accuracy'):.4f}"
+                  f" (+{self.round_times.get((rid, rnd), 0):.0f}s)")
         print(f"final: {final['status']} after round {final['round']}")
+        print("phases: " + phases(self.phase_times))
         print(f"consoles: {LOGS}/<vm>.log  contexts: {BUILD}/<vm>/context/  stand-in: {BUILD}/standin.log")
+
+
+def phases(t):
+    """'boot 310s (qemu start to every VM READY), training 250s (3 rounds, 83s each), ...' from
+    the monotonic marks boot/ready/trained/off that are set."""
+    parts = []
+    if "ready" in t:
+        parts.append(f"boot {t['ready'] - t['boot']:.0f}s (first qemu start to every VM READY)")
+    if "trained" in t and "ready" in t:
+        n = t.get("rounds") or 0
+        each = f", {(t['trained'] - t['ready']) / n:.0f}s each" if n else ""
+        parts.append(f"training {t['trained'] - t['ready']:.0f}s ({n} rounds{each})")
+    if "off" in t and "trained" in t:
+        parts.append(f"shutdown {t['off'] - t['trained']:.0f}s (power button to every VM off)")
+    return ", ".join(parts) or "none completed"
 
 
 def main():
@@ -230,10 +247,13 @@ def main():
     t0 = time.monotonic()
     try:
         fed.setup()
+        fed.phase_times = {"boot": time.monotonic()}
         fed.boot()
         fed.check_published()
-        log("every VM is READY in OneGate; training")
+        fed.phase_times["ready"] = time.monotonic()
+        log(f"every VM is READY in OneGate ({fed.phase_times['ready'] - t0:.0f}s); training {args.rounds} rounds")
         final = fed.follow_run(timeout=1800)
+        fed.phase_times.update(trained=time.monotonic(), rounds=final["round"])
         accs = [r["accuracy"] for _, r in sorted(fed.rounds_seen.items()) if r.get("accuracy") is not None]
         assert final["status"] == "completed" and final["round"] == args.rounds, final
         fed.summary(final)
@@ -249,6 +269,9 @@ def main():
         for p in problems:
             log(f"shutdown problem: {p}")
         ok = ok and not problems
+        if "trained" in getattr(fed, "phase_times", {}):
+            fed.phase_times["off"] = time.monotonic()
+        log("phases: " + phases(getattr(fed, "phase_times", {})))
     log(f"{'PASS' if ok else 'FAIL'} in {time.monotonic() - t0:.0f}s")
     return 0 if ok else 1
 

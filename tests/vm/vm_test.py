@@ -130,8 +130,10 @@ def debugfs_ls(img, path):
 
 def test_superlink():
     log("superlink: boot (pc machine, IDE context CD, static IP, state disk)")
+    # /status answers loopback and FL_STATUS_ALLOW only: the forwarded port arrives from qemu's
+    # user-mode gateway.
     ctx = context_iso("superlink", {**NET, "FL_ROLE": "superlink", "FL_TLS_ENABLED": "YES",
-                                     "SET_HOSTNAME": "superlink-0"})
+                                     "SET_HOSTNAME": "superlink-0", "FL_STATUS_ALLOW": "192.168.150.0/24"})
     vm = new_vm("superlink", ctx, fwd=(8000,))
     vm.start()
     try:

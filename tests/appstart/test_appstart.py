@@ -1,0 +1,239 @@
+"""The warm app start of the image (image/appstart): the zygote, the shims, the launcher and the
+task-window hook, run for real with the pinned Flower 1.42 of build/venv.
+
+    build/venv/bin/python -m pytest tests/appstart      (make appstart-test)
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+APPSTART = ROOT / "image" / "appstart"
+HERE = Path(__file__).resolve().parent
+VENV_PY = Path(sys.executable)
+PROGRAMS = {"probe": "probe_app:report", "sleeper": "probe_app:sleeper", "suicide": "probe_app:die_by_signal"}
+COLD = '#!/bin/sh\necho "{\\"cold\\": \\"$0\\", \\"argv\\": \\"$*\\"}"\nexit ${PROBE_EXIT:-0}\n'
+
+
+def wait_for(fn, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Layout:
+    """The image's /opt/flower/appstart in a tempdir, a 'real' command directory after it on
+    PATH (shell scripts that say they ran cold), and a zygote serving the probe programs."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.bin = tmp / "appstart" / "bin"
+        self.bin.mkdir(parents=True)
+        for f in ("zygote.py", "shim.py", "start.sh"):
+            (tmp / "appstart" / f).write_bytes((APPSTART / f).read_bytes())
+        (tmp / "appstart" / "shim.py").chmod(0o755)
+        (tmp / "appstart" / "start.sh").chmod(0o755)
+        self.real = tmp / "real"
+        self.real.mkdir()
+        for name in [*PROGRAMS, "flwr-clientapp"]:
+            (self.bin / name).symlink_to("../shim.py")
+            (self.real / name).write_text(COLD)
+            (self.real / name).chmod(0o755)
+        self.socket = tmp / "z" / "apps.sock"
+        self.zygote = None
+        self.log = tmp / "zygote.log"
+
+    def env(self, **extra):
+        env = dict(os.environ)
+        env.update(PATH=f"{self.bin}:{self.real}:{os.environ['PATH']}", FLOWER_INIT_ZYGOTE_SOCKET=str(self.socket),
+                   PYTHONPATH=str(HERE))
+        env.update(extra)
+        return env
+
+    def start_zygote(self, *extra, env=None):
+        args = [str(VENV_PY), str(self.tmp / "appstart" / "zygote.py"), "--socket", str(self.socket),
+                "--manifest", "/nonexistent", "--preload", "flwr-clientapp"]
+        for name, target in PROGRAMS.items():
+            args += ["--program", f"{name}={target}"]
+        self.zygote = subprocess.Popen([*args, *extra], env=env or self.env(), stdout=subprocess.DEVNULL,
+                                       stderr=self.log.open("w"), stdin=subprocess.DEVNULL)
+        wait_for(lambda: "zygote: " in self.log.read_text(), 120, "the zygote's ready line")
+        return self
+
+    def shim(self, program, *args, input="", cwd=None, **env):
+        return subprocess.run([program, *args], env=self.env(**env), input=input, capture_output=True,
+                              text=True, cwd=cwd or self.tmp, timeout=60)
+
+    def stop(self):
+        if self.zygote and self.zygote.poll() is None:
+            self.zygote.kill()
+            self.zygote.wait()
+
+
+@pytest.fixture
+def layout(tmp_path):
+    lay = Layout(tmp_path)
+    yield lay
+    lay.stop()
+
+
+def test_warm_start_hands_over_argv_env_cwd_stdio_and_the_exit_status(layout):
+    layout.start_zygote()
+    assert "ready in" in layout.log.read_text(), layout.log.read_text()
+    work = layout.tmp / "work dir"
+    work.mkdir()
+    r = layout.shim("probe", "--token", "a b", "-x", input="on stdin\n", cwd=work, PROBE_VALUE="v=1", PROBE_EXIT="3")
+    assert r.returncode == 3, r
+    out = json.loads(r.stdout)
+    assert out["argv"] == [str(layout.real / "probe"), "--token", "a b", "-x"]
+    assert out["cwd"] == str(work) and out["probe"] == "v=1" and out["stdin"] == "on stdin\n"
+    assert out["ppid"] == layout.zygote.pid, "forked by the zygote"
+    assert out["warm"], "Flower's clientapp entry point was already imported"
+    assert r.stderr == "to stderr\n"
+    assert "probe: started warm as pid" in layout.log.read_text()
+
+
+def test_real_flower_entry_point_runs_warm(layout):
+    layout.start_zygote()
+    r = layout.shim("flwr-clientapp", "--bogus")
+    assert r.returncode == 2, r  # argparse: the real flwr-clientapp's error
+    assert "one of the arguments --token --token-file is required" in r.stderr
+    assert "cold" not in r.stdout and "flwr-clientapp: started warm" in layout.log.read_text()
+
+
+def test_signals_reach_the_app_and_its_death_by_signal_comes_back(layout):
+    layout.start_zygote()
+    pidf, sigf = layout.tmp / "pid", layout.tmp / "sig"
+    p = subprocess.Popen(["sleeper", str(pidf), str(sigf)], env=layout.env(), cwd=layout.tmp)
+    wait_for(lambda: pidf.exists() and pidf.read_text(), what="the app's pid")
+    assert int(pidf.read_text()) != p.pid
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(30) == 7
+    assert sigf.read_text() == str(int(signal.SIGTERM))
+    r = layout.shim("suicide")
+    assert r.returncode == -signal.SIGUSR1, r
+
+
+def test_a_killed_shim_takes_its_app_with_it(layout):
+    layout.start_zygote()
+    pidf = layout.tmp / "pid"
+    p = subprocess.Popen(["sleeper", str(pidf), str(layout.tmp / "sig")], env=layout.env(), cwd=layout.tmp)
+    app = int(wait_for(lambda: pidf.exists() and pidf.read_text(), what="the app's pid"))
+    p.kill()
+    p.wait()
+    wait_for(lambda: not Path(f"/proc/{app}").exists(), 30, "the app to die with its shim")
+
+
+def test_without_a_zygote_the_shim_runs_the_real_command(layout):
+    r = layout.shim("probe", "--token", "t", PROBE_EXIT="4")  # no zygote started
+    assert r.returncode == 4
+    assert json.loads(r.stdout)["cold"] == str(layout.real / "probe")
+    assert "cold start of probe: zygote at" in r.stderr
+    r = layout.shim("probe", FLOWER_INIT_ZYGOTE_SOCKET="")
+    assert json.loads(r.stdout)["cold"] and r.stderr == "", "disabled: cold and quiet"
+
+
+def test_a_different_flower_environment_is_served_cold(layout):
+    layout.start_zygote()
+    r = layout.shim("probe", FLWR_LOG_LEVEL="DEBUG")
+    assert json.loads(r.stdout)["cold"], r
+    assert "environment differs from the zygote's in FLWR_LOG_LEVEL" in r.stderr
+
+
+def test_variables_the_preload_sets_neither_refuse_warm_starts_nor_go_missing(layout):
+    layout.start_zygote("--program", "added=env_import:main", "--preload", "added")
+    out = json.loads(layout.shim("probe").stdout)
+    assert "cold" not in out and out["added"] == "by-import", out
+
+
+def test_a_preload_that_starts_a_thread_makes_every_start_cold(layout):
+    layout.start_zygote("--program", "threaded=threaded_import:main", "--preload", "threaded")
+    assert "serving cold starts only (2 Python threads after the preload" in layout.log.read_text()
+    r = layout.shim("probe")
+    assert json.loads(r.stdout)["cold"] and "forking is unsafe" in r.stderr
+
+
+def test_the_launcher_starts_the_zygote_and_execs_flower(layout):
+    """start.sh as the container runs it: the zygote serving, the shims first on PATH."""
+    script = 'import os, shutil, sys; print(shutil.which("flwr-clientapp")); print(os.environ.get("FLOWER_INIT_ZYGOTE_SOCKET", "-"))'
+    fake = layout.tmp / "flower-supernode"
+    fake.write_text(f"#!{VENV_PY}\n{script}\n")
+    fake.chmod(0o755)
+    env = layout.env(FLOWER_INIT_ZYGOTE_PYTHON=str(VENV_PY), PATH=f"{layout.real}:{os.environ['PATH']}")
+
+    def launch():
+        out = layout.tmp / "launcher.out"
+        # Its own session: the zygote it leaves in the background is killed with it below.
+        p = subprocess.Popen([str(layout.tmp / "appstart" / "start.sh"), str(fake)], env=env, stdout=out.open("w"),
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        assert p.wait(60) == 0, out.read_text()
+        return p, out.read_text().split()
+
+    p, (which, sock) = launch()
+    try:
+        assert which == str(layout.bin / "flwr-clientapp") and sock == str(layout.socket)
+        wait_for(lambda: layout.socket.exists() and "ready in" in (layout.tmp / "launcher.out").read_text(), 120,
+                 "the launcher's zygote")
+        r = layout.shim("flwr-clientapp", "--bogus")
+        assert r.returncode == 2 and "cold" not in r.stdout + r.stderr, r
+        assert "flwr-clientapp: started warm" in (layout.tmp / "launcher.out").read_text()
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+    env["FLOWER_INIT_APP_START"] = "cold"
+    env.pop("FLOWER_INIT_ZYGOTE_SOCKET")
+    p, lines = launch()
+    assert lines == [str(layout.real / "flwr-clientapp"), "-"], "cold: no shims, no zygote"
+
+
+WINDOW_CHECK = """
+import site, sys
+site.addsitedir(sys.argv[1])
+import flwr.common.constant as c
+import flwr.supercore.corestate.sql_corestate as sql, flwr.supercore.corestate.in_memory_corestate as mem
+import flwr.supercore.heartbeat as hb, flwr.supernode.fleet_http_connection as fleet
+print(c.HEARTBEAT_DEFAULT_INTERVAL, sql.HEARTBEAT_DEFAULT_INTERVAL, mem.HEARTBEAT_DEFAULT_INTERVAL,
+      hb.HEARTBEAT_DEFAULT_INTERVAL, fleet.HEARTBEAT_DEFAULT_INTERVAL)
+"""
+
+
+@pytest.mark.parametrize("value,expect", [(None, 120), ("300", 300), ("5", 120), ("x", 120)])
+def test_the_task_window_hook_sets_the_names_flower_binds(tmp_path, value, expect):
+    """The .pth hook, as the image's venv has it: the names the corestate modules bound."""
+    for f in ("flower_init_task_window.py", "flower_init_task_window.pth"):
+        (tmp_path / f).write_bytes((APPSTART / f).read_bytes())
+    env = dict(os.environ)
+    env.pop("FLOWER_INIT_TASK_WINDOW", None)
+    if value is not None:
+        env["FLOWER_INIT_TASK_WINDOW"] = value
+    r = subprocess.run([str(VENV_PY), "-c", WINDOW_CHECK, str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(expect)] * 5
+    assert ("must be whole seconds in 10..1800" in r.stderr) == (value in ("5", "x"))
+
+
+CLAIM = """
+import site, sys
+if sys.argv[1] != "-":
+    site.addsitedir(sys.argv[1])
+from datetime import timedelta
+from flwr.supercore.corestate.in_memory_corestate import InMemoryCoreState
+import flwr.supercore.corestate.in_memory_corestate as mem
+print(mem.HEARTBEAT_DEFAULT_INTERVAL)
+"""
+
+
+def test_without_the_hook_flower_keeps_its_30_s(tmp_path):
+    """What the hook changes: Flower 1.42's own value is 30 s."""
+    r = subprocess.run([str(VENV_PY), "-c", CLAIM, "-"], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["30"], r.stderr

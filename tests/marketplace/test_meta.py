@@ -1,0 +1,120 @@
+"""Marketplace metadata (issue #15): `appliance/meta.sh` on a small qcow2 made here with
+qemu-img (the real disks are large; the script only measures them), read back as YAML and
+checked against OpenNebula/marketplace's format (its README's example appliance, and
+OpenNebula's multi-VM appliances: a disk app with `images`, VM template apps with
+`type: VMTEMPLATE`, `opennebula_template` and `disks`) and against the VM templates
+`flower-init vm-template` writes. `FLOWER_INIT` names the binary (default build/flower-init)."""
+
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+import unittest
+
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FLOWER_INIT = os.environ.get("FLOWER_INIT", os.path.join(ROOT, "build", "flower-init"))
+META = os.path.join(ROOT, "appliance", "meta.sh")
+
+# Every key the marketplace README's example appliance has (logo aside), plus os-* and images.
+APP_KEYS = {"name", "version", "publisher", "description", "short_description", "tags", "format",
+            "creation_time", "os-id", "os-release", "os-arch", "hypervisor", "opennebula_version"}
+
+
+def vm_template(role, image):
+    """The CONTEXT and USER_INPUTS of `flower-init vm-template` as dicts (one `K = "v"` a line)."""
+    text = subprocess.run([FLOWER_INIT, "vm-template", "--role", role, "--image", image],
+                          check=True, capture_output=True, text=True).stdout
+    out, vector = {}, None
+    for line in text.splitlines():
+        m = re.match(r'^([A-Z_]+) = \[$', line)
+        if m:
+            vector = out.setdefault(m.group(1), {})
+            continue
+        m = re.match(r'^  ([A-Z_0-9]+) = "(.*)"( \]|,)?$', line)
+        if m and vector is not None:
+            vector[m.group(1)] = m.group(2).replace('\\"', '"')
+            if m.group(3) == " ]":
+                vector = None
+    return out
+
+
+class MetaTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.disk = os.path.join(cls.tmp.name, "flower-pytorch.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", cls.disk, "64M"], check=True)
+        cls.out = os.path.join(cls.tmp.name, "market")
+        r = subprocess.run([META, FLOWER_INIT, cls.out, "https://example.org/fi/", "9.9.9-test", cls.disk],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise AssertionError(f"meta.sh failed: {r.stdout}{r.stderr}")
+        cls.apps = {}
+        for f in sorted(os.listdir(cls.out)):
+            with open(os.path.join(cls.out, f)) as fh:
+                cls.apps[f] = yaml.safe_load(fh)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_one_disk_app_and_one_vm_template_app_per_role(self):
+        self.assertEqual(sorted(self.apps), ["flower-pytorch-superlink.yaml", "flower-pytorch-supernode.yaml",
+                                             "flower-pytorch.yaml"])
+        for f, app in self.apps.items():
+            self.assertLessEqual(APP_KEYS, set(app), f)
+            self.assertEqual((app["format"], app["hypervisor"], app["os-arch"]), ("qcow2", "KVM", "x86_64"), f)
+            self.assertEqual(app["version"], "9.9.9-test")
+            self.assertEqual(app["creation_time"], int(os.stat(self.disk).st_mtime))
+            self.assertIn("pytorch", app["tags"])
+
+    def test_the_disk_app_has_the_virtual_size_and_checksums_of_the_file(self):
+        img = self.apps["flower-pytorch.yaml"]["images"]
+        self.assertEqual(len(img), 1)
+        with open(self.disk, "rb") as fh:
+            data = fh.read()
+        self.assertEqual(img[0], {
+            "name": "flower-pytorch", "url": "https://example.org/fi/flower-pytorch.qcow2", "type": "OS",
+            "dev_prefix": "vd", "driver": "qcow2", "size": 64 * 1024 * 1024,
+            "checksum": {"md5": hashlib.md5(data).hexdigest(), "sha256": hashlib.sha256(data).hexdigest()},
+        })
+        self.assertLess(os.path.getsize(self.disk), img[0]["size"], "size is the virtual size, not the file's")
+
+    def test_the_vm_template_apps_are_the_vm_templates(self):
+        disk_name = self.apps["flower-pytorch.yaml"]["name"]
+        for role in ("superlink", "supernode"):
+            app = self.apps[f"flower-pytorch-{role}.yaml"]
+            self.assertEqual(app["type"], "VMTEMPLATE")
+            self.assertEqual(app["disks"], [disk_name])
+            t = app["opennebula_template"]
+            self.assertNotIn("disk", t, "the marketplace adds the disk from `disks`")
+            want = vm_template(role, "flower-pytorch")
+            self.assertEqual(t["context"], want["CONTEXT"], role)
+            self.assertEqual(t["user_inputs"], want["USER_INPUTS"], role)
+            self.assertEqual(t["context"]["FL_ROLE"], role)
+            self.assertEqual(t["inputs_order"], ",".join(want["USER_INPUTS"]))
+            self.assertEqual((t["cpu_model"], t["nic_default"], t["os"]["firmware"]),
+                             ({"model": "host-passthrough"}, {"model": "virtio"}, "BIOS"))
+
+    def test_refusals_name_the_problem(self):
+        raw = os.path.join(self.tmp.name, "flower-sklearn.qcow2")
+        with open(raw, "wb") as fh:
+            fh.write(b"\0" * 4096)
+        r = subprocess.run([META, FLOWER_INIT, self.out, "https://x", "1", raw], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("format 'raw', not qcow2", r.stderr)
+        r = subprocess.run([FLOWER_INIT, "marketplace", "--framework", "sklearn", "--version", "1", "--url", "u",
+                            "--virtual-size", "1", "--md5", "abc", "--sha256", "0" * 64, "--creation-time", "1",
+                            "--out", self.out], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn('--md5 "abc": not 32 hex digits', r.stderr)
+        r = subprocess.run([FLOWER_INIT, "marketplace", "--framework", "caffe"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--framework", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
