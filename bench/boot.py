@@ -10,7 +10,10 @@ Both boot through tests/vm/qemu.py's Vm (the one place that builds qemu command 
 the same flags: -accel tcg -cpu max (--accel auto: KVM when a real guest runs under it) -m 2048
 -smp N -M pc, serial console on stdout, -nodefaults.
 
-usage: bench/boot.py PROFILE LABEL [--smp N] [--extra-qemu ...]   -> one summary line (JSON)
+usage: bench/boot.py PROFILE LABEL [--smp N] [--boot direct|bios|uefi] [--extra-qemu ...]   -> one summary line (JSON)
+
+--boot bios|uefi boots the appliance qcow2 (`make appliance`) through its firmware and GRUB
+instead of -kernel/-initrd; `make bench-qcow2` interleaves the three.
 """
 import argparse, json, os, re, shutil, subprocess, sys
 
@@ -42,6 +45,13 @@ def main():
     ap.add_argument("--variant", choices=["same", "default"], default="default",
                     help="flower-init profile: 'same' runs Flower as the baseline does (--insecure, in-memory "
                          "state); 'default' as the appliance does (TLS with its own CA, --database on the state disk)")
+    ap.add_argument("--boot", choices=["direct", "bios", "uefi"], default="direct",
+                    help="flower-init profile: direct = qemu -kernel/-initrd with the image and a state disk; "
+                         "bios/uefi = the appliance qcow2 (make appliance) booted by SeaBIOS/OVMF through GRUB, "
+                         "a fresh qcow2 overlay on it per run (OpenNebula's non-persistent image)")
+    ap.add_argument("--disk", default=os.path.join(B, "appliance", "flower-sklearn.qcow2"),
+                    help="--boot bios|uefi: the appliance disk")
+    ap.add_argument("--machine", default="pc", help="qemu machine type (pc: context CD on IDE; q35: on SATA)")
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--accel", choices=["tcg", "kvm", "auto"], default="tcg",
                     help="the published comparison is TCG on both sides; auto: FLOWER_INIT_ACCEL, else KVM "
@@ -51,7 +61,7 @@ def main():
     a = ap.parse_args()
     tmp = os.path.join(B, "bench", "run")
     os.makedirs(tmp, exist_ok=True)
-    same = dict(memory=2048, smp=a.smp, accel=a.accel, extra=a.qemu_extra, logdir=a.logdir)
+    same = dict(memory=2048, smp=a.smp, accel=a.accel, extra=a.qemu_extra, logdir=a.logdir, machine=a.machine)
     if a.profile == "baseline":
         img = os.path.join(tmp, f"{a.label}.img")
         subprocess.run(["cp", "--sparse=always", os.path.join(B, "baseline", "appliance.img"), img], check=True)
@@ -73,9 +83,18 @@ def main():
             variables.update({"FL_TLS_ENABLED": "YES"})
         contextsh.write(ctx, variables)
         iso = make_iso(ctx, os.path.join(tmp, f"{a.label}.iso"))
-        img = make_ext4(os.path.join(tmp, f"{a.label}.img"), "FL_STATE", 256)
-        vm = Vm(a.label, kernel_path(PINNED_KERNEL_DIR), os.path.join(B, "initramfs.cpio"), "console=ttyS0 panic=-1",
-                disks=[Disk(a.image, readonly=True), Disk(img)], cdrom=iso, nics=[Nic(MAC, user_net="192.168.150.0/24")], **same)
+        nic = Nic(MAC, user_net="192.168.150.0/24")
+        if a.boot == "direct":
+            img = make_ext4(os.path.join(tmp, f"{a.label}.img"), "FL_STATE", 256)
+            vm = Vm(a.label, kernel_path(PINNED_KERNEL_DIR), os.path.join(B, "initramfs.cpio"), "console=ttyS0 panic=-1",
+                    disks=[Disk(a.image, readonly=True), Disk(img)], cdrom=iso, nics=[nic], **same)
+        else:
+            img = os.path.join(tmp, f"{a.label}.qcow2")
+            if os.path.exists(img):
+                os.unlink(img)
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", os.path.abspath(a.disk), img], check=True)
+            vm = Vm(a.label, None, None, None, disks=[Disk(img, fmt="qcow2", boot=True)], cdrom=iso, nics=[nic],
+                    firmware=a.boot, **same)
         marker = "marker_flower_init"
     load0 = os.getloadavg()[0]
     vm.start()
@@ -100,6 +119,7 @@ def main():
             if k not in seen and rx.search(line):
                 seen[k] = round(t, 3)
     res = {"profile": a.profile if a.profile == "baseline" else f"flower-init/{a.variant}", "label": a.label, "smp": a.smp,
+           "boot": a.boot if a.profile == "flower-init" else None,
            "accel": vm.accel_used, "marker": seen.get(marker), "marks": seen, "qemu_exit": round(vm.elapsed(), 3), "rc": rc,
            "hostload": round(load0, 2)}
     print(json.dumps(res))

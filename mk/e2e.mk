@@ -2,8 +2,8 @@
 # `make e2e`, the same three nodes on the host (service mode in namespaces), with fault drills.
 
 .PHONY: demo e2e
-## demo             the local federation: stand-in + SuperLink + 2 SuperNode VMs under qemu booted by flower-init, TLS, 3 rounds, summary
-demo: build initramfs image kernel
+## demo             the local federation: stand-in + SuperLink + 2 SuperNode VMs under qemu, each booting the qcow2 (SeaBIOS / OVMF), TLS, 3 rounds, summary
+demo: build initramfs image kernel appliance
 	$(PYTHON) tests/e2e/demo.py --rounds $${ROUNDS:-3}
 
 ## e2e              SuperLink + 2 SuperNodes as flower-init service-mode nodes in network namespaces, TLS, 3 rounds, fault drills

@@ -18,8 +18,9 @@ net-test: setup
 TEST_TARGETS += net-test
 
 .PHONY: vm-test
-## vm-test          the harness's KVM probe and silent-guest guard (tests/vm/test_qemu.py), then flower-init as PID 1 under qemu: SuperLink to /health, static IP, runc, power button; broken context (q35/SATA) -> 503; GPU fallback
-vm-test: initramfs image kernel
+## vm-test          the harness's KVM probe and silent-guest guard (tests/vm/test_qemu.py), then flower-init as PID 1 under qemu: SuperLink to /health, static IP, runc, power button; broken context (q35/SATA) -> 503; GPU fallback; then the qcow2 booted by SeaBIOS and OVMF (appliance-vm-test)
+vm-test: initramfs image kernel appliance
 	$(PYTHON) tests/vm/test_qemu.py
 	$(PYTHON) tests/vm/vm_test.py
+	$(PYTHON) tests/vm/appliance_test.py --framework $(FRAMEWORK)
 TEST_TARGETS += vm-test

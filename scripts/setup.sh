@@ -21,6 +21,12 @@ pkgs=(
     openssl           # the e2e wrong-CA drill makes a CA flower-init never saw
     kmod              # depmod: modules.dep/modules.alias of the pinned kernel package
     python3-venv      # Debian's python for the image's venv tooling
+    gdisk             # sgdisk: the appliance disk's GPT (make appliance), checked by the tests
+    dosfstools        # mkfs.vfat: the appliance disk's EFI system partition
+    mtools            # mcopy/mmd: files into that FAT without mounting it
+    grub-pc-bin       # GRUB for BIOS (i386-pc modules, boot.img); not grub-pc, which installs on this host's disk
+    grub-efi-amd64-bin  # GRUB for UEFI (x86_64-efi modules)
+    ovmf              # UEFI firmware for the qcow2 boot tests (OpenNebula's OS/FIRMWARE=UEFI)
 )
 missing=()
 for p in "${pkgs[@]}"; do

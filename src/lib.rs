@@ -7,7 +7,7 @@
 //!
 //! - base: [`vocab`], [`error`], [`secret`], [`fsutil`], [`logger`], [`status`], [`args`]
 //! - machine: [`context`], [`cdrom`], [`net`], [`mount`], [`kmod`], [`acpi`], [`health`],
-//!   [`supervisor`], [`power`], [`container`], [`gpu`]
+//!   [`supervisor`], [`power`], [`container`], [`gpu`], [`grow`]
 //! - configuration: [`vars`], [`config`]
 //! - services: [`tls`], [`runconfig`], [`image`], [`flower`], [`onegate`], [`oneflow`], [`gateway`]
 //! - boot: [`appliance`], then the two boot scripts [`pid1`] and [`service`]
@@ -27,6 +27,7 @@ pub mod flower;
 pub mod fsutil;
 pub mod gateway;
 pub mod gpu;
+pub mod grow;
 pub mod health;
 pub mod image;
 pub mod kmod;

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::power::{self, Mode, Pid1};
 use crate::supervisor::{self, Supervisor};
 use crate::vocab::{Role, STATE_DIR};
-use crate::{gpu, kmod, logger, mount};
+use crate::{gpu, grow, kmod, logger, mount};
 use std::path::Path;
 
 /// Where the appliance image is mounted before it becomes `/`.
@@ -122,8 +122,8 @@ fn machine_steps(boot: &mut Boot) -> std::result::Result<Option<Config>, Failed>
         let mut notes = Vec::new();
         let warn = match &image.state {
             Some(dev) => {
-                mount::mount_ext4(dev, state, false)?;
-                notes.push(format!("state {} on {}", dev.display(), state.display()));
+                let grew = grow_state(dev, state)?;
+                notes.push(format!("state {} on {}{grew}", dev.display(), state.display()));
                 false
             }
             None => {
@@ -144,6 +144,27 @@ fn machine_steps(boot: &mut Boot) -> std::result::Result<Option<Config>, Failed>
         Ok(((), if warn { Note::Warn(note) } else { Note::Ok(note) }))
     })?;
     Ok(Some(cfg))
+}
+
+/// Mount the state partition read-write at `state`, grown first to the end of a disk that was
+/// resized (`onevm disk-resize`): the GPT entry and the kernel's partition before the mount,
+/// the ext4 online after it. A failed growth is a warning: the state mounts at its old size.
+/// Returns the note's suffix (empty when nothing grew).
+fn grow_state(dev: &Path, state: &Path) -> crate::error::Result<String> {
+    let mib = |b: u64| b >> 20;
+    let mut note = String::new();
+    match grow::grow_partition(Path::new("/sys"), Path::new("/dev"), dev) {
+        Ok(Some((old, new))) => note = format!("; partition grown from {} to {} MiB", mib(old), mib(new)),
+        Ok(None) => {}
+        Err(e) => log::warn!("{e}: the state keeps its size"),
+    }
+    mount::mount_ext4(dev, state, false)?;
+    match grow::grow_ext4(dev, state) {
+        Ok(Some((old, new))) => note += &format!("; ext4 grown from {} to {} MiB", mib(old), mib(new)),
+        Ok(None) => {}
+        Err(e) => log::warn!("{e}: the state keeps its size"),
+    }
+    Ok(note)
 }
 
 /// initramfs' modules are still there). Never fails the boot: no GPU is a warning.

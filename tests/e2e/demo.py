@@ -3,11 +3,14 @@
 
 A OneFlow-like deployment of the committed service template (oneflow/flower-7.json) on this
 machine: the OneGate/OneFlow stand-in, then one SuperLink VM and, once OneFlow's ready gate
-releases them (the SuperLink reported READY), two SuperNode VMs. Each VM is a real kernel under
-qemu (KVM only when a real guest runs under it, else TCG; FLOWER_INIT_ACCEL=kvm|tcg overrides)
-whose init is flower-init from build/initramfs.cpio;
-the appliance image is its read-only disk, a fresh ext4 disk labelled FL_STATE its state, and
-its context an ISO9660 CD generated from the template and the per-VM values the way OpenNebula
+releases them (the SuperLink reported READY), two SuperNode VMs. Each VM boots the product,
+build/appliance/flower-sklearn.qcow2 (`make appliance`), as OpenNebula starts a non-persistent
+image: a qcow2 overlay on it is the VM's virtio disk, booted by the firmware through GRUB (no
+-kernel), the SuperLink under SeaBIOS and the SuperNodes under UEFI (OVMF); the kernel on it
+runs flower-init, which finds the image and FL_STATE partitions on that disk (`--boot direct`:
+qemu -kernel/-initrd with the image and a fresh FL_STATE ext4 as separate disks, as before).
+KVM only when a real guest runs under it, else TCG (FLOWER_INIT_ACCEL=kvm|tcg overrides). Its
+context is an ISO9660 CD generated from the template and the per-VM values the way OpenNebula
 would (tests/e2e/one.py). The VMs share a bridge in a network namespace of their own (tap
 devices); nothing touches the host's network. TLS is on (the SuperLink makes its CA, the
 SuperNodes fetch it through OneGate), FL_USE_CASE is tabular-classification: the breast-cancer
@@ -24,6 +27,7 @@ the namespace.
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -45,6 +49,8 @@ BUILD = federation.BUILD
 LOGS = os.path.join(BUILD, "logs")
 INITRD = os.path.join(ROOT, "build", "initramfs.cpio")
 IMAGE = os.path.join(ROOT, "build", "image", "sklearn", "image.squashfs")
+APPLIANCE = os.path.join(ROOT, "build", "appliance", "flower-sklearn.qcow2")
+BOOT = "qcow2"  # or "direct" (--boot)
 READY_WITHIN = 900  # TCG, three VMs on two cores
 
 
@@ -73,14 +79,30 @@ class VmNode:
                 os.unlink(os.path.join(ctx, f))
         contextsh.write(ctx, self.vm.context, token=self.vm.token)
         self.iso = make_iso(ctx, os.path.join(self.dir, "context.iso"))
-        self.state = make_ext4(os.path.join(self.dir, "state.img"), "FL_STATE", 512)
+        if BOOT == "qcow2":
+            # The VM's own disk: a qcow2 overlay on the imported image (non-persistent image).
+            self.disk = os.path.join(self.dir, "disk.qcow2")
+            if os.path.exists(self.disk):
+                os.unlink(self.disk)
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", APPLIANCE, self.disk], check=True)
+            self.firmware = "bios" if self.vm.role == "superlink" else "uefi"
+            self.booted = f"its qcow2 disk, q35, {'SeaBIOS' if self.firmware == 'bios' else 'OVMF (UEFI)'} -> GRUB -> kernel (no -kernel)"
+        else:
+            self.state = make_ext4(os.path.join(self.dir, "state.img"), "FL_STATE", 512)
+            self.firmware = "bios"
+            self.booted = "qemu -kernel/-initrd, image and FL_STATE as separate disks"
         topo.add_tap(self.tap)
 
     def start(self):
-        self.qemu = Vm(self.name, kernel_path(PINNED_KERNEL_DIR), INITRD, "console=ttyS0 panic=-1",
-                       disks=[Disk(IMAGE, readonly=True), Disk(self.state)], cdrom=self.iso,
-                       nics=[Nic(self.vm.mac, tap=self.tap)], memory=2048, logdir=LOGS,
-                       netns=self.fed.topo.bridge_ns)
+        common = dict(cdrom=self.iso, nics=[Nic(self.vm.mac, tap=self.tap)], memory=2048, logdir=LOGS,
+                      netns=self.fed.topo.bridge_ns)
+        if BOOT == "qcow2":
+            # q35 (the context CD on SATA): OVMF on machine pc leaves Linux no IDE CD (docs/image.md).
+            self.qemu = Vm(self.name, None, None, None, disks=[Disk(self.disk, fmt="qcow2", boot=True)],
+                           firmware=self.firmware, machine="q35", **common)
+        else:
+            self.qemu = Vm(self.name, kernel_path(PINNED_KERNEL_DIR), INITRD, "console=ttyS0 panic=-1",
+                           disks=[Disk(IMAGE, readonly=True), Disk(self.state)], **common)
         self.qemu.start()
         self.proc = self.qemu.proc
         self.t_start = self.qemu.t0
@@ -165,6 +187,7 @@ class Demo(federation.Federation):
             print(f"{n.name:12} Flower healthy {at(r'flower-init: info: flower healthy')}, READY to OneGate "
                   f"{at(r'flower-init: info: step publish: ok')}, /health 200 {getattr(n, 'ready_after', 0):.1f}s"
                   f" after qemu start ({n.qemu.accel_used})")
+            print(f"{'':12} booted from {n.booted}: kernel at {at(r'Linux version')}")
             print(f"{'':12} {steps}")
             print(f"{'':12} flower-init peak RSS {self.peak_rss(n)}")
         print("rounds:")
@@ -197,11 +220,16 @@ def main():
     ap.add_argument("--use-case", default="tabular-classification")
     ap.add_argument("--strategy", default="FedAvg")
     ap.add_argument("--keep", action="store_true", help="keep the network namespace for inspection")
+    ap.add_argument("--boot", choices=["qcow2", "direct"], default="qcow2",
+                    help="qcow2: each VM boots an overlay of build/appliance/flower-sklearn.qcow2 through its firmware "
+                         "(the product); direct: qemu -kernel/-initrd with separate image and state disks")
     args = ap.parse_args()
+    global BOOT
+    BOOT = args.boot
     args.drills = False
     if os.geteuid() != 0:
         raise SystemExit("demo: needs root (a network namespace with a bridge and tap devices)")
-    for p in (INITRD, IMAGE, PINNED_KERNEL_DIR):
+    for p in (APPLIANCE,) if BOOT == "qcow2" else (INITRD, IMAGE, PINNED_KERNEL_DIR):
         if not os.path.exists(p):
             raise SystemExit(f"demo: {p} is missing: run `make demo` (it builds everything first)")
     try:

@@ -201,8 +201,17 @@ def free_port():
 
 
 class Disk:
-    def __init__(self, path, readonly=False, fmt="raw"):
-        self.path, self.readonly, self.fmt = path, readonly, fmt
+    """A virtio disk. boot=True: the disk the firmware boots (libvirt's `<boot order='1'/>`,
+    qemu's bootindex), for VMs started without -kernel."""
+
+    def __init__(self, path, readonly=False, fmt="raw", boot=False):
+        self.path, self.readonly, self.fmt, self.boot = path, readonly, fmt, boot
+
+
+# Debian's ovmf package (scripts/setup.sh): the 4 MiB flash layout, without Secure Boot, as
+# OpenNebula's OS/FIRMWARE=UEFI picks on Debian/Ubuntu hosts.
+OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 
 
 class Nic:
@@ -219,8 +228,15 @@ class Vm:
 
     def __init__(self, name, kernel, initrd, append, disks=(), cdrom=None, nics=(), machine="pc",
                  memory=2048, smp=1, accel="auto", logdir="build/vm-logs", netns=None, extra=(),
-                 silent_within=SILENT_WITHIN):
+                 silent_within=SILENT_WITHIN, firmware="bios"):
+        """kernel=None: no -kernel/-initrd/-append; the firmware boots the disk marked boot.
+        firmware: "bios" (qemu's SeaBIOS) or "uefi" (OVMF, with a per-VM copy of its
+        variable store in logdir)."""
+        if firmware not in ("bios", "uefi"):
+            raise ValueError(f"firmware {firmware!r}: bios or uefi")
         self.name, self.kernel, self.initrd, self.append = name, kernel, initrd, append
+        self.firmware = firmware
+        self.logdir = logdir
         self.disks, self.cdrom, self.nics, self.machine = list(disks), cdrom, list(nics), machine
         self.memory, self.smp, self.accel, self.netns, self.extra = memory, smp, accel, netns, list(extra)
         self.silent_within = silent_within
@@ -235,6 +251,7 @@ class Vm:
         self.t0 = None
         self.accel_used = self.accel_why = None
         self.failure = None  # set when the watchdog killed a silent guest
+        self.command_line = []  # what start() ran
         self.readers = []
         self.log = None
 
@@ -242,11 +259,21 @@ class Vm:
         accel, self.accel_used, self.accel_why = accel_args(self.accel)
         cmd = [QEMU, *accel, "-M", self.machine, "-m", str(self.memory), "-smp", str(self.smp),
                "-display", "none", "-vga", "none", "-nodefaults", "-no-reboot",
-               "-serial", "stdio", "-monitor", f"unix:{self.monitor_path},server,nowait",
-               "-kernel", self.kernel, "-initrd", self.initrd, "-append", self.append]
+               "-serial", "stdio", "-monitor", f"unix:{self.monitor_path},server,nowait"]
+        if self.kernel:
+            cmd += ["-kernel", self.kernel, "-initrd", self.initrd, "-append", self.append]
+        if self.firmware == "uefi":
+            vars_copy = os.path.join(self.logdir, f"{self.name}.OVMF_VARS.fd")
+            shutil.copyfile(OVMF_VARS, vars_copy)
+            cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+                    "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
         for i, d in enumerate(self.disks):
             ro = ",readonly=on" if d.readonly else ""
-            cmd += ["-drive", f"file={d.path},format={d.fmt},if=virtio{ro}"]
+            if d.boot:
+                cmd += ["-drive", f"file={d.path},format={d.fmt},if=none,id=disk{i}{ro}",
+                        "-device", f"virtio-blk-pci,drive=disk{i},bootindex=1"]
+            else:
+                cmd += ["-drive", f"file={d.path},format={d.fmt},if=virtio{ro}"]
         if self.cdrom:
             if self.machine.startswith("q35"):
                 # q35: the CD on the ICH9 AHCI (SATA) controller, as OpenNebula attaches it there.
@@ -271,6 +298,7 @@ class Vm:
         if os.path.exists(self.monitor_path):
             os.unlink(self.monitor_path)
         cmd = self.command()
+        self.command_line = cmd
         self.log = open(self.log_path, "w", buffering=1)
         self.log.write(f"# accelerator {self.accel_used} ({self.accel_why})\n# " + " ".join(cmd) + "\n")
         self.t0 = time.monotonic()
