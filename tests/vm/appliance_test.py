@@ -175,7 +175,10 @@ def check_grown(disk, label):
 def context(name):
     d = os.path.join(BUILD, name, "context")
     shutil.rmtree(d, ignore_errors=True)
-    contextsh.write(d, {**NET, "FL_ROLE": "superlink", "FL_TLS_ENABLED": "YES", "SET_HOSTNAME": "superlink-0"})
+    # /status answers loopback and FL_STATUS_ALLOW only: the forwarded port arrives from qemu's
+    # user-mode gateway, as an operator's monitoring host would from its network.
+    contextsh.write(d, {**NET, "FL_ROLE": "superlink", "FL_TLS_ENABLED": "YES", "SET_HOSTNAME": "superlink-0",
+                        "FL_STATUS_ALLOW": "192.168.150.0/24"})
     return make_iso(d, os.path.join(BUILD, name, "context.iso"))
 
 
