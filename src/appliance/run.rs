@@ -174,8 +174,12 @@ pub(super) fn follow(b: &mut Boot, node: &mut Node) {
     run.last = Some(st);
 }
 
-/// One line of the SuperLink's output, for the run's watchdog.
+/// One line of Flower's output: the SuperLink's for the run's watchdog, the SuperNode's for
+/// the rounds it takes part in.
 pub(super) fn on_output_line(node: &mut Node, line: &str) {
+    if node.role() == crate::vocab::Role::SuperNode {
+        node.participation.on_line(line);
+    }
     if let Some(run) = &mut node.run {
         run.watch.on_line(line);
     }
