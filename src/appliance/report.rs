@@ -233,8 +233,8 @@ mod tests {
     }
 
     /// `/metrics` pages of the real report types (issue #21): a SuperLink mid-run with its
-    /// gateway, a SuperNode with a GPU, a SuperLink failed at its TLS step. `make metrics-test`
-    /// writes them ([`write_metrics_pages`]) and runs `promtool check metrics` on each.
+    /// gateway, the same SuperLink waiting for its nodes while its gateway restarts, a
+    /// SuperNode with a GPU, a SuperLink failed at its TLS step. `make metrics-test` writes them ([`write_metrics_pages`]) and runs `promtool check metrics` on each.
     pub(crate) fn metrics_pages() -> Vec<(&'static str, String)> {
         use super::*;
         use crate::status::{Outcome, Status};
@@ -311,6 +311,13 @@ mod tests {
         };
         st.set_sections(&report);
         pages.push(("superlink", crate::health::metrics::render(&st, &crate::health::Stats { answered: 30, ..Default::default() })));
+        // The same SuperLink earlier: its run waits for the minimum of nodes, the gateway
+        // process restarting (no counters yet).
+        let mut waiting = report;
+        waiting.gateway = Some(super::super::expose::section(None, &info, None, 1));
+        waiting.run = waiting.run.map(|r| runconfig::AppStatus { status: "waiting".into(), round: 0, loss: None, accuracy: None, connected_nodes: Some(1), ..r });
+        st.set_sections(&waiting);
+        pages.push(("superlink-waiting", crate::health::metrics::render(&st, &crate::health::Stats::default())));
 
         // SuperNode with a GPU, two rounds in.
         let mut st = Status::default();
@@ -370,7 +377,7 @@ mod tests {
         has("superlink", "flower_init_tls_cert_expiry_timestamp_seconds 1827914400");
         has("superlink", "flower_init_onegate_requests_total{result=\"ok\"} 11");
         has("supernode", "flower_init_gpu_available 1");
-        has("supernode", "flower_init_gpu_count 1");
+        has("supernode", "flower_init_gpus 1");
         has("supernode", "flower_init_supernode_partition_id 1");
         has("supernode", "flower_init_supernode_rounds_participated_total 2");
         has("supernode", "flower_init_onegate_pending_attributes 1");
@@ -380,6 +387,11 @@ mod tests {
         has("failed", "flower_init_health_forbidden_total 3");
         assert!(!pages["supernode"].contains("flower_init_run_"), "a SuperNode has no run");
         assert!(!pages["failed"].contains("flower_init_flower_up"), "no container yet");
+        has("superlink-waiting", "flower_init_run_connected_nodes 1");
+        has("superlink-waiting", "flower_init_run_status{status=\"waiting\"} 1");
+        has("superlink-waiting", "flower_init_gateway_up 0");
+        has("superlink-waiting", "flower_init_gateway_restarts_total 1");
+        assert!(!pages["superlink-waiting"].contains("flower_init_run_loss") && !pages["superlink-waiting"].contains("flower_init_gateway_requests_total"));
     }
 
     /// `make metrics-test`: the pages above written to `$FI_METRICS_PAGES/<node>.prom` for

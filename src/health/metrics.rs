@@ -315,7 +315,7 @@ fn gpu(p: &mut Page, g: &Value) {
         return;
     }
     p.single("flower_init_gpu_available", Kind::Gauge, "1 when a GPU is given to Flower.", flag(g["available"] == true));
-    p.single("flower_init_gpu_count", Kind::Gauge, "GPUs found.", g["gpus"].as_array().map_or(0, Vec::len) as f64);
+    p.single("flower_init_gpus", Kind::Gauge, "GPUs found.", g["gpus"].as_array().map_or(0, Vec::len) as f64);
 }
 
 /// The SuperLink's run, from the app's status file.

@@ -1,0 +1,15 @@
+# Monitoring (issue #21): /metrics pages through promtool, the dashboard's metric names, the
+# Prometheus scrape example. The pages come from the real report types (a lib test writes
+# them) and from the built binary's health port over HTTP; no VM, no root.
+
+METRICS_PAGES := $(BUILD)/metrics
+
+.PHONY: metrics-test
+## metrics-test  promtool check metrics on every /metrics page the tests render (SuperLink, SuperNode, failed, a live `supervise`), the dashboard's metrics exist, promtool check config on the scrape example
+metrics-test: setup
+	rm -rf $(METRICS_PAGES) && mkdir -p $(METRICS_PAGES)
+	FI_METRICS_PAGES=$(abspath $(METRICS_PAGES)) cargo test --locked --lib appliance::report::tests::write_metrics_pages -- --ignored --exact
+	cargo build --locked
+	$(PYTHON) tests/metrics/check.py --pages $(METRICS_PAGES) --binary target/debug/flower-init \
+		--dashboard monitoring/grafana-dashboard.json --prometheus-config monitoring/prometheus.yml
+TEST_TARGETS += metrics-test
