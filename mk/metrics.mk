@@ -13,3 +13,9 @@ metrics-test: setup
 	$(PYTHON) tests/metrics/check.py --pages $(METRICS_PAGES) --binary target/debug/flower-init \
 		--dashboard monitoring/grafana-dashboard.json --prometheus-config monitoring/prometheus.yml
 TEST_TARGETS += metrics-test
+
+.PHONY: report-test
+## report-test  the HTML report (tools/report.py) of a recorded run opens in headless Chromium with its charts (boot timelines, loss/accuracy per round); make demo/e2e write build/{demo,e2e}/report.html
+report-test: setup
+	$(PYTHON) tools/test_report.py
+TEST_TARGETS += report-test

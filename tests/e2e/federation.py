@@ -34,9 +34,11 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 import contextsh  # noqa: E402
 import netns  # noqa: E402
 import one  # noqa: E402
+import report  # noqa: E402
 
 # FI_E2E_PREFIX / FI_E2E_SUBNET: another namespace prefix and /24 (a.b.c), so two checkouts on one
 # machine can run the federation at the same time without tearing down each other's namespaces.
@@ -263,6 +265,7 @@ class Federation:
             st = wait(f"{n.name} ready", lambda: (lambda s: s if s["phase"] == "ready" else None)(self.status(n)), 300)
             n.ready_after = time.monotonic() - n.t_start
             n.timeline = st["timeline"]["steps"]
+            n.status_doc = st
             log(f"{n.name}: ready {n.ready_after:.1f}s after flower-init started")
 
     def superlink(self):
@@ -572,6 +575,18 @@ class Federation:
         for (rid, rnd), r in sorted(self.rounds_seen.items()):
             print(f"  run {rid} round {rnd}: loss={r.get('loss')} accuracy={r.get('accuracy')}")
         print(f"final: {final['status']} after round {final['round']}; logs in {BUILD}/")
+        self.write_report(final, "flower-init federation (host, service mode)")
+
+    def write_report(self, final, title):
+        """BUILD/report.html (and the run record it is drawn from, BUILD/report.json): each
+        node's boot timeline and loss/accuracy per round (tools/report.py); prints its path. A
+        report that cannot be written is said, not a failure of the run."""
+        try:
+            rec = report.record(title, self.nodes, self.rounds_seen, self.round_times, final)
+            path = report.write(rec, os.path.join(BUILD, "report.json"), os.path.join(BUILD, "report.html"))
+            print(f"report: {path}")
+        except Exception as e:  # noqa: BLE001: the run's result stands either way
+            print(f"report: not written: {e!r}")
 
 
 # The slow-app drill's CPU share of one CPU (%). A cold import of Flower's ClientApp entry point
