@@ -8,18 +8,24 @@ Pages:
   a failed boot);
 - one page served live over HTTP by the built binary's `supervise` (the health port's own
   renderer and headers), fetched from 127.0.0.1 and written to DIR/supervise.prom.
-The Prometheus scrape example is checked with `promtool check config`.
+The Prometheus scrape example is checked with `promtool check config`. A real Prometheus
+server (tests/e2e/prom.py, what `make e2e` runs too) scrapes the live page: every target up,
+the phase queryable, the health port's answered counter seen rising through its query API.
 """
 import argparse
 import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
+import prom  # noqa: E402
 
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
@@ -29,11 +35,19 @@ def fail(msg):
     sys.exit(1)
 
 
-def live_page(binary, out):
-    """Start `supervise` on a free loopback port, fetch /metrics, stop it by its pid."""
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def live(binary, out, workdir):
+    """Start `supervise` on a free loopback port, fetch /metrics into `out`, let a real
+    Prometheus scrape it; stop both by their pids."""
     proc = subprocess.Popen(
         [binary, "supervise", "--health-addr", "127.0.0.1", "--health-port", "0", "--", "sleep", "600"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = None
     try:
         addr = None
         lines = []
@@ -51,8 +65,22 @@ def live_page(binary, out):
         if ctype != "text/plain; version=0.0.4; charset=utf-8":
             fail(f"/metrics Content-Type {ctype!r}")
         out.write_text(body)
+        server = prom.Prometheus(str(workdir), [addr], interval=1, port=free_port()).start()
+        t0 = time.time()
+        server.all_up()
+        answered = 'flower_init_health_connections_total{job="flower-init",result="answered"}'
+        server.wait("three scrapes answered", lambda: [v for _, v in server.query(answered) if v >= 3], 60)
+        ((_, values),) = server.series(answered, t0 - 1, time.time(), step=1)
+        if not prom.rising(values):
+            fail(f"the answered counter did not rise in Prometheus: {values}")
+        ready = server.query('flower_init_phase{phase="ready"}')
+        if [v for _, v in ready] != [1.0]:
+            fail(f"Prometheus sees the phase {ready}")
+        print(f"metrics-test: a real Prometheus scraped {addr}/metrics: up, phase ready, answered counter {values[0]:g} -> {values[-1]:g}")
         return body
     finally:
+        if server:
+            server.stop()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
@@ -101,7 +129,7 @@ def main():
     ap.add_argument("--prometheus-config", required=True, type=Path)
     a = ap.parse_args()
     t0 = time.monotonic()
-    live_page(a.binary, a.pages / "supervise.prom")
+    live(a.binary, a.pages / "supervise.prom", a.pages.parent / "metrics-prometheus")
     pages = sorted(a.pages.glob("*.prom"))
     want = {"superlink.prom", "superlink-waiting.prom", "supernode.prom", "failed.prom", "supervise.prom"}
     if not want <= {p.name for p in pages}:
