@@ -65,6 +65,8 @@ def live(binary, out, workdir):
         if ctype != "text/plain; version=0.0.4; charset=utf-8":
             fail(f"/metrics Content-Type {ctype!r}")
         out.write_text(body)
+        if not re.search(r'^flower_init_info\{version="flower-init [^"]+",role=""\} 1$', body, re.M):
+            fail(f"supervise's page names no version:\n{body[:400]}")
         server = prom.Prometheus(str(workdir), [addr], interval=1, port=free_port()).start()
         t0 = time.time()
         server.all_up()
