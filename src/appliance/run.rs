@@ -41,6 +41,11 @@ impl Follow {
     pub(super) fn ended(&self) -> bool {
         self.last.as_ref().is_some_and(|s| s.status == "completed" || s.status == "failed")
     }
+
+    /// One line of the SuperLink's output, for the run's watchdog.
+    pub(super) fn on_output_line(&mut self, line: &str) {
+        self.watch.on_line(line);
+    }
 }
 
 /// SuperLink with FL_USE_CASE: submit the bundled app with the run config from the context,
@@ -174,16 +179,6 @@ pub(super) fn follow(b: &mut Boot, node: &mut Node) {
     run.last = Some(st);
 }
 
-/// One line of Flower's output: the SuperLink's for the run's watchdog, the SuperNode's for
-/// the rounds it takes part in.
-pub(super) fn on_output_line(node: &mut Node, line: &str) {
-    if node.role() == crate::vocab::Role::SuperNode {
-        node.participation.on_line(line);
-    }
-    if let Some(run) = &mut node.run {
-        run.watch.on_line(line);
-    }
-}
 
 /// Ask the watchdog whether the followed run can still progress; when it cannot, report it
 /// failed (FL_RUN_STATUS, FL_RUN_ERROR, `/status`) once. The run is left to Flower: should

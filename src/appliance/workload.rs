@@ -183,7 +183,12 @@ pub(super) fn run_argv(sv: &mut Supervisor, name: &str, argv: &[std::ffi::OsStri
 pub(super) fn on_event(b: &mut Boot, node: &mut Node, ev: Event) {
     match ev {
         Event::Line { line, .. } => {
-            super::run::on_output_line(node, &line);
+            if let Some(run) = &mut node.run {
+                run.on_output_line(&line);
+            }
+            if node.role() == crate::vocab::Role::SuperNode {
+                node.participation.on_line(&line);
+            }
             for l in node.ring.push(format!("{line}\n").as_bytes()) {
                 log::info!("{l}");
             }

@@ -73,6 +73,8 @@ class VmNode:
         return f"http://{self.vm.ip}:{federation.HEALTH}"
 
     def prepare(self, topo):
+        # /status answers loopback and FL_STATUS_ALLOW only; the demo reads it from the bridge.
+        self.vm.context.setdefault("FL_STATUS_ALLOW", topo.gateway)
         os.makedirs(self.dir, exist_ok=True)
         ctx = os.path.join(self.dir, "context")
         if os.path.isdir(ctx):
@@ -152,8 +154,10 @@ class Demo(federation.Federation):
                     raise AssertionError(n.qemu.failure or f"{n.name}: qemu {n.qemu.exit_status()}; console: {n.qemu.log_path}")
                 try:
                     st = self.status(n)
-                except Exception:
-                    continue  # not listening yet (kernel still booting)
+                except Exception as e:
+                    # Not listening yet (kernel still booting); say so if it answers but refuses.
+                    n.last_error = str(e)
+                    continue
                 running = [s["name"] for s in st["timeline"]["steps"] if s["outcome"] == "running"]
                 seen = (st["phase"], tuple(running))
                 if seen != n.seen:
@@ -169,7 +173,9 @@ class Demo(federation.Federation):
                     ready.add(n.name)
                     log(f"{n.name}: ready, /health 200, {n.ready_after:.1f}s after qemu started")
             if time.monotonic() - t0 > READY_WITHIN:
-                raise AssertionError(f"not every VM was READY within {READY_WITHIN}s")
+                why = "; ".join(f"{n.name}: {getattr(n, 'last_error', None) or n.seen}" for n in self.nodes
+                                if n.name not in ready)
+                raise AssertionError(f"not every VM was READY within {READY_WITHIN}s ({why})")
             time.sleep(1)
 
     def leftovers(self, n):

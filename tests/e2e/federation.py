@@ -224,6 +224,8 @@ class Federation:
         code, body = self.in_bridge(node.url + "/status")
         if code is None:
             raise RuntimeError(body)
+        if code == 403:
+            raise RuntimeError(f"{node.name}: /status answered 403 (is the harness in FL_STATUS_ALLOW?): {body[:200]}")
         return json.loads(body)
 
     def health(self, node):
