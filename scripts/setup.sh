@@ -27,6 +27,8 @@ pkgs=(
     grub-pc-bin       # GRUB for BIOS (i386-pc modules, boot.img); not grub-pc, which installs on this host's disk
     grub-efi-amd64-bin  # GRUB for UEFI (x86_64-efi modules)
     ovmf              # UEFI firmware for the qcow2 boot tests (OpenNebula's OS/FIRMWARE=UEFI)
+    prometheus        # promtool: every /metrics page the tests produce is checked (make metrics-test)
+    chromium          # headless: the HTML report opens in a real browser with its charts (make report-test)
 )
 missing=()
 for p in "${pkgs[@]}"; do

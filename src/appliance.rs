@@ -80,6 +80,11 @@ struct Node {
     run: Option<run::Follow>,
     /// SuperLink with TLS: its certificates, checked by the supervision loop ([`renew`]).
     superlink_tls: Option<crate::tls::SuperLinkTls>,
+    /// The container's restarts after an exit, and its last exit.
+    restarts: u32,
+    last_exit: Option<report::LastExit>,
+    /// SuperNode: its partition and the rounds it took part in (from Flower's output).
+    participation: report::Participation,
 }
 
 impl Node {
@@ -155,6 +160,9 @@ fn new_node(boot: &Boot, cfg: Config, manifest: crate::image::Manifest, addrs: V
         gateway: None,
         run: None,
         superlink_tls: None,
+        restarts: 0,
+        last_exit: None,
+        participation: report::Participation::default(),
     }
 }
 

@@ -16,12 +16,14 @@
 //!
 //! Who may read what (issue #14): `/health` answers every source (a one-line body of a few
 //! hundred bytes at most); `/status` (boot timeline, container output, allow lists, versions)
-//! answers only [`Config::detail_allow`] (loopback, plus FL_STATUS_ALLOW once the context is
+//! and `/metrics` (the same state as Prometheus samples, [`metrics`], issue #21)
+//! answer only [`Config::detail_allow`] (loopback, plus FL_STATUS_ALLOW once the context is
 //! validated), 403 otherwise. `/status` is rendered once per change of the [`Status`] (its
 //! version), not per request, and capped at [`MAX_STATUS_BYTES`].
 //!
 //! Request parsing and response rendering are pure functions, tested on bytes.
 
+pub mod metrics;
 mod owner;
 
 use crate::error::{Ctx, Result};
@@ -114,6 +116,8 @@ pub struct Stats {
     pub forbidden: u64,
     /// Times the `/status` document was rendered (once per change of the status).
     pub status_renders: u64,
+    /// `/metrics` pages served (rendered per request: they carry these counters).
+    pub metrics_renders: u64,
     /// Held right now.
     pub active: usize,
 }
@@ -444,7 +448,7 @@ pub fn parse_request(buf: &[u8], max: usize) -> Parsed {
 
 /// Whether `path` shows more than the verdict (only allowed sources may read it).
 pub fn is_detailed(path: &str) -> bool {
-    path == "/status"
+    path == "/status" || path == "/metrics"
 }
 
 /// The whole response for a parsed request from an allowed source: `/health` 200/503,
@@ -457,12 +461,12 @@ pub fn respond(method: &str, path: &str, status: &Status, stats: &Stats) -> Vec<
 /// [`respond`] with the `/status` cache and the source's right to details (403 without).
 pub fn respond_with(method: &str, path: &str, status: &Status, stats: &mut Stats, cache: &mut StatusCache, allowed: bool) -> Vec<u8> {
     let head = method == "HEAD";
-    let known = matches!(path, "/health" | "/status");
+    let known = matches!(path, "/health" | "/status" | "/metrics");
     if known && method != "GET" && !head {
         return render(405, "text/plain", "method not allowed\n", false, Some("Allow: GET, HEAD"));
     }
     if is_detailed(path) && !allowed {
-        let body = "forbidden: /status answers loopback and FL_STATUS_ALLOW (default: FL_CONTROL_ALLOW); /health is open\n";
+        let body = "forbidden: /status and /metrics answer loopback and FL_STATUS_ALLOW (default: FL_CONTROL_ALLOW); /health is open\n";
         return render(403, "text/plain", body, head, None);
     }
     match path {
@@ -479,6 +483,10 @@ pub fn respond_with(method: &str, path: &str, status: &Status, stats: &mut Stats
                 None => format!("{doc}\n"),
             };
             render(200, "application/json", &body, head, None)
+        }
+        "/metrics" => {
+            stats.metrics_renders += 1;
+            render(200, metrics::CONTENT_TYPE, &metrics::render(status, stats), head, None)
         }
         _ => render(404, "text/plain", "not found\n", head, None),
     }
@@ -615,6 +623,9 @@ mod tests {
         let r = text(respond("POST", "/health", &st, &Stats::default()));
         assert!(r.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && r.contains("Allow: GET, HEAD\r\n"), "{r}");
         assert!(text(respond("DELETE", "/status", &st, &Stats::default())).starts_with("HTTP/1.1 405 "));
+        assert!(text(respond("POST", "/metrics", &st, &Stats::default())).starts_with("HTTP/1.1 405 "));
+        let r = text(respond("HEAD", "/metrics", &st, &Stats::default()));
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\n"), "{r}");
     }
 
     /// Drive a real server on loopback without the supervisor: accept, answer, evict, expire.
@@ -726,11 +737,16 @@ mod tests {
         let r = exchange(&mut srv, &st, &mut connect_from(other, addr), "GET /status HTTP/1.1\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n") && r.contains("FL_STATUS_ALLOW"), "{r}");
         assert!(!r.contains("timeline"), "{r}");
+        let r = exchange(&mut srv, &st, &mut connect_from(other, addr), "GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n") && !r.contains("flower_init_"), "{r}");
         let r = exchange(&mut srv, &st, &mut connect_from(other, addr), "GET /health HTTP/1.1\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("ready\n"), "{r}");
         let r = exchange(&mut srv, &st, &mut connect_from(Ipv4Addr::LOCALHOST, addr), "GET /status HTTP/1.1\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.contains("\"timeline\""), "{r}");
-        assert_eq!(srv.stats().forbidden, 1);
+        let r = exchange(&mut srv, &st, &mut connect_from(Ipv4Addr::LOCALHOST, addr), "GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"), "{r}");
+        assert!(r.contains("\nflower_init_phase{phase=\"ready\"} 1\n") && r.contains("\nflower_init_health_forbidden_total 2\n"), "{r}");
+        assert_eq!(srv.stats().forbidden, 2);
         // FL_STATUS_ALLOW adds 127.0.0.2/32 (and loopback stays).
         srv.allow_status(&[Cidr::host(other.into())]);
         let r = exchange(&mut srv, &st, &mut connect_from(other, addr), "GET /status HTTP/1.1\r\n\r\n");
@@ -754,9 +770,11 @@ mod tests {
         srv.distrust_uids(&[me]);
         let r = exchange(&mut srv, &st, &mut TcpStream::connect(addr).unwrap(), "GET /status HTTP/1.1\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{r}");
+        let r = exchange(&mut srv, &st, &mut TcpStream::connect(addr).unwrap(), "GET /metrics HTTP/1.1\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{r}");
         let r = exchange(&mut srv, &st, &mut TcpStream::connect(addr).unwrap(), "GET /health HTTP/1.1\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
-        assert_eq!(srv.stats().forbidden, 1);
+        assert_eq!(srv.stats().forbidden, 2);
     }
 
     /// Issue #14 item 5: `/status` is rendered once per change, and capped.

@@ -156,6 +156,11 @@ impl Status {
         self.version
     }
 
+    /// The per-concern sections (`/status`'s `"sections"`; `/metrics` is rendered from them).
+    pub fn sections(&self) -> &serde_json::Value {
+        &self.sections
+    }
+
     /// The boot steps so far.
     pub fn timeline(&self) -> &Timeline {
         &self.timeline

@@ -124,7 +124,8 @@ fn supervise(blocked: SignalsBlocked, opts: &Opts) -> Result<i32> {
     log::info!("started {name} (pid {pid})");
     sv.forward_signals_to(Some(pid));
     sv.status_mut().ready();
-    sv.status_mut().set_sections(&Sections { supervise: Child { command: &opts.cmd, pid: pid.as_raw() } });
+    let init = Init { version: crate::args::version() };
+    sv.status_mut().set_sections(&Sections { supervise: Child { command: &opts.cmd, pid: pid.as_raw() }, init });
     let plan = Plan { grace: opts.grace, ..Plan::default() };
     let code = match sv.wait_exit_or_shutdown(pid) {
         Ok(status) => {
@@ -149,10 +150,17 @@ fn supervise(blocked: SignalsBlocked, opts: &Opts) -> Result<i32> {
     Ok(code)
 }
 
-/// `/status` sections of `supervise`: the command it runs.
+/// `/status` sections of `supervise`: the command it runs, and flower-init's version (what
+/// `/metrics`' `flower_init_info` shows).
 #[derive(serde::Serialize)]
 struct Sections<'a> {
     supervise: Child<'a>,
+    init: Init,
+}
+
+#[derive(serde::Serialize)]
+struct Init {
+    version: String,
 }
 
 #[derive(serde::Serialize)]

@@ -255,9 +255,9 @@ pub const VARS: &[Var] = &[
     v!("FL_ISOLATION", ["ONEAPP_FL_ISOLATION"], Both, Value("subprocess"), Rule::Words(ISOLATIONS), Flower,
        "Flower's `--isolation`: `subprocess` runs the ServerApp/ClientApp inside the Flower container; `process` expects a separate SuperExec."),
     v!("FL_HEALTH_PORT", ["ONEAPP_FL_HEALTH_PORT"], Both, Value("8081"), int(1, 65535), Flower,
-       "TCP port of flower-init's health endpoint (`GET /health`, `/status`); not 8000 or 9094 (Flower's)."),
+       "TCP port of flower-init's health endpoint (`GET /health`, `/status`, `/metrics`); not 8000 or 9094 (Flower's)."),
     v!("FL_STATUS_ALLOW", ["ONEAPP_FL_STATUS_ALLOW"], Both, Unset("FL_CONTROL_ALLOW's networks (loopback only when that is empty)"), Rule::CidrList, Flower,
-       "Sources allowed to read `/status` on the health port (boot timeline, container output, allow lists, versions); loopback always may, others get 403. `/health` stays open to every source (short body)."),
+       "Sources allowed to read `/status` and `/metrics` on the health port (boot timeline, container output, allow lists, versions; Prometheus metrics): add your Prometheus host here. Loopback always may, others get 403. `/health` stays open to every source (short body)."),
     v!("FL_DATABASE", ["ONEAPP_FL_DATABASE"], SuperLink, Value("state.db"), Rule::Database, Flower,
        "SuperLink `--database`: persistent state, so SuperNodes survive a SuperLink restart. Relative paths are under /var/lib/flower."),
     // Training.

@@ -5,6 +5,7 @@
 //! - `flower-init check`'s stdout and stderr (the built binary);
 //! - the boot's failure reason, which is what the log, `/health`, `/status` and FL_ERROR are
 //!   built from: the reason the `context`/`validate` steps record (`appliance::inputs`), served
+//!   (`/health`, `/status`, `/metrics`)
 //!   by the health port's own renderer and turned into OneGate attributes by
 //!   `onegate::failure_attributes`.
 
@@ -107,11 +108,13 @@ fn served(reason: &str) -> String {
     st.fail("context", reason);
     let health = respond("GET", "/health", &st, &Stats::default());
     let status = respond("GET", "/status", &st, &Stats::default());
+    let metrics = respond("GET", "/metrics", &st, &Stats::default());
     let fl_error = flower_init::onegate::failure_attributes(Some(Role::SuperLink), None, reason);
     format!(
-        "{reason}\n{}\n{}\n{fl_error:?}",
+        "{reason}\n{}\n{}\n{}\n{fl_error:?}",
         String::from_utf8_lossy(&health),
-        String::from_utf8_lossy(&status)
+        String::from_utf8_lossy(&status),
+        String::from_utf8_lossy(&metrics)
     )
 }
 

@@ -100,14 +100,7 @@ impl GatewayProc {
 
     /// `/status`'s `"gateway"`: the last counters, the configuration, the process.
     pub(super) fn stats_json(&self) -> serde_json::Value {
-        let mut v = self.stats.clone().unwrap_or_else(|| serde_json::json!({}));
-        if let (Some(obj), Some(info)) = (v.as_object_mut(), self.info.as_object()) {
-            for (k, val) in info {
-                obj.insert(k.clone(), val.clone());
-            }
-            obj.insert("process".into(), serde_json::json!({"pid": self.pid.map(|p| p.as_raw()), "restarts": self.restarts}));
-        }
-        v
+        section(self.stats.clone(), &self.info, self.pid.map(|p| p.as_raw()), self.restarts)
     }
 
     /// A line of the child: counters are kept, the rest logged. False if not the gateway's.
@@ -180,6 +173,19 @@ impl GatewayProc {
         }
         log::info!("gateway: stopped");
     }
+}
+
+/// `/status`'s `"gateway"` (and what `/metrics` reads): the child's last counters (none while
+/// it starts or restarts), the configuration `info`, the process.
+pub(super) fn section(stats: Option<serde_json::Value>, info: &serde_json::Value, pid: Option<i32>, restarts: u32) -> serde_json::Value {
+    let mut v = stats.unwrap_or_else(|| serde_json::json!({}));
+    if let (Some(obj), Some(info)) = (v.as_object_mut(), info.as_object()) {
+        for (k, val) in info {
+            obj.insert(k.clone(), val.clone());
+        }
+        obj.insert("process".into(), serde_json::json!({"pid": pid, "restarts": restarts}));
+    }
+    v
 }
 
 /// SuperLink: the Fleet-only gateway on the NIC addresses (issue #10), as a child process.

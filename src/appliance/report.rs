@@ -25,6 +25,9 @@ pub struct Report {
     pub onegate: Option<OneGate>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run: Option<runconfig::AppStatus>,
+    /// SuperNode: its partition and the rounds it took part in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supernode: Option<Participation>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
 }
@@ -35,8 +38,59 @@ pub struct Container {
     pub id: String,
     pub pid: Option<i32>,
     pub state: &'static str,
+    /// Times it was started again after an exit.
+    pub restarts: u32,
+    /// How it last exited (none yet: absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<LastExit>,
     /// Its last output lines.
     pub output: Vec<String>,
+}
+
+/// How a process ended: its exit code, or the signal that killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LastExit {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+impl LastExit {
+    /// From the reaper's wait status (None for a stop or continue).
+    pub fn of(status: nix::sys::wait::WaitStatus) -> Option<LastExit> {
+        use nix::sys::wait::WaitStatus;
+        match status {
+            WaitStatus::Exited(_, code) => Some(LastExit { code: Some(code), signal: None }),
+            WaitStatus::Signaled(_, sig, _) => Some(LastExit { code: None, signal: Some(sig as i32) }),
+            _ => None,
+        }
+    }
+}
+
+/// A SuperNode's part in the federation, from the partition step and Flower's output.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Participation {
+    pub partition_id: Option<u32>,
+    /// Training replies sent (Flower's `Sending: train message` lines): rounds taken part in.
+    pub rounds_participated: u64,
+    /// The round of the newest message (Flower's `[RUN r, ROUND n]`), when it is a number.
+    pub last_round: Option<u32>,
+}
+
+impl Participation {
+    /// One line of the SuperNode's output (Flower 1.42's `start_client_internal` log lines).
+    pub fn on_line(&mut self, line: &str) {
+        if line.contains("Sending: train message") {
+            self.rounds_participated += 1;
+        }
+        if let Some(rest) = line.split_once("[RUN ").map(|(_, r)| r) {
+            let round = rest.split_once(", ROUND ").and_then(|(_, r)| r.split(']').next()).and_then(|n| n.trim().parse().ok());
+            if round.is_some() {
+                self.last_round = round;
+            }
+        }
+    }
 }
 
 /// What the GPU step found.
@@ -59,7 +113,11 @@ impl From<&gpu::Gpus> for Gpu {
 #[derive(Debug, Serialize)]
 pub struct Init {
     pub version: String,
+    /// `superlink` or `supernode`.
+    pub role: &'static str,
     pub peak_rss_kib: Option<u64>,
+    /// Resident set size now (VmRSS).
+    pub rss_kib: Option<u64>,
     pub orphans_reaped: u64,
 }
 
@@ -89,6 +147,8 @@ pub struct Tls {
     pub sans: Vec<String>,
     /// The server certificate's notAfter (UTC): renewed ahead of it while the SuperLink runs.
     pub server_valid_until: String,
+    /// The same, in seconds since the Unix epoch (for `/metrics`).
+    pub server_not_after_unix: i64,
 }
 
 impl From<&tls::SuperLinkTls> for Tls {
@@ -97,6 +157,7 @@ impl From<&tls::SuperLinkTls> for Tls {
             ca_sha256: t.ca_fingerprint.clone(),
             sans: t.sans.iter().map(|s| s.to_string()).collect(),
             server_valid_until: tls::utc(t.server_not_after),
+            server_not_after_unix: t.server_not_after,
         }
     }
 }
@@ -120,11 +181,16 @@ impl Report {
             id: node.id.clone(),
             pid: node.pid.map(|p| p.as_raw()),
             state: if node.pid.is_some() { "running" } else { "stopped" },
+            restarts: node.restarts,
+            last_exit: node.last_exit,
             output: node.ring.lines().map(str::to_string).collect(),
         });
-        if let Ok(rss) = std::fs::read_to_string("/proc/self/status") {
-            let hwm = rss.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok());
-            self.init = Some(Init { version: crate::args::version(), peak_rss_kib: hwm, orphans_reaped: sv.orphans_reaped() });
+        if node.role() == crate::vocab::Role::SuperNode {
+            self.supernode = Some(node.participation.clone());
+        }
+        if let Ok(text) = std::fs::read_to_string("/proc/self/status") {
+            let kib = |key: &str| text.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok());
+            self.init = Some(Init { version: crate::args::version(), role: node.role().as_str(), peak_rss_kib: kib("VmHWM:"), rss_kib: kib("VmRSS:"), orphans_reaped: sv.orphans_reaped() });
         }
     }
 }
@@ -143,5 +209,200 @@ mod tests {
         r.onegate_off("OneGate is not usable: ONEGATE_ENDPOINT is missing", None);
         let v = serde_json::to_value(&r).unwrap();
         assert!(v["onegate"].get("ready_not_reported").is_none(), "{v}");
+    }
+
+    /// Flower 1.42's SuperNode lines (start_client_internal.py): a train reply is a round taken
+    /// part in; the round number of the newest message is kept.
+    #[test]
+    fn participation_counts_train_replies_and_the_round() {
+        let mut p = super::Participation { partition_id: Some(1), ..Default::default() };
+        for line in [
+            "INFO :      [RUN 4242, ROUND 1]",
+            "INFO :      Receiving: train message (ID: 9d1c)",
+            "INFO :      [RUN 4242, ROUND 1]",
+            "INFO :      Sending: train message (ID: 77aa)",
+            "INFO :      [RUN 4242, ROUND 2]",
+            "INFO :      Sending: evaluate message (ID: 12)",
+            "INFO :      [RUN 4242, ROUND x]",
+            "INFO :      [RUN 4242]",
+            "INFO :      Sending: train message (ID: 88bb)",
+        ] {
+            p.on_line(line);
+        }
+        assert_eq!(p, super::Participation { partition_id: Some(1), rounds_participated: 2, last_round: Some(2) });
+    }
+
+    /// `/metrics` pages of the real report types (issue #21): a SuperLink mid-run with its
+    /// gateway, the same SuperLink waiting for its nodes while its gateway restarts, a
+    /// SuperNode with a GPU, a SuperLink failed at its TLS step. `make metrics-test` writes them ([`write_metrics_pages`]) and runs `promtool check metrics` on each.
+    pub(crate) fn metrics_pages() -> Vec<(&'static str, String)> {
+        use super::*;
+        use crate::status::{Outcome, Status};
+        use std::time::Duration;
+        let steps = |st: &mut Status, names: &[&str], last: Outcome| {
+            for (n, name) in names.iter().enumerate() {
+                let i = st.begin(name, Duration::from_millis(300 + 700 * n as u64));
+                let outcome = if n + 1 == names.len() { last } else { Outcome::Ok };
+                st.end(i, Duration::from_millis(900 + 700 * n as u64), outcome, "detail");
+            }
+        };
+        let init = |role| Init { version: "flower-init 0.1.0 (test)".into(), role, peak_rss_kib: Some(3100), rss_kib: Some(2900), orphans_reaped: 2 };
+        let publisher = |pending: Vec<String>, failures| onegate::PublisherState {
+            published: pending.is_empty(),
+            pending,
+            attempts: 12,
+            failures,
+            consecutive_failures: 0,
+            last_error: None,
+            ready_reported: true,
+            next_retry_in_s: None,
+            failing: Default::default(),
+            attributes: [("FL_CA_CERT".to_string(), "1234 bytes".to_string())].into(),
+        };
+        let container = |role: &str, restarts, last_exit| Container {
+            id: format!("flower-{role}"),
+            pid: Some(420),
+            state: "running",
+            restarts,
+            last_exit,
+            output: vec!["INFO :      Starting Flower".into()],
+        };
+        let mut pages = Vec::new();
+
+        // SuperLink, round 2 of 3, gateway counters of a real `gateway::Stats`.
+        let gw = crate::gateway::Stats::default();
+        for _ in 0..40 {
+            gw.request(crate::gateway::Api::Fleet);
+            gw.answered(crate::gateway::Api::Fleet, 200, Duration::from_millis(7));
+        }
+        gw.request(crate::gateway::Api::Control);
+        gw.answered(crate::gateway::Api::Control, 200, Duration::from_secs(2));
+        gw.answered(crate::gateway::Api::Fleet, 502, Duration::from_millis(1));
+        gw.reject(crate::gateway::Reject::ForbiddenPath, true);
+        gw.reject(crate::gateway::Reject::SourceNotAllowed, false);
+        gw.upstream_error(crate::gateway::UpstreamError::Connect);
+        gw.add_in(52_000);
+        gw.add_out(91_000);
+        let info = serde_json::json!({"tls": true, "upstream": "127.0.0.1:9092", "upstream_tls": true, "control_allow": ["10.0.0.0/24"]});
+        let mut st = Status::default();
+        steps(&mut st, &["manifest", "network", "onegate", "tls", "container", "flower", "gateway", "publish", "run"], Outcome::Ok);
+        st.ready();
+        let report = Report {
+            container: Some(container("superlink", 1, Some(LastExit { code: Some(1), signal: None }))),
+            gateway: Some(super::super::expose::section(Some(gw.to_json()), &info, Some(431), 0)),
+            init: Some(init("superlink")),
+            onegate: Some(OneGate::On { enabled: true, state: publisher(Vec::new(), 1) }),
+            run: Some(runconfig::AppStatus {
+                run_id: 13_906_583_735_017_349_000,
+                status: "running".into(),
+                round: 2,
+                num_rounds: Some(3),
+                loss: Some(0.4215),
+                accuracy: Some(0.8731),
+                strategy: Some("fedavg".into()),
+                use_case: Some("tabular".into()),
+                connected_nodes: None,
+                message: String::new(),
+                checkpoint: None,
+                updated: "2026-12-04T10:00:00Z".into(),
+            }),
+            tls: Some(Tls { ca_sha256: "ab".repeat(32), sans: vec!["10.0.0.5".into()], server_valid_until: "2027-12-04 10:00:00 UTC".into(), server_not_after_unix: 1_827_914_400 }),
+            ..Report::default()
+        };
+        st.set_sections(&report);
+        pages.push(("superlink", crate::health::metrics::render(&st, &crate::health::Stats { answered: 30, ..Default::default() })));
+        // The same SuperLink earlier: its run waits for the minimum of nodes, the gateway
+        // process restarting (no counters yet).
+        let mut waiting = report;
+        waiting.gateway = Some(super::super::expose::section(None, &info, None, 1));
+        waiting.run = waiting.run.map(|r| runconfig::AppStatus { status: "waiting".into(), round: 0, loss: None, accuracy: None, connected_nodes: Some(1), ..r });
+        st.set_sections(&waiting);
+        pages.push(("superlink-waiting", crate::health::metrics::render(&st, &crate::health::Stats::default())));
+
+        // SuperNode with a GPU, two rounds in.
+        let mut st = Status::default();
+        steps(&mut st, &["manifest", "gpu", "network", "onegate", "discovery", "tls", "container", "flower", "publish"], Outcome::Ok);
+        st.ready();
+        let report = Report {
+            container: Some(container("supernode", 0, None)),
+            gpu: Some(Gpu { available: true, model: "nvidia".into(), gpus: vec!["0000:01:00.0".into()], reason: None, warnings: Vec::new() }),
+            init: Some(init("supernode")),
+            onegate: Some(OneGate::On { enabled: true, state: publisher(vec!["FL_NODE_READY".into()], 3) }),
+            supernode: Some(Participation { partition_id: Some(1), rounds_participated: 2, last_round: Some(3) }),
+            ..Report::default()
+        };
+        st.set_sections(&report);
+        pages.push(("supernode", crate::health::metrics::render(&st, &crate::health::Stats::default())));
+
+        // A SuperLink that failed at its TLS step, OneGate not usable.
+        let mut st = Status::default();
+        steps(&mut st, &["manifest", "network", "onegate", "tls"], Outcome::Failed);
+        st.fail("tls", "FL_SSL_CERT: not a certificate");
+        let mut report = Report { init: Some(init("superlink")), ..Report::default() };
+        report.onegate_off("OneGate is not usable: ONEGATE_ENDPOINT is missing", None);
+        st.set_sections(&report);
+        pages.push(("failed", crate::health::metrics::render(&st, &crate::health::Stats { forbidden: 3, ..Default::default() })));
+        pages
+    }
+
+    /// The pages follow the format (the test's own lint; promtool in `make metrics-test`) and
+    /// carry what each node knows.
+    #[test]
+    fn metrics_pages_of_real_reports() {
+        let pages: std::collections::BTreeMap<_, _> = metrics_pages().into_iter().collect();
+        for page in pages.values() {
+            crate::health::metrics::tests::lint(page);
+            assert!(!page.contains("not a certificate") && !page.contains("Starting Flower") && !page.contains("1234 bytes"), "{page}");
+        }
+        let has = |node: &str, line: &str| assert!(pages[node].contains(&format!("{line}\n")), "{line} missing on {node}:\n{}", pages[node]);
+        has("superlink", "flower_init_info{version=\"flower-init 0.1.0 (test)\",role=\"superlink\"} 1");
+        has("superlink", "flower_init_phase{phase=\"ready\"} 1");
+        has("superlink", "flower_init_flower_up 1");
+        has("superlink", "flower_init_flower_restarts_total 1");
+        has("superlink", "flower_init_flower_last_exit_code 1");
+        has("superlink", "flower_init_gateway_up 1");
+        has("superlink", "flower_init_gateway_requests_total{api=\"fleet\"} 40");
+        has("superlink", "flower_init_gateway_responses_total{api=\"fleet\",code=\"2xx\"} 40");
+        has("superlink", "flower_init_gateway_responses_total{api=\"fleet\",code=\"5xx\"} 1");
+        has("superlink", "flower_init_gateway_request_duration_seconds_bucket{api=\"fleet\",le=\"0.01\"} 41");
+        has("superlink", "flower_init_gateway_request_duration_seconds_count{api=\"control\"} 1");
+        has("superlink", "flower_init_gateway_rejected_total{reason=\"source_not_allowed\"} 1");
+        has("superlink", "flower_init_gateway_upstream_errors_total{kind=\"connect\"} 1");
+        has("superlink", "flower_init_gateway_received_bytes_total 52000");
+        has("superlink", "flower_init_run_info{run_id=\"13906583735017349000\"} 1");
+        has("superlink", "flower_init_run_status{status=\"running\"} 1");
+        has("superlink", "flower_init_run_round 2");
+        has("superlink", "flower_init_run_rounds 3");
+        has("superlink", "flower_init_run_accuracy 0.8731");
+        has("superlink", "flower_init_tls_cert_expiry_timestamp_seconds 1827914400");
+        has("superlink", "flower_init_onegate_requests_total{result=\"ok\"} 11");
+        has("supernode", "flower_init_gpu_available 1");
+        has("supernode", "flower_init_gpus 1");
+        has("supernode", "flower_init_supernode_partition_id 1");
+        has("supernode", "flower_init_supernode_rounds_participated_total 2");
+        has("supernode", "flower_init_onegate_pending_attributes 1");
+        has("failed", "flower_init_phase{phase=\"failed\"} 1");
+        has("failed", "flower_init_boot_step_outcome{step=\"tls\",outcome=\"failed\"} 1");
+        has("failed", "flower_init_onegate_enabled 0");
+        has("failed", "flower_init_health_forbidden_total 3");
+        assert!(!pages["supernode"].contains("flower_init_run_"), "a SuperNode has no run");
+        assert!(!pages["failed"].contains("flower_init_flower_up"), "no container yet");
+        has("superlink-waiting", "flower_init_run_connected_nodes 1");
+        has("superlink-waiting", "flower_init_run_status{status=\"waiting\"} 1");
+        has("superlink-waiting", "flower_init_gateway_up 0");
+        has("superlink-waiting", "flower_init_gateway_restarts_total 1");
+        assert!(!pages["superlink-waiting"].contains("flower_init_run_loss") && !pages["superlink-waiting"].contains("flower_init_gateway_requests_total"));
+    }
+
+    /// `make metrics-test`: the pages above written to `$FI_METRICS_PAGES/<node>.prom` for
+    /// `promtool check metrics`.
+    #[test]
+    #[ignore = "writes files for make metrics-test"]
+    fn write_metrics_pages() {
+        let dir = std::path::PathBuf::from(std::env::var("FI_METRICS_PAGES").expect("FI_METRICS_PAGES: where to write the pages"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (node, page) in metrics_pages() {
+            std::fs::write(dir.join(format!("{node}.prom")), page).unwrap();
+        }
     }
 }

@@ -92,6 +92,7 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
             }
             Event::Exited { pid, status, .. } if Some(pid) == node.pid => {
                 node.pid = None;
+                node.last_exit = super::report::LastExit::of(status);
                 b.sv.forward_signals_to(None);
                 let (delay, why) = if std::mem::take(&mut l.planned_restart) {
                     log::info!("{}: stopped to take the renewed certificate; starting it again", node.id);
@@ -112,6 +113,7 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
             }
             Event::Timer(t) if l.flower == Flower::Restarting(t) => {
                 l.started = Instant::now();
+                node.restarts += 1;
                 l.flower = match workload::restart(&mut b, &mut node) {
                     Ok(()) => Flower::Probing(b.sv.set_timer(Instant::now() + PROBE_AGAIN)),
                     Err(e) => {

@@ -65,6 +65,7 @@ pub fn supernode(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Fa
     let (nc, pid) = onegate::node_config(sn.as_ref().and_then(|s| s.node_config.as_ref()), &found.partition);
     node.node_config = nc.map(|c| c.to_arg());
     node.partition_id = pid;
+    node.participation.partition_id = pid;
     node.superlink = Some(found.superlink.address.clone());
     let trust = boot.step("tls", |b| {
         let decision = tls::decide_supernode(

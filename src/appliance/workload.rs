@@ -186,6 +186,9 @@ pub(super) fn on_event(b: &mut Boot, node: &mut Node, ev: Event) {
             if let Some(run) = &mut node.run {
                 run.on_output_line(&line);
             }
+            if node.role() == crate::vocab::Role::SuperNode {
+                node.participation.on_line(&line);
+            }
             for l in node.ring.push(format!("{line}\n").as_bytes()) {
                 log::info!("{l}");
             }

@@ -163,6 +163,54 @@ impl UpstreamError {
     }
 }
 
+/// Upper bounds (seconds) of the request duration histogram's buckets (`+Inf` implied): from a
+/// loopback round trip to a Control stream that lasts minutes.
+pub const DURATION_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0, 300.0];
+/// Classes of the status codes Flower answered forwarded requests with (index = first digit - 1).
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Forwarded requests of one API: answers by status class, and how long they took (from a
+/// worker taking the request to the last byte of the response) as a histogram.
+#[derive(Debug, Default)]
+struct Answers {
+    classes: [AtomicU64; STATUS_CLASSES.len()],
+    /// Not cumulative: `buckets[i]` counts durations in `(bound[i-1], bound[i]]`; the last one
+    /// everything above the last bound.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    /// Sum of the durations, in microseconds.
+    sum_us: AtomicU64,
+}
+
+impl Answers {
+    fn record(&self, code: u16, took: std::time::Duration) {
+        let class = usize::from(code / 100).clamp(1, STATUS_CLASSES.len()) - 1;
+        if let Some(c) = self.classes.get(class) {
+            c.fetch_add(1, Relaxed);
+        }
+        let secs = took.as_secs_f64();
+        let i = DURATION_BUCKETS.iter().position(|b| secs <= *b).unwrap_or(DURATION_BUCKETS.len());
+        if let Some(c) = self.buckets.get(i) {
+            c.fetch_add(1, Relaxed);
+        }
+        self.sum_us.fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// `{"status": {"2xx": n, …}, "duration": {"le": [bounds], "counts": [cumulative…, total], "sum_s": x}}`.
+    fn to_json(&self) -> Value {
+        let classes: Map<String, Value> =
+            STATUS_CLASSES.iter().zip(&self.classes).map(|(k, c)| (k.to_string(), json!(c.load(Relaxed)))).collect();
+        let mut acc = 0u64;
+        let cumulative: Vec<u64> = self.buckets.iter().map(|c| {
+            acc += c.load(Relaxed);
+            acc
+        }).collect();
+        json!({
+            "status": classes,
+            "duration": { "le": DURATION_BUCKETS, "counts": cumulative, "sum_s": self.sum_us.load(Relaxed) as f64 / 1e6 },
+        })
+    }
+}
+
 /// The gateway's counters. Shared as `Arc<Stats>` by every thread.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -173,6 +221,8 @@ pub struct Stats {
     /// Requests being forwarded right now (gauge).
     pub active: AtomicU64,
     requests: [AtomicU64; 3],
+    /// Forwarded requests' answers, per API (same index as `requests`).
+    answers: [Answers; 3],
     /// Requests answered by the gateway itself (403, 400, 413, …).
     pub requests_rejected: AtomicU64,
     /// Bytes read from clients / written to clients (HTTP bytes, after TLS).
@@ -191,13 +241,16 @@ pub struct Stats {
 impl Stats {
     /// Count a request forwarded to `api`.
     pub fn request(&self, api: Api) {
-        let i = match api {
-            Api::Fleet => 0,
-            Api::Health => 1,
-            Api::Control => 2,
-        };
-        if let Some(c) = self.requests.get(i) {
+        if let Some(c) = self.requests.get(api_index(api)) {
             c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Count the answer to a request forwarded to `api`: its status code (Flower's, or the
+    /// gateway's 502/504 when Flower failed) and how long it took.
+    pub fn answered(&self, api: Api, code: u16, took: std::time::Duration) {
+        if let Some(a) = self.answers.get(api_index(api)) {
+            a.record(code, took);
         }
     }
 
@@ -235,12 +288,7 @@ impl Stats {
 
     /// One request counter.
     pub fn requests_of(&self, api: Api) -> u64 {
-        let i = match api {
-            Api::Fleet => 0,
-            Api::Health => 1,
-            Api::Control => 2,
-        };
-        self.requests.get(i).map_or(0, |c| c.load(Relaxed))
+        self.requests.get(api_index(api)).map_or(0, |c| c.load(Relaxed))
     }
 
     /// A snapshot as the JSON value served under `"gateway"` in `/status`.
@@ -268,10 +316,24 @@ impl Stats {
                 "control": self.requests_of(Api::Control),
                 "rejected": self.requests_rejected.load(Relaxed),
             },
+            "answers": {
+                "fleet": self.answers[0].to_json(),
+                "health": self.answers[1].to_json(),
+                "control": self.answers[2].to_json(),
+            },
             "bytes": { "in": self.bytes_in.load(Relaxed), "out": self.bytes_out.load(Relaxed) },
             "rejects": rejects,
             "upstream_errors": upstream,
         })
+    }
+}
+
+/// The counters' index of an API (the order of the JSON's keys: fleet, health, control).
+fn api_index(api: Api) -> usize {
+    match api {
+        Api::Fleet => 0,
+        Api::Health => 1,
+        Api::Control => 2,
     }
 }
 
@@ -303,6 +365,30 @@ mod tests {
         assert_eq!(v["bytes"]["in"], 10);
         assert_eq!(v["bytes"]["out"], 7);
         assert_eq!(v["connections"]["open"], 0);
+    }
+
+    #[test]
+    fn answers_count_status_classes_and_a_cumulative_histogram() {
+        use std::time::Duration;
+        let s = Stats::default();
+        s.answered(Api::Fleet, 200, Duration::from_millis(3));
+        s.answered(Api::Fleet, 200, Duration::from_millis(40));
+        s.answered(Api::Fleet, 502, Duration::from_secs(400));
+        s.answered(Api::Control, 404, Duration::from_millis(1));
+        let v = s.to_json();
+        let f = &v["answers"]["fleet"];
+        assert_eq!(f["status"]["2xx"], 2);
+        assert_eq!(f["status"]["5xx"], 1);
+        assert_eq!(f["duration"]["le"].as_array().unwrap().len(), DURATION_BUCKETS.len());
+        let counts: Vec<u64> = f["duration"]["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
+        assert_eq!(counts.len(), DURATION_BUCKETS.len() + 1);
+        assert_eq!(counts[0], 1, "3 ms <= 5 ms");
+        assert_eq!(counts[3], 2, "40 ms <= 50 ms, cumulative");
+        assert_eq!(counts[DURATION_BUCKETS.len() - 1], 2, "400 s is above the last bound");
+        assert_eq!(counts[DURATION_BUCKETS.len()], 3, "+Inf is every answer");
+        assert!((f["duration"]["sum_s"].as_f64().unwrap() - 400.043).abs() < 1e-6);
+        assert_eq!(v["answers"]["control"]["status"]["4xx"], 1);
+        assert_eq!(v["answers"]["health"]["duration"]["counts"][10], 0);
     }
 
     #[test]

@@ -311,6 +311,10 @@ fn forwards_fleet_requests_with_a_canonical_head() {
     wait_until("the exchange counted", || gw.stats().active.load(SeqCst) == 0);
     let v = gw.stats_json();
     assert_eq!(v["requests"]["fleet"], 1);
+    // Its answer, by status class and in the duration histogram (`/metrics`, issue #21).
+    assert_eq!(v["answers"]["fleet"]["status"]["2xx"], 1, "{v}");
+    assert_eq!(v["answers"]["fleet"]["duration"]["counts"].as_array().unwrap().last(), Some(&serde_json::json!(1)), "{v}");
+    assert_eq!(v["answers"]["control"]["status"]["2xx"], 0);
     assert_eq!(v["bytes"]["in"].as_u64().unwrap() as usize, raw.len());
     assert!(v["bytes"]["out"].as_u64().unwrap() as usize >= head.len() + 4);
 }
@@ -577,6 +581,7 @@ fn upstream_failures_become_502_and_are_counted() {
     let v = gw.stats_json();
     assert_eq!(v["upstream_errors"]["connect"], 1);
     assert_eq!(v["upstream_errors"]["total"], 1);
+    assert_eq!(v["answers"]["fleet"]["status"]["5xx"], 1, "the gateway's own 502 is an answer too: {v}");
 }
 
 #[test]

@@ -36,6 +36,7 @@ const MAX_RESPONSE_HEADERS: usize = 128;
 /// Forward one request; `Some` to keep the client connection.
 pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
     let Job { mut conn, pre, head, meta, api } = job;
+    let began = std::time::Instant::now();
     let limits = &sh.limits;
     if let Err(e) = conn.sock.set_nonblocking(false).and_then(|_| conn.sock.set_read_timeout(Some(limits.body_timeout))).and_then(|_| conn.sock.set_write_timeout(Some(limits.body_timeout))) {
         sh.log.debug(format!("gateway: configure connection from {}: {e}", conn.peer));
@@ -51,6 +52,7 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
         Ok(r) => r,
         Err(e) => {
             upstream_failed(sh, &e, &conn, &head);
+            sh.stats.answered(api, 502, began.elapsed());
             respond_and_close(&mut conn, 502, "bad gateway: Flower is not reachable\n");
             return None;
         }
@@ -77,6 +79,7 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
                 CopyError::Write(e) => {
                     let e = DialError { kind: kind_of(&e), detail: format!("send request body: {e}"), unanswered: false };
                     upstream_failed(sh, &e, &conn, &head);
+                    sh.stats.answered(api, 502, began.elapsed());
                     respond_and_close(&mut conn, 502, "bad gateway: Flower closed the connection\n");
                 }
                 CopyError::TooLarge => {
@@ -121,6 +124,7 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
                 }
                 None => {
                     upstream_failed(sh, &e, &conn, &head);
+                    sh.stats.answered(api, 502, began.elapsed());
                     respond_and_close(&mut conn, 502, "bad gateway: Flower's answer was unusable\n");
                     return None;
                 }
@@ -130,6 +134,7 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
             upstream_failed(sh, &e, &conn, &head);
             up.close();
             let (code, text) = if e.kind == UpstreamError::Timeout { (504, "gateway timeout: Flower did not answer\n") } else { (502, "bad gateway: Flower's answer was unusable\n") };
+            sh.stats.answered(api, code, began.elapsed());
             respond_and_close(&mut conn, code, text);
             return None;
         }
@@ -140,6 +145,7 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
             let e = DialError { kind: UpstreamError::Protocol, detail: format!("response framing: {e}"), unanswered: false };
             upstream_failed(sh, &e, &conn, &head);
             up.close();
+            sh.stats.answered(api, 502, began.elapsed());
             respond_and_close(&mut conn, 502, "bad gateway: Flower's answer was unusable\n");
             return None;
         }
@@ -182,6 +188,7 @@ pub fn exchange(job: Job, sh: &Shared) -> Option<KeepAlive> {
         }
     };
 
+    sh.stats.answered(api, resp.status, began.elapsed());
     // 6. Keep what can be kept.
     let up_reusable = framing != BodyLen::UntilClose && !http::wants_close(&resp.headers) && up_left.is_empty() && !sh.stopping();
     sh.unregister_upstream(conn.id);

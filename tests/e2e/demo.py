@@ -17,7 +17,8 @@ SuperNodes fetch it through OneGate), FL_USE_CASE is tabular-classification: the
 data set shipped with scikit-learn, split between the two SuperNodes.
 
 While it waits it prints each VM's phase and step, READY, and every round; then a summary:
-per-VM boot timeline, time from qemu start to READY, loss/accuracy per round, the log files.
+per-VM boot timeline, time from qemu start to READY, loss/accuracy per round, the log files,
+and build/demo/report.html: the same as charts (tools/report.py).
 A VM that prints nothing on its console within qemu.SILENT_WITHIN seconds stops the demo at
 once, naming the accelerator and the console log. Ctrl-C stops everything (the VMs are powered off with the ACPI button, then killed) and removes
 the namespace.
@@ -168,6 +169,7 @@ class Demo(federation.Federation):
                 if st["phase"] == "ready":
                     n.ready_after = time.monotonic() - n.t_start
                     n.timeline = st["timeline"]["steps"]
+                    n.status_doc = st
                     ready.add(n.name)
                     log(f"{n.name}: ready, /health 200, {n.ready_after:.1f}s after qemu started")
             if time.monotonic() - t0 > READY_WITHIN:
@@ -203,6 +205,7 @@ class Demo(federation.Federation):
         print(f"final: {final['status']} after round {final['round']}")
         print("phases: " + phases(self.phase_times))
         print(f"consoles: {LOGS}/<vm>.log  contexts: {BUILD}/<vm>/context/  stand-in: {BUILD}/standin.log")
+        self.write_report(final, "flower-init federation (qemu VMs)")
 
 
 def phases(t):

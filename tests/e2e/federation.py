@@ -6,7 +6,9 @@ and mount namespace inside its own network namespace, cabled by veth pairs to a 
 OneGate/OneFlow stand-in on the bridge; the appliance image's rootfs run by the host's runc; TLS
 on; the tabular use case trained for real. The contexts are generated from the committed
 OneFlow template the way OpenNebula would (tests/e2e/one.py), SuperNodes boot when the ready
-gate releases them, and find the SuperLink through OneGate.
+gate releases them, and find the SuperLink through OneGate. A real Prometheus in the bridge
+namespace scrapes the three nodes' /metrics; its query API must show the round counter rising
+during training (tests/e2e/prom.py). At the end, build/e2e/report.html (tools/report.py).
 
     tests/e2e/federation.py [--rounds 3] [--drills] [--keep] [--only-slow-apps]
 
@@ -34,9 +36,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
 import contextsh  # noqa: E402
 import netns  # noqa: E402
 import one  # noqa: E402
+import prom  # noqa: E402
+import report  # noqa: E402
 
 # FI_E2E_PREFIX / FI_E2E_SUBNET: another namespace prefix and /24 (a.b.c), so two checkouts on one
 # machine can run the federation at the same time without tearing down each other's namespaces.
@@ -176,6 +181,7 @@ class Federation:
         self.round_times = {}  # (run, round) -> seconds since training began
         self.t_train = None
         self.last_state = None
+        self.prometheus = None
 
     def setup(self):
         for path in (self.binary, os.path.join(self.rootfs, "etc/flower-init/image.json")):
@@ -265,6 +271,7 @@ class Federation:
             st = wait(f"{n.name} ready", lambda: (lambda s: s if s["phase"] == "ready" else None)(self.status(n)), 300)
             n.ready_after = time.monotonic() - n.t_start
             n.timeline = st["timeline"]["steps"]
+            n.status_doc = st
             log(f"{n.name}: ready {n.ready_after:.1f}s after flower-init started")
 
     def superlink(self):
@@ -282,6 +289,7 @@ class Federation:
         `until_round`) run state."""
         if self.t_train is None:
             self.t_train = time.monotonic()
+            self.t_wall_train = time.time()  # Prometheus's clock
 
         def num(v):
             return "-" if v is None else f"{v:.4f}"
@@ -308,6 +316,37 @@ class Federation:
                 return r
             return r if r["status"] == "completed" else None
         return wait("the training run", check, timeout, every=2)
+
+    def start_prometheus(self):
+        """A real Prometheus in the bridge namespace (FL_STATUS_ALLOW's source) scraping every
+        node's /metrics every 2 s (issue #21); every node up before training starts."""
+        targets = [f"{n.vm.ip}:{HEALTH}" for n in self.nodes]
+        self.prometheus = prom.Prometheus(os.path.join(BUILD, "prometheus"), targets, interval=2,
+                                          prefix=self.topo.exec_prefix(), fetch=self.in_bridge_fetch).start()
+        up = self.prometheus.all_up()
+        log(f"prometheus: scraping {len(up)} nodes' /metrics, all up")
+
+    def in_bridge_fetch(self, url):
+        """(code, body) of a GET from the bridge namespace, as prom.Prometheus wants it."""
+        code, body = self.in_bridge(url)
+        return code, body
+
+    def check_prometheus_rounds(self, final):
+        """Prometheus's query API saw the SuperLink's round counter rise during training to the
+        last round, and every SuperNode's rounds-participated counter rise."""
+        p, t0 = self.prometheus, self.t_wall_train
+        sl = self.superlink()
+        expr = f'flower_init_run_round{{instance="{sl.vm.ip}:{HEALTH}"}}'
+        # The last round reached /status before Prometheus's next scrape: wait for that scrape.
+        p.wait(f"Prometheus sees round {final['round']}", lambda: [v for _, v in p.query(expr) if v == final["round"]], 60)
+        # Evaluated every 2 s up to a step past now, so the sample the wait saw is included.
+        ((_, rounds),) = p.series(expr, t0, time.time() + 2, step=2)
+        assert prom.rising(rounds) and max(rounds) == final["round"], f"flower_init_run_round in Prometheus: {rounds}"
+        for n in self.supernodes():
+            ((_, took),) = p.series(f'flower_init_supernode_rounds_participated_total{{instance="{n.vm.ip}:{HEALTH}"}}', t0, time.time() + 2, step=2)
+            assert prom.rising(took), f"{n.name}: rounds participated in Prometheus: {took}"
+        log(f"prometheus: the round counter rose {rounds[0]:g} -> {max(rounds):g} during training "
+            f"({len(rounds)} samples); every SuperNode's participation rose")
 
     def check_published(self):
         sl = self.superlink()
@@ -538,6 +577,8 @@ class Federation:
     # ---- teardown ----------------------------------------------------------------------------
     def shutdown(self, check=True):
         problems = []
+        if self.prometheus:
+            self.prometheus.stop()
         for n in reversed(self.nodes):
             try:
                 rc = n.stop()
@@ -574,6 +615,18 @@ class Federation:
         for (rid, rnd), r in sorted(self.rounds_seen.items()):
             print(f"  run {rid} round {rnd}: loss={r.get('loss')} accuracy={r.get('accuracy')}")
         print(f"final: {final['status']} after round {final['round']}; logs in {BUILD}/")
+        self.write_report(final, "flower-init federation (host, service mode)")
+
+    def write_report(self, final, title):
+        """BUILD/report.html (and the run record it is drawn from, BUILD/report.json): each
+        node's boot timeline and loss/accuracy per round (tools/report.py); prints its path. A
+        report that cannot be written is said, not a failure of the run."""
+        try:
+            rec = report.record(title, self.nodes, self.rounds_seen, self.round_times, final)
+            path = report.write(rec, os.path.join(BUILD, "report.json"), os.path.join(BUILD, "report.html"))
+            print(f"report: {path}")
+        except Exception as e:  # noqa: BLE001: the run's result stands either way
+            print(f"report: not written: {e!r}")
 
 
 # The slow-app drill's CPU share of one CPU (%). A cold import of Flower's ClientApp entry point
@@ -683,9 +736,11 @@ def whole(fed, args):
     """The federation, its run and (--drills) the fault drills."""
     fed.boot()
     fed.check_published()
+    fed.start_prometheus()
     if args.drills:
         fed.drill_supernode_killed()
     final = fed.follow_run()
+    fed.check_prometheus_rounds(final)
     accs = [r["accuracy"] for _, r in sorted(fed.rounds_seen.items()) if r.get("accuracy") is not None]
     assert final["status"] == "completed" and final["round"] == args.rounds, final
     ut = fed.admin_call("GET", f"/user_template/{fed.superlink().vm.vmid}")
