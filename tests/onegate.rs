@@ -126,7 +126,7 @@ fn service(sl: u64, nodes: &[u64], gate: bool) -> Value {
 
 fn superlink_attrs(report_ready: bool) -> onegate::Attributes {
     let ep = values::host_port("10.0.0.100:9092").unwrap();
-    let f = SuperLinkFacts { flower_version: "1.42.0", endpoint: &ep, ca_pem: Some(PEM), ready: true, error: None };
+    let f = SuperLinkFacts { flower_version: "1.42.0", endpoint: &ep, ca_pem: Some(PEM), join: None, ready: true, error: None };
     onegate::superlink_attributes(&f, report_ready)
 }
 

@@ -51,6 +51,11 @@ pub fn failure(boot: &Boot, f: &Failed) {
 
 /// FL_* and READY=YES in one PUT (the publisher retries in the background: never fatal).
 pub fn ready(boot: &mut Boot, node: &Node) -> std::result::Result<(), Failed> {
+    if node.role() == Role::SuperLink {
+        // For the operator, with or without OneGate: the value a SuperNode elsewhere is given.
+        boot.report.join = join(node).map(|j| super::report::Join::of(&j));
+        boot.show();
+    }
     boot.step("publish", |b| -> Result<((), Note)> {
         let Some(p) = b.onegate.publisher() else {
             // Best-effort (issue #13): REPORT_READY=YES without a usable OneGate is a warning
@@ -65,8 +70,9 @@ pub fn ready(boot: &mut Boot, node: &Node) -> std::result::Result<(), Failed> {
             Role::SuperLink => {
                 let ip = node.addrs.iter().find(|a| a.is_ipv4()).or(node.addrs.first()).copied().unwrap_or(IpAddr::from([127, 0, 0, 1]));
                 let endpoint = Address { host: Host::Ip(ip), port: crate::flower::SUPERLINK_PORT };
+                let join = join_value(node);
                 onegate::superlink_attributes(
-                    &onegate::SuperLinkFacts { flower_version: &v, endpoint: &endpoint, ca_pem: node.tls.as_ref().map(|(c, _)| c.as_str()), ready: true, error: None },
+                    &onegate::SuperLinkFacts { flower_version: &v, endpoint: &endpoint, ca_pem: node.tls.as_ref().map(|(c, _)| c.as_str()), join: join.as_deref(), ready: true, error: None },
                     node.cfg.onegate.report_ready,
                 )
             }
@@ -86,4 +92,46 @@ pub fn ready(boot: &mut Boot, node: &Node) -> std::result::Result<(), Failed> {
         let keys = attrs.keys().join(" ");
         Ok(((), Note::Ok(format!("queued {keys} (one PUT, retried in the background)"))))
     })
+}
+
+/// The SuperLink's join value (`config::Join`): where it is reached, in preference order
+/// (FL_CERT_EXTRA_SANS first when its generated certificate carries them: the names other
+/// sites use, such as a public address or DNS name; then its IPv4, then IPv6 NIC addresses),
+/// on Flower's Fleet port, and its CA when TLS is on. `None` (logged) when none can be made.
+fn join(node: &Node) -> Option<config::Join> {
+    let port = crate::flower::SUPERLINK_PORT;
+    let mut hosts: Vec<Host> = Vec::new();
+    let tls = &node.cfg.tls;
+    if node.tls.is_some() && tls.operator.is_none() {
+        for san in &tls.extra_sans {
+            let h = match san {
+                crate::vocab::San::Ip(ip) if !ip.is_loopback() => Host::Ip(*ip),
+                crate::vocab::San::Dns(n) if !n.eq_ignore_ascii_case("localhost") => Host::Name(n.clone()),
+                _ => continue,
+            };
+            hosts.push(h);
+        }
+    }
+    let v4 = node.addrs.iter().filter(|a| a.is_ipv4());
+    let v6 = node.addrs.iter().filter(|a| a.is_ipv6());
+    hosts.extend(v4.chain(v6).filter(|a| !a.is_loopback()).map(|a| Host::Ip(*a)));
+    let mut endpoints: Vec<Address> = Vec::new();
+    for host in hosts {
+        let a = Address { host, port };
+        if !endpoints.contains(&a) {
+            endpoints.push(a);
+        }
+    }
+    match config::Join::new(endpoints, node.tls.as_ref().map(|(c, _)| c.as_str())) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            log::warn!("join value: none made ({e}): SuperNodes elsewhere need FL_SUPERLINK_ADDRESS and FL_SSL_CA_CERTFILE");
+            None
+        }
+    }
+}
+
+/// [`join`], encoded.
+fn join_value(node: &Node) -> Option<String> {
+    join(node).map(|j| j.encode())
 }

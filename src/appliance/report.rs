@@ -1,6 +1,6 @@
 //! `/status`'s sections as one typed document: each concern's part is a field, filled by the
 //! step that learns it and served whole by [`super::Boot::show`]. The JSON keys are the field
-//! names (`container`, `gateway`, `gpu`, `init`, `network`, `onegate`, `run`, `tls`); absent
+//! names (`container`, `gateway`, `gpu`, `init`, `join`, `network`, `onegate`, `run`, `tls`); absent
 //! parts are left out.
 
 use super::Node;
@@ -19,6 +19,9 @@ pub struct Report {
     pub gpu: Option<Gpu>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<Init>,
+    /// SuperLink: the join value for SuperNodes at other sites (FL_JOIN), and what it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<Join>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<net::Applied>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,6 +141,32 @@ pub enum OneGate {
         #[serde(skip_serializing_if = "Option::is_none")]
         ready_not_reported: Option<String>,
     },
+}
+
+/// The SuperLink's join value: what to copy into a SuperNode's FL_JOIN, and what it holds (no
+/// secret: endpoints, TLS, the public CA and its SHA-256).
+#[derive(Debug, Serialize)]
+pub struct Join {
+    pub value: String,
+    pub endpoints: Vec<String>,
+    pub tls: bool,
+    pub ca_sha256: Vec<String>,
+    /// Characters of `value`.
+    pub length: usize,
+}
+
+impl Join {
+    /// The section of a join value.
+    pub fn of(j: &crate::config::Join) -> Join {
+        let value = j.encode();
+        Join {
+            length: value.len(),
+            value,
+            endpoints: j.endpoints.iter().map(|e| e.to_string()).collect(),
+            tls: j.tls(),
+            ca_sha256: j.fingerprints(),
+        }
+    }
 }
 
 /// The SuperLink's certificate.

@@ -18,6 +18,8 @@ pub enum CaSource {
     Context,
     /// FL_CA_CERT published by the SuperLink in OneGate.
     OneGate,
+    /// The CA inside FL_JOIN (the SuperNode's context; `config` made it the context CA).
+    Join,
 }
 
 impl CaSource {
@@ -26,6 +28,7 @@ impl CaSource {
         match self {
             CaSource::Context => "FL_SSL_CA_CERTFILE",
             CaSource::OneGate => "OneGate FL_CA_CERT",
+            CaSource::Join => "FL_JOIN",
         }
     }
 }
