@@ -30,6 +30,7 @@ pub mod gpu;
 pub mod grow;
 pub mod health;
 pub mod image;
+pub mod join;
 pub mod kmod;
 pub mod logger;
 pub mod mount;
