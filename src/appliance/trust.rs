@@ -58,7 +58,8 @@ pub fn supernode(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Fa
         if let onegate::PartitionOutcome::Skipped(why) = &found.partition {
             log::warn!("FL_NODE_CONFIG is empty and no partition could be computed: {why}");
         }
-        let note = format!("SuperLink {} ({:?}), {} requests", found.superlink.address, found.superlink.source, found.requests);
+        let source = if sn.join.is_some() { "FL_JOIN".to_string() } else { format!("{:?}", found.superlink.source) };
+        let note = format!("SuperLink {} ({source}), {} requests", found.superlink.address, found.requests);
         Ok((found, Note::Ok(note)))
     })?;
     let sn = node.cfg.role.supernode().cloned();
