@@ -121,3 +121,30 @@ fn the_binary_decodes_and_refuses() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("VALUE is missing"), "{out:?}");
 }
+
+#[test]
+fn check_validates_the_joined_ca_as_the_trust_step_will() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = superlink(tmp.path());
+    let bin = env!("CARGO_BIN_EXE_flower-init");
+    let image = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/image.json");
+    let check = |name: &str, value: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ctx = format!(
+            "FL_ROLE='supernode'\nFL_JOIN='{value}'\nFL_NODE_CONFIG='partition-id=0 num-partitions=1'\n"
+        );
+        std::fs::write(dir.join("context.sh"), ctx).unwrap();
+        std::process::Command::new(bin).args(["check", "--image", image]).arg(&dir).output().unwrap()
+    };
+    let ep = || vec![values::host_port("10.0.0.5:8000").unwrap()];
+    // The SuperLink's real CA: valid.
+    let out = check("good", &Join::new(ep(), Some(&t.ca_pem)).unwrap().encode());
+    assert!(out.status.success(), "{out:?}");
+    // Its server certificate is no CA: refused by `check`, naming FL_JOIN, before any boot.
+    let leaf = std::fs::read_to_string(&t.files.server_cert).unwrap();
+    let out = check("leaf", &Join::new(ep(), Some(&leaf)).unwrap().encode());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("FL_JOIN: certificate") && err.contains("is not a CA certificate"), "{err}");
+}
