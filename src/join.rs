@@ -99,7 +99,7 @@ mod tests {
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----") && pem.ends_with("-----END CERTIFICATE-----"));
         let moved = run(&v, false, &["203.0.113.7:18000".into(), "10.0.0.5:8000".into()]).unwrap();
         let j = Join::decode(&moved).unwrap();
-        assert_eq!(j.address().to_string(), "203.0.113.7:18000");
+        assert_eq!(j.address().unwrap().to_string(), "203.0.113.7:18000");
         assert_eq!(j.ca_der, Join::decode(&v).unwrap().ca_der, "the CA stays");
     }
 

@@ -141,10 +141,10 @@ impl Join {
         !self.ca_der.is_empty()
     }
 
-    /// The first endpoint: where the SuperNode connects.
-    pub fn address(&self) -> &Address {
-        // Invariant: new() and decode() never make a Join without an endpoint.
-        &self.endpoints[0]
+    /// The first endpoint: where the SuperNode connects (`new` and `decode` never make a
+    /// join value without one).
+    pub fn address(&self) -> Option<&Address> {
+        self.endpoints.first()
     }
 
     /// The CA certificates as PEM text (what FL_SSL_CA_CERTFILE would give), when TLS is on.

@@ -437,7 +437,7 @@ fn supernode(r: &mut Reader, onegate: &OneGate, use_case: UseCase) -> Option<Sup
     }
     let superlink = r.value("FL_SUPERLINK_ADDRESS", values::host_port, |a| json!(a.to_string()));
     let superlink = match (&join, superlink) {
-        (Ok(Some(j)), Ok(None)) => Ok(Some(j.address().clone())),
+        (Ok(Some(j)), Ok(None)) => Ok(j.address().cloned()),
         (_, s) => s,
     };
     let node_config = r.value("FL_NODE_CONFIG", NodeConfig::parse, |c| json!(c.to_arg()));

@@ -47,7 +47,7 @@ fn round_trip_with_tls_and_without() {
     assert!(v.starts_with("flwr1:"), "{v}");
     assert_eq!(Join::decode(&v).unwrap(), j);
     assert!(j.tls());
-    assert_eq!(j.address().to_string(), "203.0.113.7:8000");
+    assert_eq!(j.address().unwrap().to_string(), "203.0.113.7:8000");
     // The CA comes back as PEM that parses to the same certificate.
     assert_eq!(
         pem_certificates(&j.ca_pem().unwrap()).unwrap(),
