@@ -437,7 +437,11 @@ fn supernode(r: &mut Reader, onegate: &OneGate, use_case: UseCase) -> Option<Sup
     }
     let superlink = r.value("FL_SUPERLINK_ADDRESS", values::host_port, |a| json!(a.to_string()));
     let superlink = match (&join, superlink) {
-        (Ok(Some(j)), Ok(None)) => Ok(j.address().cloned()),
+        (Ok(Some(j)), Ok(None)) => {
+            let a = j.address().cloned();
+            r.record("FL_SUPERLINK_ADDRESS", json!(a.as_ref().map(|a| a.to_string())), Source::Join);
+            Ok(a)
+        }
         (_, s) => s,
     };
     let node_config = r.value("FL_NODE_CONFIG", NodeConfig::parse, |c| json!(c.to_arg()));
@@ -563,6 +567,11 @@ fn tls(r: &mut Reader, role: Role, onegate: &OneGate, join: Option<&super::Join>
                 }
                 tls.enabled = Some(j.tls());
                 tls.ca_pem = j.ca_pem();
+                r.record("FL_TLS_ENABLED", json!(if j.tls() { "YES" } else { "NO" }), Source::Join);
+                if !r.is_set("FL_SSL_CA_CERTFILE") {
+                    let shown = tls.ca_pem.as_ref().map(|p| format!("<PEM from FL_JOIN, {} bytes>", p.len()));
+                    r.record("FL_SSL_CA_CERTFILE", json!(shown), Source::Join);
+                }
                 return ok.then_some(tls);
             }
             match (enabled, &tls.ca_pem, onegate.is_usable()) {

@@ -309,6 +309,11 @@ fn fl_join_replaces_address_ca_and_tls_flag() {
     assert_eq!(shown["value"]["endpoints"][0], "203.0.113.7:8000");
     assert_eq!(shown["value"]["ca_sha256"][0], tls_join().fingerprints()[0]);
     assert!(!r.plan.to_string().contains(&v));
+    // What it stands for is shown where those variables would be, from "join".
+    let values = &r.plan["values"];
+    assert_eq!(values["FL_SUPERLINK_ADDRESS"], serde_json::json!({"value": "203.0.113.7:8000", "source": "join"}));
+    assert_eq!(values["FL_TLS_ENABLED"], serde_json::json!({"value": "YES", "source": "join"}));
+    assert_eq!(values["FL_SSL_CA_CERTFILE"]["source"], "join");
     // Under its one-apps name too; FL_TLS_ENABLED may agree.
     let r = resolve_sn(&[("ONEAPP_FL_JOIN", &v), ("FL_TLS_ENABLED", "YES")]).unwrap();
     assert_eq!(r.config.role.supernode().unwrap().join, Some(tls_join()));
