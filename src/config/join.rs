@@ -211,7 +211,7 @@ impl Join {
                 .strip_prefix("flwr")
                 .and_then(|r| r.split_once(':'))
                 .map(|(n, _)| n)
-                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                .filter(|n| (1..=6).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_digit()));
             return Err(match version {
                 Some(n) => format!(
                     "is a version {n} join value; this flower-init reads version 1 ({PREFIX}…): use a SuperNode image \
@@ -235,9 +235,9 @@ impl Join {
                 )
             })?;
         let wire: Wire = serde_json::from_slice(&json).map_err(|e| {
-            format!(
-                "does not hold a version 1 join value ({e}): was it cut or altered when copied?"
-            )
+            // serde's reason may quote a decoded field name: cut it short.
+            let e: String = e.to_string().chars().take(100).collect();
+            format!("does not hold a version 1 join value ({e}): was it cut or altered when copied?")
         })?;
         Self::from_wire(wire)
     }

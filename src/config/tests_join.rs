@@ -166,6 +166,10 @@ fn malformed_values_are_refused_without_quoting_them() {
     )))
     .unwrap_err();
     assert!(e.contains("lists 17 endpoints; it needs 1 to 16"), "{e}");
+    // A long unknown field name is not quoted whole either.
+    let name = "y".repeat(500);
+    let e = Join::decode(&raw(&format!(r#"{{"endpoints":["10.0.0.5:8000"],"tls":false,"{name}":1}}"#))).unwrap_err();
+    assert!(!e.contains(&name) && e.len() < 300, "{e}");
     // A long bad endpoint is shown cut, not whole.
     let long = "x".repeat(500);
     let e = Join::decode(&raw(&format!(
