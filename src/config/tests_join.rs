@@ -108,13 +108,8 @@ fn pasted_values_survive_line_breaks_padding_and_the_url_alphabet() {
 fn wrong_versions_and_foreign_values_are_refused_by_name() {
     let e = Join::decode("flwr2:eyJ4IjoxfQ").unwrap_err();
     assert!(e.contains("version 2") && e.contains("version 1"), "{e}");
-    for other in [
-        "",
-        "10.0.0.5:8000",
-        "LS0tLS1CRUdJTi",
-        "flwr:abc",
-        "FLWR1:abc",
-    ] {
+    let long_version = format!("flwr{}:abc", "9".repeat(1000));
+    for other in ["", "10.0.0.5:8000", "LS0tLS1CRUdJTi", "flwr:abc", "FLWR1:abc", &long_version] {
         let e = Join::decode(other).unwrap_err();
         assert!(e.starts_with("must start with flwr1:"), "{other:?}: {e}");
     }
