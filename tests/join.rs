@@ -63,6 +63,7 @@ fn a_superlinks_join_value_carries_its_ca_and_never_a_key() {
     let join = Join::new(endpoints, Some(&t.ca_pem)).unwrap();
     let value = join.encode();
     // About 1 KB for the generated CA: fits a OneGate attribute and a context variable.
+    println!("join value of a generated CA and 2 endpoints: {} characters", value.len());
     assert!(value.len() < 1500, "{} characters", value.len());
     assert_eq!(join.fingerprints(), vec![t.ca_fingerprint.clone()], "the SHA-256 /status shows");
 
