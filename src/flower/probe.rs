@@ -111,7 +111,7 @@ pub fn probe(addr: SocketAddr, tls: Option<&ProbeTls>, timeout: Duration) -> Res
 }
 
 /// rustls client configuration whose only roots are the certificates of `ca_pem`.
-fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, ProbeError> {
+pub(super) fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, ProbeError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         let cert = cert.map_err(|e| ProbeError::BadCa(format!("PEM: {e:?}")))?;

@@ -81,6 +81,7 @@ class Node:
         self.dir = os.path.join(BUILD, self.name)
         self.ns = f"{PREFIX}-{vm.vmid}"  # netns.Topology names it after the VM id
         self.extra_args = list(extra_args)
+        self.image = fed.rootfs
         self.proc = None
         self.t_start = None
 
@@ -108,7 +109,7 @@ class Node:
                'cg=$(mktemp -d /tmp/fi-e2e-cg.XXXXXX); mount --rbind /sys/fs/cgroup "$cg"; '
                'mount -t sysfs sysfs /sys; mount --move "$cg" /sys/fs/cgroup; rmdir "$cg"; exec "$@"', "sh",
                self.fed.binary, "boot", "--context", os.path.join(self.dir, "context"),
-               "--image", self.fed.rootfs, "--state", os.path.join(self.dir, "state"),
+               "--image", self.image, "--state", os.path.join(self.dir, "state"),
                "--run-dir", os.path.join(self.dir, "run"), "--configure-network",
                "--container-id", f"{PREFIX}-{self.vm.vmid}", "--health-port", str(HEALTH), *self.extra_args]
         self.log = open(os.path.join(BUILD, f"{self.name}.log"), "w")
@@ -420,19 +421,25 @@ class Federation:
 
     def drill_submit_fails(self):
         log("drill: a SuperLink whose run submission fails stays up and says so")
-        # A second, stand-alone SuperLink (no OneGate) whose runc refuses `run`: the one-shot
-        # `flwr run` container cannot start, everything else works.
-        wrapper = os.path.join(BUILD, "runc-refusing-run")
-        with open(wrapper, "w") as f:
-            f.write('#!/bin/sh\nfor a in "$@"; do [ "$a" = run ] && { echo "runc: run refused (e2e drill)" >&2; exit 1; }; done\n'
-                    'exec runc "$@"\n')
-        os.chmod(wrapper, 0o755)
+        # A second, stand-alone SuperLink (no OneGate) whose image's FAB no longer matches the
+        # image manifest (a hard-linked copy of the rootfs with app.fab rewritten): flower-init
+        # refuses to submit it, everything else works.
+        image = os.path.join(BUILD, "rootfs-bad-fab")
+        subprocess.run(["rm", "-rf", image], check=True)
+        subprocess.run(["cp", "-al", self.rootfs, image], check=True)
+        manifest = json.load(open(os.path.join(image, "etc/flower-init/image.json")))
+        fab = os.path.join(image, manifest["app"]["fab"]["path"].lstrip("/"))
+        content = open(fab, "rb").read()
+        os.unlink(fab)  # the link, not the shared file
+        with open(fab, "wb") as f:
+            f.write(content[:-1] + bytes([content[-1] ^ 1]))
         vmid = max(n.vm.vmid for n in self.nodes) + 1
         vm = one.Vm(vmid, "superlink", 1, f"{SUBNET}.{10 + len(self.nodes)}", 7)
         vm.name = f"superlink_{vmid}_(drill)"
         vm.context = {"FL_ROLE": "superlink", "FL_USE_CASE": self.args.use_case, "FL_TLS_ENABLED": "NO",
                       "NETWORK": "YES", "ETH0_MAC": vm.mac, "ETH0_IP": vm.ip, "ETH0_MASK": "255.255.255.0"}
-        n = Node(self, vm, extra_args=["--runc", wrapper])
+        n = Node(self, vm)
+        n.image = image
         n.prepare(self.topo)
         self.nodes.append(n)
         n.start()
@@ -440,9 +447,10 @@ class Federation:
         run = st["sections"].get("run", {})
         step = next(s for s in st["timeline"]["steps"] if s["name"] == "run")
         assert run.get("status") == "failed" and "not submitted" in run.get("message", ""), run
+        assert "sha256" in run.get("message", ""), run
         assert step["outcome"] == "warning", step
         assert self.health(n)[0] == 200
-        log(f"drill ok: {n.name} /health 200, run: {run['message'][:120]}")
+        log(f"drill ok: {n.name} /health 200, run: {run['message'][:160]}")
 
     def drill_wrong_ca(self):
         log("drill: SuperNode with a wrong CA fails closed")
