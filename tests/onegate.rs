@@ -59,14 +59,15 @@ impl StandIn {
     }
 
     fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}{path}", self.admin);
-        let req = match method {
-            "GET" => minreq::get(url),
-            _ => minreq::post(url).with_body(body.unwrap_or(json!({})).to_string()),
-        };
-        let r = req.with_timeout(30).send().unwrap();
-        assert_eq!(r.status_code, 200, "admin {method} {path}: {}", r.as_str().unwrap());
-        serde_json::from_str(r.as_str().unwrap()).unwrap()
+        let (host, port) = self.admin.trim_start_matches("http://").rsplit_once(':').unwrap();
+        let ep = flower_init::http::Endpoint { host: host.into(), port: port.parse().unwrap(), tls: None };
+        let body = if method == "GET" { String::new() } else { body.unwrap_or(json!({})).to_string() };
+        let method = if method == "GET" { "GET" } else { "POST" };
+        let req = flower_init::http::Request { method, path, headers: &[], body: body.as_bytes() };
+        let r = flower_init::http::send(&ep, &req, Duration::from_secs(30), 1 << 24).unwrap();
+        let text = String::from_utf8(r.body).unwrap();
+        assert_eq!(r.status, 200, "admin {method} {path}: {text}");
+        serde_json::from_str(&text).unwrap()
     }
 
     fn load(&self, service: Value) {
