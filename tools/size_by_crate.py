@@ -213,12 +213,13 @@ def main() -> int:
     unnamed_ro = sum(mapped.get(s, 0) for s in (".rodata", ".data.rel.ro", ".data", ".tdata")) - named_data
     unwind = sum(mapped.get(s, 0) for s in (".eh_frame", ".eh_frame_hdr", ".gcc_except_table"))
     other = total - named_text - named_data - unnamed_text - unnamed_ro - unwind
-    for label, n in (("no symbol: .rodata/.data (literals, anonymous tables)", unnamed_ro),
-                     ("no symbol: .text (padding, stubs)", unnamed_text),
-                     ("unwind tables (.eh_frame, .gcc_except_table)", unwind),
-                     ("other sections", other)):
-        lines.append(fmt.format(label, n, 0, n, 100 * n / total) if a.markdown else
-                     f"{label:<28} {n:>10,} {'':>10} {'':>10} {100 * n / total:>6.1f} %")
+    for label, n, is_code in (("no symbol: .rodata/.data (literals, anonymous tables)", unnamed_ro, False),
+                              ("no symbol: .text (padding, stubs)", unnamed_text, True),
+                              ("unwind tables (.eh_frame, .gcc_except_table)", unwind, False),
+                              ("other sections", other, False)):
+        c, d = (n, 0) if is_code else (0, n)
+        lines.append(fmt.format(label, n, c, d, 100 * n / total) if a.markdown else
+                     f"{label:<28} {n:>10,} {c:>10,} {d:>10,} {100 * n / total:>6.1f} %")
     lines.append(fmt.format("**mapped sections, total**" if a.markdown else "mapped sections, total", total,
                             secs.get(".text", 0), total - secs.get(".text", 0), 100.0))
     print("\n".join(lines))
