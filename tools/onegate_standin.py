@@ -921,10 +921,15 @@ class StandIn:
         return "http://%s:%d" % (self.host, self.admin.server_address[1])
 
     def start(self):
+        # Listening before start() returns when not delayed: a client right after start()
+        # (the unit tests) must not race the serving thread's listen() (it was refused).
+        if self.down_for <= 0:
+            self.onegate.server_activate()
+
         def serve_onegate():
             if self.down_for > 0:
                 time.sleep(self.down_for)
-            self.onegate.server_activate()
+                self.onegate.server_activate()
             self.onegate.serve_forever(poll_interval=0.1)
 
         for target in (serve_onegate, lambda: self.admin.serve_forever(poll_interval=0.1)):

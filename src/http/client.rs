@@ -84,7 +84,7 @@ impl fmt::Display for HttpError {
             HttpError::Request(why) => write!(f, "cannot send the request: {why}"),
             HttpError::Resolve(why) => write!(f, "cannot resolve the host: {why}"),
             HttpError::Refused => f.write_str("connection refused"),
-            HttpError::Timeout(step) => write!(f, "timed out {step}"),
+            HttpError::Timeout(step) => write!(f, "timeout while {step}"),
             HttpError::Tls(why) => write!(f, "TLS failure: {why}"),
             HttpError::Io(step, why) => write!(f, "connection failed {step}: {why}"),
             HttpError::Malformed(why) => write!(f, "not a valid HTTP answer: {why}"),

@@ -234,7 +234,7 @@ fn a_server_that_never_answers_times_out() {
     let e = send(&plain(addr), &get("/vm"), Duration::from_millis(300), 100).unwrap_err();
     done_tx.send(()).unwrap();
     assert_eq!(e, HttpError::Timeout("reading the answer"));
-    assert_eq!(e.to_string(), "timed out reading the answer");
+    assert_eq!(e.to_string(), "timeout while reading the answer");
     assert!(h.join().unwrap().starts_with(b"GET /vm HTTP/1.1\r\n"));
 }
 
