@@ -8,7 +8,7 @@
 pub mod control;
 pub mod probe;
 
-pub use probe::{ProbeError, ProbeTls, Prober, health_request, parse_response, probe};
+pub use probe::{ProbeError, ProbeTls, Prober, probe};
 
 use crate::config::Isolation;
 use crate::container::{CERTS_DIR, CONTAINER_STATE_DIR, VENV_BIN};

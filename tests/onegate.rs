@@ -60,7 +60,7 @@ impl StandIn {
 
     fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let (host, port) = self.admin.trim_start_matches("http://").rsplit_once(':').unwrap();
-        let ep = flower_init::http::Endpoint { host: host.into(), port: port.parse().unwrap(), tls: None };
+        let ep = flower_init::http::Endpoint { host: host.into(), port: port.parse().unwrap(), tls: None, addr: None };
         let body = if method == "GET" { String::new() } else { body.unwrap_or(json!({})).to_string() };
         let method = if method == "GET" { "GET" } else { "POST" };
         let req = flower_init::http::Request { method, path, headers: &[], body: body.as_bytes() };

@@ -11,18 +11,22 @@
 //! written by hand for exactly these messages ([`proto`]). Errors are values: Flower's own
 //! refusals come back as [`ControlError::Api`] with its numeric code.
 
-pub mod http;
 pub mod proto;
 
 pub use proto::{NodeInfo, RunInfo, Scalar, StartRunRequest, StartRunResponse};
 
-use super::probe::{ProbeError, ProbeTls, client_config};
-use rustls::pki_types::ServerName;
+use super::probe::{ProbeError, ProbeTls, endpoint};
+use crate::http::{self, HttpError};
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Bytes of body accepted at most: ListNodes/ListRuns answers are a few hundred bytes per
+/// node or run.
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// `application/protobuf` (`supercore/protobuf/constants.py`), both ways, as Flower's own
+/// client sends it (`supercore/protobuf/client.py` `_unary_unary`).
+pub const PROTOBUF: &str = "application/protobuf";
 
 /// Flower's error codes the appliance acts on (`supercore/error/base.py` `ApiErrorCode`).
 pub mod code {
@@ -56,7 +60,7 @@ pub enum ControlError {
     /// The CA or server name given to the client is unusable.
     BadCa(String),
     /// The answer is not HTTP we accept, too large, or cut short.
-    Http(http::HttpError),
+    Http(HttpError),
     /// A 200 whose body is not the expected protobuf message.
     Proto(String),
     /// Flower refused the call: HTTP status, Flower's error code (`code::*`) and its public
@@ -106,7 +110,19 @@ impl From<ProbeError> for ControlError {
             ProbeError::Tls(m) => ControlError::Tls(m),
             ProbeError::BadCa(m) => ControlError::BadCa(m),
             ProbeError::Status(s) => ControlError::Unexpected { status: s, media_type: String::new() },
-            ProbeError::Malformed(m) => ControlError::Http(http::HttpError::Malformed(m)),
+            ProbeError::Malformed(m) => ControlError::Http(HttpError::Malformed(m)),
+        }
+    }
+}
+
+impl From<HttpError> for ControlError {
+    fn from(e: HttpError) -> Self {
+        match e {
+            HttpError::Refused => ControlError::Refused,
+            HttpError::Timeout(_) => ControlError::Timeout,
+            HttpError::Tls(m) => ControlError::Tls(m),
+            HttpError::Io(step, m) => ControlError::Io(format!("{step}: {m}")),
+            e => ControlError::Http(e),
         }
     }
 }
@@ -121,33 +137,14 @@ impl From<proto::ProtoError> for ControlError {
 /// certificate, e.g. `127.0.0.1`) or plain, and the time one call may take in all.
 #[derive(Debug, Clone)]
 pub struct Control {
-    addr: SocketAddr,
-    host: String,
-    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    ep: http::Endpoint,
     timeout: Duration,
 }
 
 impl Control {
     /// A client of `addr`; with `tls`, https trusting only `tls.ca_pem`.
     pub fn new(addr: SocketAddr, tls: Option<&ProbeTls>, timeout: Duration) -> Result<Control, ControlError> {
-        let host = match tls {
-            Some(t) => t.server_name.clone(),
-            None => addr.ip().to_string(),
-        };
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{}", addr.port())
-        } else {
-            format!("{host}:{}", addr.port())
-        };
-        let tls = match tls {
-            None => None,
-            Some(t) => {
-                let name = ServerName::try_from(t.server_name.clone())
-                    .map_err(|e| ControlError::BadCa(format!("server name {:?}: {e}", t.server_name)))?;
-                Some((client_config(&t.ca_pem)?, name))
-            }
-        };
-        Ok(Control { addr, host, tls, timeout })
+        Ok(Control { ep: endpoint(addr, tls)?, timeout })
     }
 
     /// StartRun: the run id Flower gave the run.
@@ -195,23 +192,16 @@ impl Control {
 
     /// One call: `POST /v1/control/<method>`; the protobuf body of a 200.
     fn call(&self, method: &str, body: &[u8]) -> Result<Vec<u8>, ControlError> {
-        let deadline = Instant::now() + self.timeout;
-        let tcp = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(io_error)?;
-        let request = http::request(&self.host, &format!("/v1/control/{method}"), body);
-        let response = match &self.tls {
-            None => exchange(tcp, &request, deadline)?,
-            Some((config, name)) => {
-                let conn = rustls::ClientConnection::new(config.clone(), name.clone()).map_err(|e| ControlError::Tls(e.to_string()))?;
-                exchange(rustls::StreamOwned::new(conn, tcp), &request, deadline)?
-            }
-        };
-        answer(response)
+        let headers = [("User-Agent", "flower-init".to_string()), ("Content-Type", PROTOBUF.into()), ("Accept", PROTOBUF.into())];
+        let path = format!("/v1/control/{method}");
+        let req = http::Request { method: "POST", path: &path, headers: &headers, body };
+        answer(http::send(&self.ep, &req, self.timeout, MAX_BODY)?)
     }
 }
 
 /// The body of a protobuf 200, or the error the response says.
 pub fn answer(r: http::Response) -> Result<Vec<u8>, ControlError> {
-    if r.status == 200 && r.media_type == http::PROTOBUF {
+    if r.status == 200 && r.media_type == PROTOBUF {
         return Ok(r.body);
     }
     if r.status >= 400 && (r.media_type == "application/json" || r.media_type.ends_with("+json")) {
@@ -225,69 +215,6 @@ pub fn answer(r: http::Response) -> Result<Vec<u8>, ControlError> {
         return Err(ControlError::Api { status: r.status, code: v["code"].as_i64(), detail });
     }
     Err(ControlError::Unexpected { status: r.status, media_type: r.media_type })
-}
-
-/// Send the request and read the whole response by `deadline` (each read waits at most the
-/// time left).
-fn exchange<S: Read + Write + Timeouts>(mut s: S, request: &[u8], deadline: Instant) -> Result<http::Response, ControlError> {
-    s.set_timeouts(left(deadline)?)?;
-    s.write_all(request).and_then(|_| s.flush()).map_err(io_error)?;
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
-    loop {
-        if let Some(r) = http::parse(&buf, false).map_err(ControlError::Http)? {
-            return Ok(r);
-        }
-        s.set_timeouts(left(deadline)?)?;
-        match s.read(&mut chunk) {
-            Ok(0) => {
-                return http::parse(&buf, true).map_err(ControlError::Http)?.ok_or(ControlError::Http(http::HttpError::Truncated));
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // uvicorn may close a TLS connection without close_notify: what was read counts,
-            // and `parse` still refuses a body shorter than its content-length.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return http::parse(&buf, true).map_err(ControlError::Http)?.ok_or(ControlError::Http(http::HttpError::Truncated));
-            }
-            Err(e) => return Err(io_error(e)),
-        }
-    }
-}
-
-/// The time left before `deadline`, or a timeout.
-fn left(deadline: Instant) -> Result<Duration, ControlError> {
-    let d = deadline.saturating_duration_since(Instant::now());
-    if d.is_zero() { Err(ControlError::Timeout) } else { Ok(d) }
-}
-
-/// Read/write timeouts of the socket under a stream.
-trait Timeouts {
-    fn set_timeouts(&mut self, d: Duration) -> Result<(), ControlError>;
-}
-
-impl Timeouts for TcpStream {
-    fn set_timeouts(&mut self, d: Duration) -> Result<(), ControlError> {
-        self.set_read_timeout(Some(d)).and_then(|_| self.set_write_timeout(Some(d))).map_err(io_error)
-    }
-}
-
-impl Timeouts for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    fn set_timeouts(&mut self, d: Duration) -> Result<(), ControlError> {
-        self.sock.set_timeouts(d)
-    }
-}
-
-/// Sort an I/O error (rustls reports its own errors as `InvalidData` wrapping them).
-fn io_error(e: io::Error) -> ControlError {
-    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        return ControlError::Tls(inner.to_string());
-    }
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused => ControlError::Refused,
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ControlError::Timeout,
-        _ => ControlError::Io(e.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -24,12 +24,15 @@ const MAX_HEADERS: usize = 128;
 const READ_CHUNK: usize = 16 * 1024;
 
 /// Where a request goes: a host (a DNS name or an IP address, without brackets), a port, and
-/// for https the rustls configuration whose roots are trusted.
+/// for https the rustls configuration whose roots are trusted. `addr`, when given, is where to
+/// connect instead of resolving `host`, which then only names the server (`Host:`, and the name
+/// its certificate must hold): Flower on loopback, verified as `127.0.0.1`.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub tls: Option<Arc<ClientConfig>>,
+    pub addr: Option<SocketAddr>,
 }
 
 impl Endpoint {
@@ -50,10 +53,12 @@ pub struct Request<'a> {
     pub body: &'a [u8],
 }
 
-/// An answer, whatever its status (a 3xx is returned as it is: redirects are not followed).
+/// An answer, whatever its status (a 3xx is returned as it is: redirects are not followed);
+/// `media_type` is its `Content-Type` lowercased without parameters (empty when absent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
+    pub media_type: String,
     pub body: Vec<u8>,
 }
 
@@ -116,7 +121,10 @@ pub fn mozilla_roots() -> Result<Arc<ClientConfig>, HttpError> {
 pub fn send(ep: &Endpoint, req: &Request<'_>, timeout: Duration, max_body: usize) -> Result<Response, HttpError> {
     let deadline = Instant::now() + timeout;
     let bytes = request_bytes(&ep.host_header(), req)?;
-    let addrs = resolve(&ep.host, ep.port, deadline)?;
+    let addrs = match ep.addr {
+        Some(a) => vec![a],
+        None => resolve(&ep.host, ep.port, deadline)?,
+    };
     let sock = Timed { sock: connect(&addrs, deadline)?, deadline };
     match &ep.tls {
         None => exchange(sock, &bytes, req.method, max_body),
@@ -273,8 +281,17 @@ pub fn read_response<R: Read>(mut r: R, method: &str, max_body: usize) -> Result
             BodyLen::Chunked => read_chunked(&mut r, buf, max_body)?,
             BodyLen::UntilClose => read_until_close(&mut r, buf, max_body)?,
         };
-        return Ok(Response { status: head.status, body });
+        return Ok(Response { status: head.status, media_type: media_type(&head.headers), body });
     }
+}
+
+/// The first `Content-Type`'s media type, lowercased, without parameters.
+fn media_type(headers: &[head::Header]) -> String {
+    headers
+        .iter()
+        .find(|h| h.is("content-type"))
+        .map(|h| String::from_utf8_lossy(&h.value).split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 /// Read until `buf` holds a whole head; its length.

@@ -20,7 +20,7 @@ fn get(path: &str) -> Request<'_> {
 }
 
 fn plain(addr: SocketAddr) -> Endpoint {
-    Endpoint { host: addr.ip().to_string(), port: addr.port(), tls: None }
+    Endpoint { host: addr.ip().to_string(), port: addr.port(), tls: None, addr: None }
 }
 
 /// Read one request (head and `Content-Length` body) from `s`.
@@ -99,7 +99,7 @@ fn requests_are_written_exactly() {
     );
     let empty_put = Request { method: "PUT", path: "/vm", headers: &[], body: b"" };
     assert!(String::from_utf8(request_bytes("h", &empty_put).unwrap()).unwrap().contains("Content-Length: 0\r\n"));
-    let ep = |host: &str, port, tls| Endpoint { host: host.into(), port, tls };
+    let ep = |host: &str, port, tls| Endpoint { host: host.into(), port, tls, addr: None };
     let cfg = mozilla_roots().unwrap();
     assert_eq!(ep("fd00::1", 5030, None).host_header(), "[fd00::1]:5030");
     assert_eq!(ep("onegate", 80, None).host_header(), "onegate");
@@ -242,7 +242,7 @@ fn a_server_that_never_answers_times_out() {
 fn a_closed_port_is_refused_and_a_bad_name_does_not_resolve() {
     let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     assert_eq!(send(&plain(free), &get("/"), LONG, 100), Err(HttpError::Refused));
-    let ep = Endpoint { host: "no-such-host.invalid".into(), port: 80, tls: None };
+    let ep = Endpoint { host: "no-such-host.invalid".into(), port: 80, tls: None, addr: None };
     let e = send(&ep, &get("/"), LONG, 100).unwrap_err();
     assert!(matches!(e, HttpError::Resolve(ref m) if m.starts_with("no-such-host.invalid: ")), "{e:?}");
 }
@@ -326,12 +326,12 @@ fn https_against_a_server_of_a_test_ca() {
     let (port, h) = serve_tls(server, 3, reply);
     // By IP address (the certificate's IP SAN) and by name (resolved, SNI, DNS SAN).
     for host in ["127.0.0.1", "localhost"] {
-        let ep = Endpoint { host: host.into(), port, tls: Some(client.clone()) };
+        let ep = Endpoint { host: host.into(), port, tls: Some(client.clone()), addr: None };
         let r = send(&ep, &get("/vm"), LONG, 100).unwrap();
         assert_eq!((r.status, r.body.as_slice()), (200, &br#"{"a":1}"#[..]), "{host}");
     }
     // Mozilla's roots do not know the test CA: refused during the handshake.
-    let ep = Endpoint { host: "127.0.0.1".into(), port, tls: Some(mozilla_roots().unwrap()) };
+    let ep = Endpoint { host: "127.0.0.1".into(), port, tls: Some(mozilla_roots().unwrap()), addr: None };
     let e = send(&ep, &get("/vm"), LONG, 100).unwrap_err();
     assert!(matches!(e, HttpError::Tls(ref m) if m.contains("UnknownIssuer")), "{e:?}");
     let seen = h.join().unwrap();
@@ -350,7 +350,7 @@ fn https_to_a_plain_http_port_is_a_tls_error() {
         // A plain HTTP server answers the ClientHello it cannot read with a 400.
         s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
     });
-    let ep = Endpoint { host: "127.0.0.1".into(), port, tls: Some(client) };
+    let ep = Endpoint { host: "127.0.0.1".into(), port, tls: Some(client), addr: None };
     let e = send(&ep, &get("/vm"), LONG, 100).unwrap_err();
     h.join().unwrap();
     assert!(matches!(e, HttpError::Tls(_)), "{e:?}");

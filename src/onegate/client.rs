@@ -134,7 +134,7 @@ impl Client {
             (true, Some(config)) => Some(config.clone()),
             (true, None) => Some(http::mozilla_roots().map_err(|e| transport(e.to_string()))?),
         };
-        let endpoint = http::Endpoint { host: self.host.clone(), port: self.port, tls };
+        let endpoint = http::Endpoint { host: self.host.clone(), port: self.port, tls, addr: None };
         let headers = wire::headers(req, self.vmid, self.token.expose());
         let request = http::Request { method, path: &req.path, headers: &headers, body: req.body.as_bytes() };
         let resp =

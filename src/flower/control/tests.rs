@@ -3,11 +3,11 @@
 //! captured from a real `flower-superlink` 1.42.0 (`testdata/*.http`, whole HTTP responses
 //! as uvicorn sent them), plus hand-made malformed ones.
 
-use super::http::{self, HttpError, Response};
+use crate::http::{self, HttpError, Response};
 use super::proto::{self, Reader, Scalar, StartRunRequest, Wire};
 use super::*;
 use proptest::prelude::*;
-use std::io::Cursor;
+use std::io::{self, Cursor, Read, Write};
 use std::net::TcpListener;
 
 fn hex(s: &str) -> Vec<u8> {
@@ -18,7 +18,7 @@ fn hex(s: &str) -> Vec<u8> {
 fn captured(name: &str) -> Response {
     let path = format!("{}/src/flower/control/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(&path).unwrap();
-    http::parse(&bytes, true).unwrap().unwrap()
+    http::read_response(&bytes[..], "POST", MAX_BODY).unwrap()
 }
 
 // ---- encodings, byte for byte as Flower's own classes write them ----
@@ -116,65 +116,24 @@ fn flower_refusals_are_api_errors_with_its_code() {
     assert!(matches!(answer(r), Err(ControlError::Unexpected { status: 200, .. })));
 }
 
-// ---- HTTP framing ----
+// ---- HTTP framing (the program's one client, crate::http, reads Flower's answers) ----
 
 #[test]
-fn request_has_flowers_headers_and_the_body() {
-    let r = http::request("127.0.0.1:8000", "/v1/control/list-nodes", b"\x08\x01");
-    let text = String::from_utf8_lossy(&r);
-    assert!(text.starts_with("POST /v1/control/list-nodes HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"));
-    assert!(text.contains("\r\nContent-Type: application/protobuf\r\n"));
-    assert!(text.contains("\r\nAccept: application/protobuf\r\n"));
-    assert!(text.contains("\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"));
-    assert!(r.ends_with(b"\r\n\r\n\x08\x01"));
-}
-
-#[test]
-fn every_prefix_of_a_captured_answer_asks_for_more() {
+fn every_cut_of_a_captured_answer_is_refused() {
     let bytes = std::fs::read(format!("{}/src/flower/control/testdata/list-nodes.http", env!("CARGO_MANIFEST_DIR"))).unwrap();
     for n in 0..bytes.len() {
-        assert_eq!(http::parse(&bytes[..n], false), Ok(None), "prefix of {n} bytes");
-        let cut = http::parse(&bytes[..n], true).unwrap_err();
-        assert!(matches!(cut, HttpError::Truncated | HttpError::Malformed(_)), "{cut:?}");
+        let cut = http::read_response(&bytes[..n], "POST", MAX_BODY).unwrap_err();
+        assert!(matches!(cut, HttpError::Malformed(_)), "prefix of {n} bytes: {cut:?}");
     }
-    assert!(http::parse(&bytes, false).unwrap().is_some());
+    assert!(http::read_response(&bytes[..], "POST", MAX_BODY).is_ok());
 }
 
 #[test]
-fn chunked_and_close_framed_bodies() {
-    let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/protobuf\r\n\r\n3;x=y\r\n\x08\x96\x01\r\n1\r\n\x10\r\n0\r\n\r\n";
-    let r = http::parse(chunked, false).unwrap().unwrap();
-    assert_eq!(r.body, b"\x08\x96\x01\x10");
-    assert_eq!(http::parse(&chunked[..chunked.len() - 2], false), Ok(None));
+fn the_media_type_is_read_without_case_or_parameters() {
     let close = b"HTTP/1.0 200 OK\r\ncontent-type: Application/Protobuf; charset=x\r\n\r\n\x08\x01";
-    assert_eq!(http::parse(close, false), Ok(None));
-    let r = http::parse(close, true).unwrap().unwrap();
+    let r = http::read_response(&close[..], "POST", MAX_BODY).unwrap();
     assert_eq!((r.media_type.as_str(), r.body.as_slice()), ("application/protobuf", &b"\x08\x01"[..]));
-}
-
-#[test]
-fn malformed_and_oversized_answers_are_refused() {
-    let bad: &[&[u8]] = &[
-        b"SSH-2.0-OpenSSH\r\n\r\n",
-        b"HTTP/1.1 2000 OK\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
-        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc",
-    ];
-    for b in bad {
-        assert!(matches!(http::parse(b, true), Err(HttpError::Malformed(_))), "{:?}", String::from_utf8_lossy(b));
-    }
-    let big = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", http::MAX_BODY + 1);
-    assert_eq!(http::parse(big.as_bytes(), false), Err(HttpError::TooLarge("response body")));
-    let long_head = vec![b'a'; http::MAX_HEAD + 1];
-    assert_eq!(http::parse(&long_head, false), Err(HttpError::TooLarge("response head")));
-    let huge_chunk = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n", http::MAX_BODY + 1);
-    assert_eq!(http::parse(huge_chunk.as_bytes(), false), Err(HttpError::TooLarge("response body")));
-    assert_eq!(http::parse(b"", true), Err(HttpError::Malformed("empty answer".into())));
+    assert_eq!(answer(r).unwrap(), b"\x08\x01");
 }
 
 // ---- protobuf decoding ----
@@ -210,8 +169,7 @@ proptest! {
         let _ = proto::decode_list_runs(&bytes);
         let _ = StartRunResponse::decode(&bytes);
         let _ = Scalar::decode(&bytes);
-        let _ = http::parse(&bytes, true);
-        let _ = http::parse(&bytes, false);
+        let _ = http::read_response(&bytes[..], "POST", MAX_BODY);
     }
 
     #[test]
@@ -265,6 +223,9 @@ fn client_posts_the_method_and_reads_the_answer() {
     let req = h.join().unwrap();
     let text = String::from_utf8_lossy(&req);
     assert!(text.starts_with(&format!("POST /v1/control/register-node HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n", addr.port())), "{text}");
+    for h in ["\r\nContent-Type: application/protobuf\r\n", "\r\nAccept: application/protobuf\r\n", "\r\nConnection: close\r\n\r\n"] {
+        assert!(text.contains(h), "{h:?} in {text}");
+    }
     assert!(req.ends_with(&proto::register_node_request(pem.as_bytes(), Some("sn-2"))));
 }
 
@@ -277,7 +238,8 @@ fn client_reports_flower_refusals_and_cut_answers() {
     h.join().unwrap();
     let (addr, h) = serve_once(bytes[..bytes.len() - 5].to_vec());
     let c = Control::new(addr, None, Duration::from_secs(30)).unwrap();
-    assert_eq!(c.unregister_node(12345).unwrap_err(), ControlError::Http(HttpError::Truncated));
+    let e = c.unregister_node(12345).unwrap_err();
+    assert!(matches!(e, ControlError::Http(HttpError::Malformed(_))), "{e:?}");
     h.join().unwrap();
 }
 
@@ -309,30 +271,16 @@ fn client_refuses_an_unusable_ca_and_a_too_large_fab() {
 }
 
 #[test]
-fn exchange_reads_a_response_split_anywhere() {
-    /// A stream that hands out one byte per read and records what is written.
-    struct Trickle(Cursor<Vec<u8>>, Vec<u8>);
+fn a_response_split_anywhere_is_read_whole() {
+    /// A stream that hands out one byte per read.
+    struct Trickle(Cursor<Vec<u8>>);
     impl Read for Trickle {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             let n = buf.len().min(1);
             self.0.read(&mut buf[..n])
         }
     }
-    impl Write for Trickle {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.1.extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    impl Timeouts for Trickle {
-        fn set_timeouts(&mut self, _: Duration) -> Result<(), ControlError> {
-            Ok(())
-        }
-    }
     let bytes = std::fs::read(format!("{}/src/flower/control/testdata/start-run.http", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let r = exchange(Trickle(Cursor::new(bytes), vec![]), b"req", Instant::now() + Duration::from_secs(60)).unwrap();
+    let r = http::read_response(Trickle(Cursor::new(bytes)), "POST", MAX_BODY).unwrap();
     assert_eq!(StartRunResponse::decode(&answer(r).unwrap()).unwrap().run_id, Some(4336188037420768822));
 }
