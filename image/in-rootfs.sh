@@ -55,6 +55,13 @@ ln -s /run/flower-init/hosts /etc/hosts
 ln -s /run/flower-init/hostname /etc/hostname
 : > /etc/machine-id
 
+# The bundled app as a FAB, built by Flower's own builder (what `flwr run` would build and
+# upload at every submission), so flower-init submits the run itself over the Control API
+# (docs/control-api.md). Built before compileall: the FAB holds sources only.
+$venv/bin/python -c 'import sys; from pathlib import Path; from flwr.cli.build import build_fab_from_disk; Path(sys.argv[2]).write_bytes(build_fab_from_disk(Path(sys.argv[1])))' \
+    /opt/flower/app /opt/flower/app.fab
+chmod 0644 /opt/flower/app.fab
+
 # Python cannot write bytecode at run time on a read-only root: compile it all now. pip already
 # compiled what it installed; this adds Debian's stdlib and the app's source copy.
 python3 -m compileall -q -j0 /usr/lib/python3 /usr/lib/python3.11 /opt/flower >/dev/null
@@ -65,5 +72,5 @@ rootfs_bytes=$(du -sbx --exclude=/tmp/build / | cut -f1)
 venv_bytes=$(du -sb "$venv" | cut -f1)
 "$venv/bin/python" "$b/manifest.py" --framework "$framework" --use-cases "$use_cases" \
     --build-date "$build_date" --rootfs-bytes "$rootfs_bytes" --venv-bytes "$venv_bytes" \
-    --app /opt/flower/app --out /etc/flower-init/image.json
+    --app /opt/flower/app --fab /opt/flower/app.fab --out /etc/flower-init/image.json
 echo "  $(cat /etc/flower-init/image.json | head -c 300)"

@@ -6,6 +6,7 @@ records are the installed ones. The app's `[tool.flwr.app.config]` table is carr
 config without a TOML parser. Flower flattens nested tables to dotted keys; so does this.
 """
 import argparse
+import hashlib
 import importlib.metadata as md
 import json
 import subprocess
@@ -35,6 +36,13 @@ def config_schema(table):
     return out
 
 
+def fab_entry(path):
+    """The FAB's path, sha256 (Flower's `Fab.hash_str`) and size."""
+    with open(path, "rb") as f:
+        content = f.read()
+    return {"path": path, "sha256": hashlib.sha256(content).hexdigest(), "bytes": len(content)}
+
+
 def debian_version(pkg):
     r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True)
     return r.stdout.strip() or None
@@ -44,6 +52,7 @@ def main():
     ap = argparse.ArgumentParser()
     for a in ("--framework", "--use-cases", "--build-date", "--app", "--out"):
         ap.add_argument(a, required=True)
+    ap.add_argument("--fab", help="the app built as a FAB (Flower's builder), submitted by flower-init")
     ap.add_argument("--rootfs-bytes", type=int, required=True)
     ap.add_argument("--venv-bytes", type=int, required=True)
     a = ap.parse_args()
@@ -71,6 +80,7 @@ def main():
             "serverapp": components["serverapp"],
             "clientapp": components["clientapp"],
             "config": config_schema(flwr_app.get("config", {})),
+            "fab": fab_entry(a.fab) if a.fab else None,
         },
         "packages": dict(sorted(packages.items())),
         "debian": {p: debian_version(p) for p in ("python3", "runc", "tini", "ca-certificates")},

@@ -5,9 +5,10 @@
 //! argument whatever characters it holds. Every flag was checked against `--help` of
 //! flwr 1.42.0 (`flower-superlink`, `flower-supernode`; research/flower.md §1-2).
 
+pub mod control;
 pub mod probe;
 
-pub use probe::{ProbeError, ProbeTls, Prober, health_request, parse_response, probe};
+pub use probe::{ProbeError, ProbeTls, Prober, probe};
 
 use crate::config::Isolation;
 use crate::container::{CERTS_DIR, CONTAINER_STATE_DIR, VENV_BIN};

@@ -50,6 +50,47 @@ pub struct App {
     /// `[tool.flwr.app.config]`: every key a run config may set, its type and default
     /// (run configs are validated against it before submission).
     pub config: AppSchema,
+    /// The app built as a FAB at image-build time by Flower's own builder, which flower-init
+    /// submits over the Control API; `None` in an image built before it (then `flwr run`).
+    pub fab: Option<Fab>,
+}
+
+/// The bundled app's FAB (`app.fab` of the manifest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fab {
+    /// Absolute path in the image.
+    pub path: PathBuf,
+    /// sha256 of the file in lowercase hex (Flower's `Fab.hash_str`).
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+impl Fab {
+    /// The FAB's bytes from the image whose root is `root`, refused unless their size and
+    /// sha256 are the manifest's: a run is never started from a file that changed since the
+    /// image was built.
+    pub fn read_at(&self, root: &Path) -> Result<Vec<u8>> {
+        let file = root.join(self.path.strip_prefix("/").unwrap_or(&self.path));
+        let what = || format!("read the app's FAB {}", file.display());
+        let content = std::fs::read(&file).map_err(|e| Error { what: what(), cause: e.into() })?;
+        if content.len() as u64 != self.bytes {
+            return Err(Error::msg(what(), format!("{} bytes, the image manifest says {}", content.len(), self.bytes)));
+        }
+        let sha = sha256_hex(&content).map_err(|e| Error::msg(what(), e))?;
+        if sha != self.sha256 {
+            return Err(Error::msg(what(), format!("sha256 {sha}, the image manifest says {}", self.sha256)));
+        }
+        Ok(content)
+    }
+}
+
+/// sha256 in lowercase hex, by the ring provider rustls links (SHA-256 is the hash of the TLS
+/// 1.3 suite TLS13_AES_128_GCM_SHA256): no hashing crate of our own.
+pub fn sha256_hex(data: &[u8]) -> std::result::Result<String, String> {
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let tls13 = suite.tls13().ok_or("no TLS 1.3 suite for SHA-256")?;
+    let out = tls13.common.hash_provider.hash(data);
+    Ok(out.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Read the manifest of the image whose root is `root` (tests, the host's unpacked rootfs).
@@ -100,6 +141,10 @@ pub fn parse(text: &str) -> std::result::Result<Manifest, String> {
         config.keys.insert(key.clone(), default.value_type());
         config.defaults.insert(key.clone(), default);
     }
+    let fab = match app.obj.get("fab") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(fab_entry(&Fields { obj: app.object("fab")?, at: "app.fab." })?),
+    };
     let venv = PathBuf::from(f.string("venv")?);
     let sizes = top.get("sizes").and_then(Value::as_object);
     let size = |k: &str| sizes.and_then(|s| s.get(k)).and_then(Value::as_u64);
@@ -107,11 +152,25 @@ pub fn parse(text: &str) -> std::result::Result<Manifest, String> {
         facts: ImageFacts { flower_version, framework, use_cases, role },
         python_version: f.string("python_version")?,
         venv,
-        app: App { path, name: app.string("name")?, version: app.opt_string("version")?, config },
+        app: App { path, name: app.string("name")?, version: app.opt_string("version")?, config, fab },
         build_date: f.string("build_date")?,
         rootfs_bytes: size("rootfs_bytes"),
         venv_bytes: size("venv_bytes"),
     })
+}
+
+/// `app.fab`: an absolute path, a sha256 in lowercase hex, a size.
+fn fab_entry(f: &Fields) -> std::result::Result<Fab, String> {
+    let path = PathBuf::from(f.string("path")?);
+    if !path.is_absolute() {
+        return Err(format!("field app.fab.path: {} is not an absolute path", path.display()));
+    }
+    let sha256 = f.string("sha256")?;
+    if sha256.len() != 64 || !sha256.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(format!("field app.fab.sha256: {sha256:?} is not a sha256 in lowercase hex"));
+    }
+    let bytes = f.get("bytes")?.as_u64().ok_or("field app.fab.bytes: expected a byte count")?;
+    Ok(Fab { path, sha256, bytes })
 }
 
 /// One `app.config` entry: `{"type": …, "default": …}` with a default of that type.

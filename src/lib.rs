@@ -29,6 +29,7 @@ pub mod gateway;
 pub mod gpu;
 pub mod grow;
 pub mod health;
+pub mod http;
 pub mod image;
 pub mod join;
 pub mod kmod;

@@ -5,7 +5,7 @@
 //! we copy on the wire is one-apps' `context-linux/src/usr/bin/onegate.rb`. Layers:
 //! - [`wire`]: pure request building and value encoding (tests compare bytes);
 //! - [`model`]: tolerant parsing of the JSON shapes `build_vm_hash`/`build_service_hash` emit;
-//! - [`Client`]: one HTTP exchange per try (minreq), named timeouts, bounded retries;
+//! - [`Client`]: one HTTP exchange per try ([`crate::http`]), named timeouts, bounded retries;
 //! - [`publish`]: the attribute contract of DESIGN.md; [`publisher`]: the background
 //!   [`Publisher`] thread (publication failure is degraded, never fatal; one failing attribute
 //!   never holds back the others; only what USER_TEMPLATE holds is deleted);
@@ -38,6 +38,9 @@ use std::time::Duration;
 /// Wall-clock limit of one HTTP exchange (connect, send, read), DNS included. The Ruby client
 /// has none of its own (Net::HTTP's 60 s defaults); a PID 1 must not wait that long.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest answer body accepted (a bigger one is an error, retried like a 5xx). `GET
+/// /service?extended=true` is the biggest answer: a few KiB of JSON per VM of the service.
+pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
 /// Tries of one call ([`Client::call`]) before its error is returned.
 pub const CALL_ATTEMPTS: u32 = 3;
 /// First pause between tries; doubled after each failure up to [`BACKOFF_MAX`].

@@ -59,14 +59,15 @@ impl StandIn {
     }
 
     fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}{path}", self.admin);
-        let req = match method {
-            "GET" => minreq::get(url),
-            _ => minreq::post(url).with_body(body.unwrap_or(json!({})).to_string()),
-        };
-        let r = req.with_timeout(30).send().unwrap();
-        assert_eq!(r.status_code, 200, "admin {method} {path}: {}", r.as_str().unwrap());
-        serde_json::from_str(r.as_str().unwrap()).unwrap()
+        let (host, port) = self.admin.trim_start_matches("http://").rsplit_once(':').unwrap();
+        let ep = flower_init::http::Endpoint { host: host.into(), port: port.parse().unwrap(), tls: None, addr: None };
+        let body = if method == "GET" { String::new() } else { body.unwrap_or(json!({})).to_string() };
+        let method = if method == "GET" { "GET" } else { "POST" };
+        let req = flower_init::http::Request { method, path, headers: &[], body: body.as_bytes() };
+        let r = flower_init::http::send(&ep, &req, Duration::from_secs(30), 1 << 24).unwrap();
+        let text = String::from_utf8(r.body).unwrap();
+        assert_eq!(r.status, 200, "admin {method} {path}: {text}");
+        serde_json::from_str(&text).unwrap()
     }
 
     fn load(&self, service: Value) {
@@ -634,4 +635,99 @@ fn oneflow_template_command_prints_the_committed_templates() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a template ID"));
     assert_eq!(run(&["--bogus"]).status.code(), Some(2));
+}
+
+/// A CA and a certificate for 127.0.0.1 made with rcgen, written into `dir` for the stand-in
+/// (`--tls-cert`, `--tls-key`); the client configuration that trusts the CA.
+fn test_pki(dir: &std::path::Path) -> (String, String, Arc<rustls::ClientConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let (cert_file, key_file) = (dir.join("onegate.crt"), dir.join("onegate.key"));
+    std::fs::write(&cert_file, leaf.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (cert_file.display().to_string(), key_file.display().to_string(), Arc::new(config))
+}
+
+#[test]
+fn onegate_over_https_publishes_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, trust) = test_pki(dir.path());
+    let s = StandIn::start(&["--tls-cert", &cert, "--tls-key", &key]);
+    assert!(s.onegate.starts_with("https://127.0.0.1:"), "{}", s.onegate);
+    s.load(service(100, &[101], true));
+    // The publisher and the reads, as the appliance does them, over TLS verified against the CA.
+    let p = Publisher::start(s.client(100).with_tls_config(trust.clone()), None).unwrap();
+    p.set(&superlink_attrs(true));
+    assert!(p.wait_idle(Duration::from_secs(60)), "{:?}", p.state());
+    assert!(p.state().published && p.state().ready_reported, "{:?}", p.state());
+    assert_eq!(s.user_template(100)["READY"], "YES");
+    let vm = s.client(101).with_tls_config(trust.clone()).get_vm().unwrap();
+    assert_eq!(vm.id, 101);
+    let svc = s.client(101).with_tls_config(trust).get_service(true).unwrap();
+    assert_eq!(svc.roles.len(), 2);
+    // Mozilla's roots (the default) do not know the test CA: a transport error, not retried
+    // into success, naming the TLS failure and never the token.
+    let token = "s3cret-0123456789abcdef";
+    let e = s.client_with(101, token).get_vm().unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, OneGateError::Transport { .. }), "{e:?}");
+    assert!(text.contains("TLS failure") && text.contains("UnknownIssuer"), "{text}");
+    assert!(!text.contains(token) && !format!("{e:?}").contains(token), "{text}");
+}
+
+/// A server that answers every request on one connection with `status` and the request's own
+/// bytes as the body, as a careless proxy might: the token comes back in the answer.
+fn echo_server(status: u16, n: usize) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for _ in 0..n {
+            let (mut c, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => req.extend_from_slice(&buf[..k]),
+                }
+            }
+            let head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n", req.len());
+            use std::io::Write;
+            let _ = c.write_all(head.as_bytes()).and_then(|_| c.write_all(&req));
+        }
+    });
+    url
+}
+
+#[test]
+fn the_token_never_appears_in_an_error_even_when_echoed() {
+    let token = "s3cret-0123456789abcdef";
+    let one_try = Policy { attempts: 1, ..fast() };
+    for status in [400, 401, 500, 200] {
+        let ep = values::url(&echo_server(status, 1)).unwrap();
+        let c = Client::new(&ep, 5, Secret::new(token)).with_policy(one_try);
+        // GET /vm: a 200 whose body is not JSON is a BadResponse quoting the body.
+        let e = c.get_vm().unwrap_err();
+        let (text, debug) = (e.to_string(), format!("{e:?}"));
+        assert!(!text.contains(token) && !debug.contains(token), "HTTP {status}: {text}");
+        assert!(debug.contains("X-ONEGATE-TOKEN: [token]"), "the echo came back, scrubbed: {debug}");
+        assert!(debug.contains("X-ONEGATE-VMID: 5"), "{debug}");
+    }
+    // No answer at all: the transport error names the URL, not the request.
+    let gone = values::url("http://127.0.0.1:9").unwrap();
+    let e = Client::new(&gone, 5, Secret::new(token)).with_policy(one_try).get_vm().unwrap_err();
+    assert!(!format!("{e} {e:?}").contains(token), "{e}");
 }

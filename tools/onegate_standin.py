@@ -54,6 +54,7 @@ docs/onegate.md for both APIs.
     python3 tools/onegate_standin.py [--host 127.0.0.1] [--port 0] [--admin-port 0]
                                      [--service FILE.json] [--down-for SECONDS]
                                      [--opennebula 7.0|7.2]
+                                     [--tls-cert CHAIN.pem --tls-key KEY.pem]  (OneGate over https)
 
 It prints one JSON line with both URLs on stdout once the admin port answers.
 """
@@ -64,6 +65,7 @@ import json
 import os
 import re
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -890,13 +892,18 @@ class StandIn:
     """Both servers in threads. `down_for`: the OneGate port is bound at once (so its number is
     known) but listens only after that many seconds; until then connections are refused."""
 
-    def __init__(self, host="127.0.0.1", port=0, admin_port=0, down_for=0.0, opennebula=None):
+    def __init__(self, host="127.0.0.1", port=0, admin_port=0, down_for=0.0, opennebula=None, tls=None):
         self.world = World(opennebula or os.environ.get(OPENNEBULA_ENV) or DEFAULT_OPENNEBULA)
         og = type("Handler", (OneGateHandler,), {"world": self.world})
         self.onegate = ThreadingHTTPServer((host, port), og, bind_and_activate=False)
         self.onegate.daemon_threads = True
         self.onegate.allow_reuse_address = True
         self.onegate.server_bind()
+        self.https = tls is not None
+        if tls:   # (certificate chain file, key file): OneGate over https, the admin port stays http
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.onegate.socket = ctx.wrap_socket(self.onegate.socket, server_side=True)
         ad = type("Admin", (AdminHandler,), {"world": self.world, "stop": self.shutdown})
         self.admin = ThreadingHTTPServer((host, admin_port), ad)
         self.admin.daemon_threads = True
@@ -906,17 +913,23 @@ class StandIn:
 
     @property
     def onegate_url(self):
-        return "http://%s:%d" % (self.host, self.onegate.server_address[1])
+        scheme = "https" if self.https else "http"
+        return "%s://%s:%d" % (scheme, self.host, self.onegate.server_address[1])
 
     @property
     def admin_url(self):
         return "http://%s:%d" % (self.host, self.admin.server_address[1])
 
     def start(self):
+        # Listening before start() returns when not delayed: a client right after start()
+        # (the unit tests) must not race the serving thread's listen() (it was refused).
+        if self.down_for <= 0:
+            self.onegate.server_activate()
+
         def serve_onegate():
             if self.down_for > 0:
                 time.sleep(self.down_for)
-            self.onegate.server_activate()
+                self.onegate.server_activate()
             self.onegate.serve_forever(poll_interval=0.1)
 
         for target in (serve_onegate, lambda: self.admin.serve_forever(poll_interval=0.1)):
@@ -946,9 +959,14 @@ def main(argv=None):
     ap.add_argument("--opennebula", default=None,
                     help="the onegate-server.rb to model: 7.0 (before the error 500 handler) or "
                          "7.2 and later (default: $%s, else %s)" % (OPENNEBULA_ENV, DEFAULT_OPENNEBULA))
+    ap.add_argument("--tls-cert", help="serve OneGate over https with this PEM certificate chain")
+    ap.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     args = ap.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        ap.error("--tls-cert and --tls-key go together")
     try:
-        s = StandIn(args.host, args.port, args.admin_port, args.down_for, args.opennebula)
+        s = StandIn(args.host, args.port, args.admin_port, args.down_for, args.opennebula,
+                    (args.tls_cert, args.tls_key) if args.tls_cert else None)
     except ValueError as e:
         ap.error(str(e))
     if args.service:

@@ -17,7 +17,10 @@ ready, and each round's run state as the SuperLink's `/status` showed it):
 import html
 import json
 import math
+import os
+import subprocess
 import sys
+from html.parser import HTMLParser
 
 OUTCOME_COLOURS = {"ok": "#2e7d32", "warning": "#f9a825", "skipped": "#9e9e9e", "failed": "#c62828", "running": "#1565c0"}
 FONT = "font-family:system-ui,sans-serif"
@@ -184,6 +187,67 @@ def write(rec, json_path, html_path):
     with open(html_path, "w") as f:
         f.write(render(rec))
     return html_path
+
+
+class Dom(HTMLParser):
+    """The elements of a DOM dump: (tag, attrs) in order, and the text."""
+
+    def __init__(self):
+        super().__init__()
+        self.elements, self.text, self.stack = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.elements.append((tag, dict(attrs), list(self.stack)))
+        if tag not in ("meta", "br", "hr", "img", "input", "link"):  # HTML void elements
+            self.stack.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        while self.stack:
+            t, _ = self.stack.pop()
+            if t == tag:
+                break
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def chromium_dom(path, profile):
+    """The DOM after the page's script ran, as headless Chromium dumps it (no network)."""
+    cmd = ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+           "--host-resolver-rules=MAP * ~NOTFOUND", "--dump-dom", f"file://{os.path.abspath(path)}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0 or "<svg" not in r.stdout:
+        raise AssertionError(f"chromium rc {r.returncode}: {r.stderr[-2000:]}")
+    return r.stdout
+
+
+def check_charts(dom_text, rec):
+    """What every report of `rec` shows once a browser has laid it out (`dom_text`, from
+    chromium_dom): a timeline per node and the loss and accuracy charts, each laid out at a
+    real size, a bar per boot step, a point per round with a value. Returns (dom, charts)."""
+    dom = Dom()
+    dom.feed(dom_text)
+    charts = [(a, st) for t, a, st in dom.elements if t == "svg" and "chart" in a.get("class", "")]
+    nodes, rounds = rec["nodes"], rec["rounds"]
+    want = {f"timeline-{n['name']}" for n in nodes} | {"loss", "accuracy"}
+    got = {a["data-chart"] for a, _ in charts}
+    assert got == want, f"charts {sorted(got)}, want {sorted(want)}"
+    for a, _ in charts:
+        w, h = (int(v) for v in a.get("data-rendered", "0x0").split("x"))
+        assert w > 100 and h > 50, f"chart {a['data-chart']} laid out at {w}x{h}"
+    body = next(a for t, a, _ in dom.elements if t == "body")
+    assert body.get("data-charts") == str(len(want)), body
+
+    def inside(tag, cls, chart):
+        return sum(1 for t, a, st in dom.elements if t == tag and cls in a.get("class", "")
+                   and any(s[0] == "svg" and s[1].get("data-chart") == chart for s in st))
+
+    for n in nodes:
+        steps = n["status"]["timeline"]["steps"]
+        assert inside("rect", "step", f"timeline-{n['name']}") == len(steps), n["name"]
+    assert inside("circle", "point", "loss") == len([r for r in rounds if r.get("loss") is not None])
+    assert inside("circle", "point", "accuracy") == len([r for r in rounds if r.get("accuracy") is not None])
+    return dom, len(charts)
 
 
 def main():

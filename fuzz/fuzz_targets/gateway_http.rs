@@ -3,6 +3,8 @@
 //! never a panic or a hang. Invariants checked on what parses: the head the gateway forwards
 //! parses again to the same method, target and framing (so Flower reads what the gateway
 //! checked); the chunked decoder gives the same data whether fed at once or byte by byte.
+//! The OneGate client's answer reader (`http::read_response`, issue #17) reads the same bytes
+//! as a whole answer: a value or an error, and never a body past its limit.
 #![no_main]
 use flower_init::gateway::chunked::ChunkedDecoder;
 use flower_init::gateway::http::{self, HeadLimits};
@@ -58,6 +60,11 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(body) = http::response_body(method, &resp) {
                 let _ = http::forward_response_head(&resp, body, false);
             }
+        }
+    }
+    for method in ["GET", "HEAD"] {
+        if let Ok(r) = flower_init::http::read_response(data, method, 4096) {
+            assert!(r.body.len() <= 4096, "a body past the limit");
         }
     }
     let (whole, done, err) = dechunk(data, data.len().max(1));

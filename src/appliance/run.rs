@@ -1,6 +1,6 @@
 //! The training run (SuperLink with FL_USE_CASE): the bundled app submitted with the run
-//! config built from the context (`flwr run` in a one-shot container against the loopback
-//! Control API), then followed round by round through the app's status file into `/status`
+//! config built from the context (its FAB, built at image-build time, over the loopback
+//! Control API; `flwr run` in a one-shot container for an image without one), then followed round by round through the app's status file into `/status`
 //! and OneGate (FL_RUN_*). A completed run is not submitted again on reboot.
 
 use super::steps::{Boot, Failed, Note};
@@ -8,13 +8,17 @@ use super::watchdog::Watchdog;
 use super::{Node, spec, workload};
 use crate::container::{self, BindMount};
 use crate::error::{Ctx, Error, Result};
+use crate::flower::control;
 use crate::{flower, runconfig};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// `flwr run` (a one-shot container: a Python start, the FAB upload) may take this long.
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(600);
+/// One Control API call may take this long (StartRun stores the FAB in Flower's database).
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Where the run's status file is, as the container sees it (on the state directory).
 const STATUS_FILE: &str = "/state/run-status.json";
 
@@ -48,8 +52,8 @@ impl Follow {
     }
 }
 
-/// SuperLink with FL_USE_CASE: submit the bundled app with the run config from the context,
-/// in a one-shot container running `flwr run` against the loopback Control API.
+/// SuperLink with FL_USE_CASE: submit the bundled app with the run config from the context
+/// over the loopback Control API.
 pub(super) fn submit(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Failed> {
     boot.step("run", |b| {
         let sl = node.cfg.role.superlink().ok_or_else(|| Error::msg("submit the run", "not a SuperLink"))?;
@@ -75,30 +79,17 @@ pub(super) fn submit(boot: &mut Boot, node: &mut Node) -> std::result::Result<()
                 return Ok(((), Note::Skip(format!("run {id} with this configuration already completed; not submitted again"))));
             }
         }
-        let home = b.layout.run_dir.join("flwr-cli");
-        std::fs::create_dir_all(&home).with_ctx(|| format!("create {}", home.display()))?;
-        std::os::unix::fs::chown(&home, Some(container::CONTAINER_UID), Some(container::CONTAINER_GID)).with_ctx(|| format!("chown {}", home.display()))?;
-        let transport = match &node.tls {
-            Some(_) => runconfig::Transport::RootCertificates(flower::supernode_ca_path()),
-            None => runconfig::Transport::Insecure,
+        // The image's FAB over the Control API (milliseconds); an image built before the FAB
+        // was part of it: `flwr run` in a one-shot container (a Python start).
+        let submitted = match &node.manifest.app.fab {
+            Some(fab) => submit_over_control(b, node, fab, &rc),
+            None => submit_with_flwr_run(b, node, &rc),
         };
-        let toml = runconfig::flwr_config_toml(runconfig::CONNECTION, &format!("127.0.0.1:{}", flower::SUPERLINK_PORT), &transport)
-            .map_err(|e| Error::msg("write the Flower CLI config", e))?;
-        crate::fsutil::write_atomic(&home.join("config.toml"), toml.as_bytes(), 0o644, Some((container::CONTAINER_UID, container::CONTAINER_GID)))
-            .with_ctx(|| format!("write {}", home.join("config.toml").display()))?;
-        let argv = runconfig::flwr_run_argv(
-            &format!("{}/flwr", container::VENV_BIN),
-            &node.manifest.app.path.display().to_string(),
-            runconfig::CONNECTION,
-            &rc,
-        );
-        let submitted = match one_shot(b, node, "submit", argv, &home)
-            .and_then(|out| runconfig::parse_run_output(&out).map_err(|e| Error::msg("submit the run (flwr run)", e.to_string())))
-        {
-            Ok(s) => s,
+        let run_id = match submitted {
+            Ok(id) => id,
             Err(e) => {
-                // Flower is up and serving; only `flwr run` failed (a timeout on a slow host, a
-                // Flower error). The SuperLink stays up and says the run failed; an operator
+                // Flower is up and serving; only the submission failed (a timeout on a slow
+                // host, a Flower error, a FAB that does not match the image manifest). The SuperLink stays up and says the run failed; an operator
                 // can submit one with `flwr run` through the Control port.
                 let msg = e.to_string();
                 log::error!("run not submitted: {msg}; the SuperLink stays up (submit one with `flwr run`)");
@@ -122,12 +113,94 @@ pub(super) fn submit(boot: &mut Boot, node: &mut Node) -> std::result::Result<()
                 return Ok(((), Note::Warn(format!("run not submitted: {msg}"))));
             }
         };
-        let rec = serde_json::json!({"run_id": submitted.run_id, "run_config": rendered});
+        let rec = serde_json::json!({"run_id": run_id, "run_config": rendered});
         crate::fsutil::write_atomic(&marker, rec.to_string().as_bytes(), 0o644, None).with_ctx(|| format!("write {}", marker.display()))?;
-        log::info!("run {} submitted: {} rounds of {} with {}", submitted.run_id, sl.num_rounds, node.cfg.common.use_case, sl.strategy);
-        node.run = Some(Follow::new(submitted.run_id, host_status));
-        Ok(((), Note::Ok(format!("run {} submitted ({rendered})", submitted.run_id))))
+        log::info!("run {run_id} submitted: {} rounds of {} with {}", sl.num_rounds, node.cfg.common.use_case, sl.strategy);
+        node.run = Some(Follow::new(run_id, host_status));
+        Ok(((), Note::Ok(format!("run {run_id} submitted ({rendered})"))))
     })
+}
+
+/// The run config as Flower's own CLI sends it (`common/serde.py`
+/// `user_config_value_to_proto`): integers `sint64`, floats `double`, booleans, strings.
+pub(super) fn override_config(rc: &runconfig::RunConfig) -> Vec<(String, control::Scalar)> {
+    rc.entries
+        .iter()
+        .map(|(k, v)| {
+            let s = match v {
+                runconfig::Value::Int(i) => control::Scalar::Sint64(*i),
+                runconfig::Value::Float(f) => control::Scalar::Double(*f),
+                runconfig::Value::Bool(b) => control::Scalar::Bool(*b),
+                runconfig::Value::Str(s) => control::Scalar::String(s.clone()),
+            };
+            (k.clone(), s)
+        })
+        .collect()
+}
+
+/// StartRun over the loopback Control API (docs/control-api.md): the FAB built at
+/// image-build time (size and sha256 checked against the manifest first), the run config as
+/// overrides, the default federation. Then ListRuns: Flower's own hash of what it stored
+/// must be the manifest's.
+fn submit_over_control(b: &Boot, node: &Node, fab: &crate::image::Fab, rc: &runconfig::RunConfig) -> Result<u64> {
+    let content = fab.read_at(&b.layout.image_root)?;
+    let tls = node.tls.as_ref().map(|(ca, _)| flower::ProbeTls { ca_pem: ca.clone(), server_name: "127.0.0.1".into() });
+    let addr = SocketAddr::from(([127, 0, 0, 1], flower::SUPERLINK_PORT));
+    let what = || format!("submit the run over the Control API ({addr})");
+    let api = control::Control::new(addr, tls.as_ref(), CONTROL_TIMEOUT).map_err(|e| Error::msg(what(), e.to_string()))?;
+    let req = control::StartRunRequest {
+        fab_content: content,
+        fab_hash: fab.sha256.clone(),
+        override_config: override_config(rc),
+        federation: String::new(),
+    };
+    let t0 = Instant::now();
+    let started = api.start_run(&req).map_err(|e| Error::msg(what(), e.to_string()))?;
+    let run_id = started.run_id.ok_or_else(|| Error::msg(what(), "no run id"))?;
+    let listed = api.list_runs(Some(run_id), None).map_err(|e| Error::msg(format!("list run {run_id} (Control API)"), e.to_string()))?;
+    match listed.iter().find(|r| r.run_id == run_id) {
+        Some(r) if r.fab_hash == fab.sha256 => {}
+        Some(r) => log::warn!("run {run_id}: Flower hashed the FAB as {}, the image manifest says {}", r.fab_hash, fab.sha256),
+        None => log::warn!("run {run_id}: not in Flower's ListRuns answer"),
+    }
+    log::info!(
+        "run {run_id} submitted over the Control API in {} ms ({} bytes of FAB, federation {})",
+        t0.elapsed().as_millis(),
+        req.fab_content.len(),
+        started.federation
+    );
+    Ok(run_id)
+}
+
+/// `flwr run` in a one-shot container against the loopback Control API (images without a
+/// FAB in their manifest): the run id it prints.
+fn submit_with_flwr_run(b: &mut Boot, node: &Node, rc: &runconfig::RunConfig) -> Result<u64> {
+    let home = b.layout.run_dir.join("flwr-cli");
+    std::fs::create_dir_all(&home).with_ctx(|| format!("create {}", home.display()))?;
+    std::os::unix::fs::chown(&home, Some(container::CONTAINER_UID), Some(container::CONTAINER_GID))
+        .with_ctx(|| format!("chown {}", home.display()))?;
+    let transport = match &node.tls {
+        Some(_) => runconfig::Transport::RootCertificates(flower::supernode_ca_path()),
+        None => runconfig::Transport::Insecure,
+    };
+    let toml = runconfig::flwr_config_toml(runconfig::CONNECTION, &format!("127.0.0.1:{}", flower::SUPERLINK_PORT), &transport)
+        .map_err(|e| Error::msg("write the Flower CLI config", e))?;
+    crate::fsutil::write_atomic(
+        &home.join("config.toml"),
+        toml.as_bytes(),
+        0o644,
+        Some((container::CONTAINER_UID, container::CONTAINER_GID)),
+    )
+    .with_ctx(|| format!("write {}", home.join("config.toml").display()))?;
+    let argv = runconfig::flwr_run_argv(
+        &format!("{}/flwr", container::VENV_BIN),
+        &node.manifest.app.path.display().to_string(),
+        runconfig::CONNECTION,
+        rc,
+    );
+    let out = one_shot(b, node, "submit", argv, &home)?;
+    let submitted = runconfig::parse_run_output(&out).map_err(|e| Error::msg("submit the run (flwr run)", e.to_string()))?;
+    Ok(submitted.run_id)
 }
 
 /// Run a Flower CLI command in a one-shot container (same image, same certificates, the CLI's
@@ -210,4 +283,31 @@ pub(super) fn check_progress(b: &mut Boot, node: &mut Node) {
     b.report.run = Some(st);
     b.show();
     run.judged = true;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use control::Scalar;
+
+    /// The overrides as `flwr run --run-config` would send them: same keys, and the protobuf
+    /// types of Flower's `user_config_value_to_proto` (ints sint64, floats double).
+    #[test]
+    fn run_config_becomes_flowers_overrides() {
+        let mut rc = runconfig::RunConfig::default();
+        rc.set("num-server-rounds", runconfig::Value::Int(3))
+            .set("proximal-mu", runconfig::Value::Float(0.1))
+            .set("checkpoint-enabled", runconfig::Value::Bool(false))
+            .set("strategy", runconfig::Value::Str("FedProx".into()));
+        assert_eq!(
+            override_config(&rc),
+            vec![
+                ("checkpoint-enabled".to_string(), Scalar::Bool(false)),
+                ("num-server-rounds".to_string(), Scalar::Sint64(3)),
+                ("proximal-mu".to_string(), Scalar::Double(0.1)),
+                ("strategy".to_string(), Scalar::String("FedProx".into())),
+            ]
+        );
+        assert!(override_config(&runconfig::RunConfig::default()).is_empty());
+    }
 }

@@ -1,4 +1,4 @@
-use super::probe::{ProbeError, ProbeTls, Prober, health_request, parse_response, probe};
+use super::probe::{ProbeError, ProbeTls, Prober, probe};
 use super::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -93,21 +93,6 @@ fn hostile_values_stay_one_literal_argument() {
     assert_eq!(v.iter().filter(|x| *x == "--insecure").count(), 1);
 }
 
-#[test]
-fn http_request_and_status_line() {
-    assert_eq!(
-        health_request("127.0.0.1"),
-        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: flower-init\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
-    assert!(String::from_utf8(health_request("::1")).unwrap().contains("Host: [::1]\r\n"));
-    assert_eq!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"), Ok(200));
-    assert_eq!(parse_response(b"HTTP/1.0 503 Service Unavailable\r\n"), Ok(503));
-    assert_eq!(parse_response(b"HTTP/1.1 404"), Ok(404));
-    for bad in [&b""[..], b"SSH-2.0-OpenSSH\r\n", b"HTTP/1.1 20 OK\r\n", b"HTTP/1.1 abc\r\n", b"\x15\x03\x03\x00\x02\x02\x50"] {
-        assert!(matches!(parse_response(bad), Err(ProbeError::Malformed(_))), "{bad:?}");
-    }
-}
-
 /// A one-shot plain server answering `answer` and returning the request it read.
 fn serve_once(answer: &'static [u8]) -> (SocketAddr, thread::JoinHandle<Vec<u8>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -127,11 +112,19 @@ fn serve_once(answer: &'static [u8]) -> (SocketAddr, thread::JoinHandle<Vec<u8>>
 fn plain_probe_ok_status_and_refused() {
     let (addr, h) = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
     assert_eq!(probe(addr, None, Duration::from_secs(10)), Ok(()));
-    assert!(h.join().unwrap().starts_with(b"GET /health HTTP/1.1\r\n"));
+    assert_eq!(
+        h.join().unwrap(),
+        format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUser-Agent: flower-init\r\nAccept: */*\r\nConnection: close\r\n\r\n", addr.port())
+            .into_bytes()
+    );
     let (addr, _h) = serve_once(b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
     assert_eq!(probe(addr, None, Duration::from_secs(10)), Err(ProbeError::Status(503)));
     let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     assert_eq!(probe(free, None, Duration::from_secs(10)), Err(ProbeError::Refused));
+    for bad in [&b"SSH-2.0-OpenSSH\r\n"[..], b"HTTP/1.1 20 OK\r\n\r\n", b"HTTP/1.1 abc\r\n\r\n", b"\x15\x03\x03\x00\x02\x02\x50", b""] {
+        let (addr, _h) = serve_once(bad);
+        assert!(matches!(probe(addr, None, Duration::from_secs(10)), Err(ProbeError::Malformed(_))), "{bad:?}");
+    }
 }
 
 /// A CA and a server certificate for 127.0.0.1 made with rcgen; returns (ca PEM, server config).

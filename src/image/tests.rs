@@ -95,3 +95,43 @@ fn the_shared_config_loader_accepts_the_same_file() {
     std::fs::write(&p, REAL).unwrap();
     assert_eq!(load_file(&p).unwrap().facts, parse(REAL).unwrap().facts);
 }
+
+#[test]
+fn the_fab_is_optional_and_checked() {
+    assert_eq!(parse(REAL).unwrap().app.fab, None, "an image built before the FAB: flwr run");
+    let sha = "f6bf2db9fdbfb302267dd9a7be73e2c314052cdf4429060e22cc1d6f8868e4cb";
+    let m = parse(&edit(|v| v["app"]["fab"] = json!({"path": "/opt/flower/app.fab", "sha256": sha, "bytes": 62629}))).unwrap();
+    assert_eq!(m.app.fab, Some(Fab { path: "/opt/flower/app.fab".into(), sha256: sha.into(), bytes: 62629 }));
+    assert_eq!(parse(&edit(|v| v["app"]["fab"] = Value::Null)).unwrap().app.fab, None);
+    let cases = [
+        (json!({"path": "app.fab", "sha256": sha, "bytes": 1}), "field app.fab.path: app.fab is not an absolute path"),
+        (json!({"path": "/a.fab", "sha256": sha.to_uppercase(), "bytes": 1}), "field app.fab.sha256: "),
+        (json!({"path": "/a.fab", "sha256": &sha[1..], "bytes": 1}), "field app.fab.sha256: "),
+        (json!({"path": "/a.fab", "sha256": sha}), "field app.fab.bytes: missing"),
+        (json!({"path": "/a.fab", "sha256": sha, "bytes": -1}), "field app.fab.bytes: expected a byte count"),
+        (json!("/a.fab"), "field app.fab: expected an object"),
+    ];
+    for (fab, want) in cases {
+        let e = parse(&edit(|v| v["app"]["fab"] = fab)).unwrap_err();
+        assert!(e.starts_with(want), "{e:?} should start with {want:?}");
+    }
+}
+
+#[test]
+fn the_fab_is_read_only_when_it_matches_the_manifest() {
+    // sha256 of "abc" (FIPS 180-2 test vector) and of nothing.
+    assert_eq!(sha256_hex(b"abc").unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    assert_eq!(sha256_hex(b"").unwrap(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("opt/flower")).unwrap();
+    std::fs::write(d.path().join("opt/flower/app.fab"), b"abc").unwrap();
+    let fab = Fab { path: "/opt/flower/app.fab".into(), sha256: sha256_hex(b"abc").unwrap(), bytes: 3 };
+    assert_eq!(fab.read_at(d.path()).unwrap(), b"abc");
+    let e = Fab { bytes: 4, ..fab.clone() }.read_at(d.path()).unwrap_err().to_string();
+    assert!(e.ends_with("app.fab: 3 bytes, the image manifest says 4"), "{e}");
+    std::fs::write(d.path().join("opt/flower/app.fab"), b"abd").unwrap();
+    let e = fab.read_at(d.path()).unwrap_err().to_string();
+    assert!(e.contains("app.fab: sha256 a52d159f"), "{e}");
+    let e = fab.read_at(&d.path().join("nowhere")).unwrap_err().to_string();
+    assert!(e.starts_with("read the app's FAB ") && e.contains("No such file"), "{e}");
+}

@@ -1,20 +1,25 @@
-//! The HTTP client: one exchange per try with minreq (plain http is the common case; https
-//! through minreq's rustls with the webpki roots), a wall-clock timeout on every try, bounded
-//! retries with exponential backoff for transient failures.
+//! The OneGate client: one exchange per try through [`crate::http`] (plain http is the common
+//! case; https through rustls 0.23 trusting Mozilla's roots, or the roots given with
+//! [`Client::with_tls_config`]), a wall-clock timeout on every try (name resolution included),
+//! answers bounded by [`MAX_RESPONSE`], redirects never followed, bounded retries with
+//! exponential backoff for transient failures. The token never appears in an error: the HTTP
+//! layer builds no text from request headers, and a server that echoes it back gets it
+//! replaced ([`Client::send_once`]).
 
 use super::error::OneGateError;
 use super::model::{self, ServiceInfo, VmInfo};
-use super::wire::{self, HttpRequest, Method};
-use super::{BACKOFF_INITIAL, BACKOFF_MAX, CALL_ATTEMPTS, REQUEST_TIMEOUT};
-use crate::config::{Endpoint, Host};
+use super::wire::{self, HttpRequest};
+use super::{BACKOFF_INITIAL, BACKOFF_MAX, CALL_ATTEMPTS, MAX_RESPONSE, REQUEST_TIMEOUT};
+use crate::config::Endpoint;
+use crate::http;
 use crate::secret::Secret;
-use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long and how often a call tries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// Wall-clock limit of one try (minreq counts whole seconds: rounded up, at least 1 s).
+    /// Wall-clock limit of one try: resolve, connect, send, read the whole answer.
     pub timeout: Duration,
     /// Tries of [`Client::call`] (at least 1).
     pub attempts: u32,
@@ -40,21 +45,12 @@ impl Policy {
     pub fn bound(&self) -> Duration {
         let tries = self.attempts.max(1);
         let pauses: Duration = (1..tries).map(|n| self.pause(n)).sum();
-        self.timeout_secs_duration() * tries + pauses
+        self.timeout * tries + pauses
     }
 
-    /// The longest one try can take (the timeout in minreq's whole seconds).
+    /// The longest one try can take.
     pub fn bound_of_one_try(&self) -> Duration {
-        self.timeout_secs_duration()
-    }
-
-    fn timeout_secs(&self) -> u64 {
-        let d = self.timeout;
-        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
-    }
-
-    fn timeout_secs_duration(&self) -> Duration {
-        Duration::from_secs(self.timeout_secs())
+        self.timeout
     }
 }
 
@@ -69,23 +65,36 @@ pub struct Reply {
 #[derive(Debug, Clone)]
 pub struct Client {
     https: bool,
-    /// Host as it goes in a URL (IPv6 in brackets).
+    /// A DNS name or an IP address (IPv6 without brackets).
     host: String,
     port: u16,
     vmid: u64,
     token: Secret,
     policy: Policy,
+    /// The https trust when not Mozilla's roots.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
     /// A client for ONEGATE_ENDPOINT (host name or IP; its path is ignored, as `onegate.rb`
     /// sends absolute paths), VMID and the trimmed token.
     pub fn new(endpoint: &Endpoint, vmid: u64, token: Secret) -> Client {
-        let host = match &endpoint.host {
-            Host::Ip(IpAddr::V6(a)) => format!("[{a}]"),
-            h => h.to_string(),
-        };
-        Client { https: endpoint.https, host, port: endpoint.port, vmid, token, policy: Policy::default() }
+        Client {
+            https: endpoint.https,
+            host: endpoint.host.to_string(),
+            port: endpoint.port,
+            vmid,
+            token,
+            policy: Policy::default(),
+            tls: None,
+        }
+    }
+
+    /// The same client trusting the roots of `config` for https instead of Mozilla's (a
+    /// OneGate behind a private CA; the tests' own CA).
+    pub fn with_tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Client {
+        self.tls = Some(config);
+        self
     }
 
     /// The same client with other timeouts and retries (tests, the publisher).
@@ -105,48 +114,62 @@ impl Client {
 
     /// `http://host:port`, for messages (never carries the token).
     pub fn base_url(&self) -> String {
-        format!("{}://{}:{}", if self.https { "https" } else { "http" }, self.host, self.port)
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        format!("{}://{host}:{}", if self.https { "https" } else { "http" }, self.port)
     }
 
     /// One try: send, read the answer, map non-2xx to an error. No retry, no sleep.
     pub fn send_once(&self, req: &HttpRequest) -> Result<Reply, OneGateError> {
-        let url = format!("{}{}", self.base_url(), req.path);
-        let mut r = match req.method {
-            Method::Get => minreq::get(url),
-            Method::Put => minreq::put(url),
-        };
-        for (k, v) in wire::headers(req, self.vmid, self.token.expose()) {
-            r = r.with_header(k, v);
-        }
-        if req.method == Method::Put {
-            r = r.with_body(req.body.as_bytes().to_vec());
-        }
-        let r = r.with_timeout(self.policy.timeout_secs()).with_follow_redirects(false);
+        self.exchange(req).map_err(|e| self.redacted(e))
+    }
+
+    /// [`Client::send_once`] before the token is scrubbed from its error.
+    fn exchange(&self, req: &HttpRequest) -> Result<Reply, OneGateError> {
         let method = req.method.as_str();
         let path = req.route().to_string();
-        if self.host.starts_with('[') {
-            // minreq resolves "[addr]" as a name and fails; say so instead of "lookup failed".
-            return Err(OneGateError::Transport {
-                method,
-                path,
-                url: self.base_url(),
-                cause: "an IPv6 address as ONEGATE_ENDPOINT host is not supported; use an IPv4 address or a host name"
-                    .into(),
-            });
-        }
-        let resp = r.send().map_err(|e| OneGateError::Transport {
-            method,
-            path: path.clone(),
-            url: self.base_url(),
-            cause: e.to_string(),
-        })?;
-        let status = u16::try_from(resp.status_code).unwrap_or(0);
-        let body = String::from_utf8_lossy(resp.as_bytes()).into_owned();
+        let transport =
+            |cause: String| OneGateError::Transport { method, path: path.clone(), url: self.base_url(), cause };
+        let tls = match (self.https, &self.tls) {
+            (false, _) => None,
+            (true, Some(config)) => Some(config.clone()),
+            (true, None) => Some(http::mozilla_roots().map_err(|e| transport(e.to_string()))?),
+        };
+        let endpoint = http::Endpoint { host: self.host.clone(), port: self.port, tls, addr: None };
+        let headers = wire::headers(req, self.vmid, self.token.expose());
+        let request = http::Request { method, path: &req.path, headers: &headers, body: req.body.as_bytes() };
+        let resp =
+            http::send(&endpoint, &request, self.policy.timeout, MAX_RESPONSE).map_err(|e| transport(e.to_string()))?;
+        let status = resp.status;
+        let body = String::from_utf8_lossy(&resp.body).into_owned();
         log::debug!("onegate: {method} {} -> {status} ({} bytes)", req.path, body.len());
         match status {
             200..=299 => Ok(Reply { status, body }),
             401 => Err(OneGateError::TokenRejected { method, path, vmid: self.vmid, body }),
             _ => Err(OneGateError::Http { method, path, status, body }),
+        }
+    }
+
+    /// `e` with every copy of the token replaced: a server (or a proxy in front of it) may
+    /// quote the request's headers back in an error body.
+    fn redacted(&self, e: OneGateError) -> OneGateError {
+        let token = self.token.expose();
+        if token.is_empty() {
+            return e;
+        }
+        let scrub = |s: String| if s.contains(token) { s.replace(token, "[token]") } else { s };
+        match e {
+            OneGateError::Transport { method, path, url, cause } => {
+                OneGateError::Transport { method, path, url, cause: scrub(cause) }
+            }
+            OneGateError::TokenRejected { method, path, vmid, body } => {
+                OneGateError::TokenRejected { method, path, vmid, body: scrub(body) }
+            }
+            OneGateError::Http { method, path, status, body } => {
+                OneGateError::Http { method, path, status, body: scrub(body) }
+            }
+            OneGateError::BadResponse { method, path, why, body } => {
+                OneGateError::BadResponse { method, path, why: scrub(why), body: scrub(body) }
+            }
         }
     }
 
@@ -226,7 +249,7 @@ impl Client {
     /// One try of a GET whose body is parsed by `parse` (discovery paces its own retries).
     pub fn get_once<T>(&self, req: &HttpRequest, parse: fn(&str) -> Result<T, String>) -> Result<T, OneGateError> {
         let reply = self.send_once(req)?;
-        parsed(req, &reply, parse)
+        parsed(req, &reply, parse).map_err(|e| self.redacted(e))
     }
 }
 

@@ -28,6 +28,7 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,6 +82,7 @@ class Node:
         self.dir = os.path.join(BUILD, self.name)
         self.ns = f"{PREFIX}-{vm.vmid}"  # netns.Topology names it after the VM id
         self.extra_args = list(extra_args)
+        self.image = fed.rootfs
         self.proc = None
         self.t_start = None
 
@@ -108,7 +110,7 @@ class Node:
                'cg=$(mktemp -d /tmp/fi-e2e-cg.XXXXXX); mount --rbind /sys/fs/cgroup "$cg"; '
                'mount -t sysfs sysfs /sys; mount --move "$cg" /sys/fs/cgroup; rmdir "$cg"; exec "$@"', "sh",
                self.fed.binary, "boot", "--context", os.path.join(self.dir, "context"),
-               "--image", self.fed.rootfs, "--state", os.path.join(self.dir, "state"),
+               "--image", self.image, "--state", os.path.join(self.dir, "state"),
                "--run-dir", os.path.join(self.dir, "run"), "--configure-network",
                "--container-id", f"{PREFIX}-{self.vm.vmid}", "--health-port", str(HEALTH), *self.extra_args]
         self.log = open(os.path.join(BUILD, f"{self.name}.log"), "w")
@@ -427,19 +429,25 @@ class Federation:
 
     def drill_submit_fails(self):
         log("drill: a SuperLink whose run submission fails stays up and says so")
-        # A second, stand-alone SuperLink (no OneGate) whose runc refuses `run`: the one-shot
-        # `flwr run` container cannot start, everything else works.
-        wrapper = os.path.join(BUILD, "runc-refusing-run")
-        with open(wrapper, "w") as f:
-            f.write('#!/bin/sh\nfor a in "$@"; do [ "$a" = run ] && { echo "runc: run refused (e2e drill)" >&2; exit 1; }; done\n'
-                    'exec runc "$@"\n')
-        os.chmod(wrapper, 0o755)
+        # A second, stand-alone SuperLink (no OneGate) whose image's FAB no longer matches the
+        # image manifest (a hard-linked copy of the rootfs with app.fab rewritten): flower-init
+        # refuses to submit it, everything else works.
+        image = os.path.join(BUILD, "rootfs-bad-fab")
+        subprocess.run(["rm", "-rf", image], check=True)
+        subprocess.run(["cp", "-al", self.rootfs, image], check=True)
+        manifest = json.load(open(os.path.join(image, "etc/flower-init/image.json")))
+        fab = os.path.join(image, manifest["app"]["fab"]["path"].lstrip("/"))
+        content = open(fab, "rb").read()
+        os.unlink(fab)  # the link, not the shared file
+        with open(fab, "wb") as f:
+            f.write(content[:-1] + bytes([content[-1] ^ 1]))
         vmid = max(n.vm.vmid for n in self.nodes) + 1
         vm = one.Vm(vmid, "superlink", 1, f"{SUBNET}.{10 + len(self.nodes)}", 7)
         vm.name = f"superlink_{vmid}_(drill)"
         vm.context = {"FL_ROLE": "superlink", "FL_USE_CASE": self.args.use_case, "FL_TLS_ENABLED": "NO",
                       "NETWORK": "YES", "ETH0_MAC": vm.mac, "ETH0_IP": vm.ip, "ETH0_MASK": "255.255.255.0"}
-        n = Node(self, vm, extra_args=["--runc", wrapper])
+        n = Node(self, vm)
+        n.image = image
         n.prepare(self.topo)
         self.nodes.append(n)
         n.start()
@@ -447,9 +455,10 @@ class Federation:
         run = st["sections"].get("run", {})
         step = next(s for s in st["timeline"]["steps"] if s["name"] == "run")
         assert run.get("status") == "failed" and "not submitted" in run.get("message", ""), run
+        assert "sha256" in run.get("message", ""), run
         assert step["outcome"] == "warning", step
         assert self.health(n)[0] == 200
-        log(f"drill ok: {n.name} /health 200, run: {run['message'][:120]}")
+        log(f"drill ok: {n.name} /health 200, run: {run['message'][:160]}")
 
     def drill_wrong_ca(self):
         log("drill: SuperNode with a wrong CA fails closed")
@@ -622,18 +631,28 @@ class Federation:
         for (rid, rnd), r in sorted(self.rounds_seen.items()):
             print(f"  run {rid} round {rnd}: loss={r.get('loss')} accuracy={r.get('accuracy')}")
         print(f"final: {final['status']} after round {final['round']}; logs in {BUILD}/")
-        self.write_report(final, "flower-init federation (host, service mode)")
+        self.write_report(final, "flower-init federation (host, service mode)", strict=True)
 
-    def write_report(self, final, title):
+    def write_report(self, final, title, strict=False):
         """BUILD/report.html (and the run record it is drawn from, BUILD/report.json): each
-        node's boot timeline and loss/accuracy per round (tools/report.py); prints its path. A
-        report that cannot be written is said, not a failure of the run."""
+        node's boot timeline and loss/accuracy per round (tools/report.py), opened in headless
+        Chromium to check its charts were laid out; prints its path. With `strict` (make e2e,
+        a test) a report that is not written or not drawn fails the run; otherwise (the demo)
+        it is said, and the run's result stands."""
         try:
             rec = report.record(title, self.nodes, self.rounds_seen, self.round_times, final)
             path = report.write(rec, os.path.join(BUILD, "report.json"), os.path.join(BUILD, "report.html"))
-            print(f"report: {path}")
-        except Exception as e:  # noqa: BLE001: the run's result stands either way
-            print(f"report: not written: {e!r}")
+            if shutil.which("chromium"):
+                _, n = report.check_charts(report.chromium_dom(path, os.path.join(BUILD, "chromium-profile")), rec)
+                print(f"report: {path} ({n} charts drawn by headless Chromium)")
+            elif strict:
+                raise AssertionError("chromium is not installed (make setup installs it)")
+            else:
+                print(f"report: {path} (not opened: no chromium)")
+        except Exception as e:  # noqa: BLE001: the demo's result stands either way
+            if strict:
+                raise
+            print(f"report: not written or not drawn: {e!r}")
 
 
 # The slow-app drill's CPU share of one CPU (%). A cold import of Flower's ClientApp entry point

@@ -5,7 +5,8 @@
 //! `Content-Length`, duplicate lengths, obsolete line folding, bare LF or CR, whitespace
 //! before a colon, codings other than `chunked`), and writes a fresh head for Flower. Flower
 //! therefore only ever sees one well-formed framing, whatever its own parser would have done
-//! with the original.
+//! with the original. The OneGate client ([`super::send`]) reads its answers' heads with the
+//! same parser.
 //!
 //! Pure functions over byte slices: the tests compare bytes.
 
