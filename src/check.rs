@@ -66,7 +66,7 @@ pub fn cli(args: &mut Args) -> i32 {
             return 2;
         }
     };
-    match resolve(&ctx, &facts, role).and_then(validate_operator_certs) {
+    match resolve(&ctx, &facts, role).and_then(validate_operator_certs).and_then(validate_supernode_ca) {
         Ok(res) => {
             let mut plan = res.plan;
             plan["context"] = json!(file.display().to_string());
@@ -116,6 +116,33 @@ fn validate_operator_certs(res: Resolved) -> Result<Resolved, Rejected> {
                 Some((v, m)) if v.starts_with("FL_SSL_") && !v.contains(' ') => (v.to_string(), m.to_string()),
                 _ => ("FL_SSL_CERTFILE".to_string(), text),
             };
+            let c = res.config;
+            Err(Rejected {
+                problems: vec![Problem { var, value: None, msg }],
+                warnings: res.warnings,
+                role: Some(c.role()),
+                network: c.network,
+                onegate: c.onegate,
+            })
+        }
+    }
+}
+
+/// A SuperNode's CA (FL_JOIN's, or FL_SSL_CA_CERTFILE) is checked as its trust step will:
+/// every certificate parses, is a CA, and is in date (`tls::check_supernode_ca`).
+#[allow(clippy::result_large_err)] // once per `check`: the size of Rejected does not matter
+fn validate_supernode_ca(res: Resolved) -> Result<Resolved, Rejected> {
+    let Some(sn) = res.config.role.supernode() else { return Ok(res) };
+    let Some(pem) = res.config.tls.ca_pem.as_ref().filter(|_| res.config.tls.enabled != Some(false)) else {
+        return Ok(res);
+    };
+    let source = if sn.join.is_some() { crate::tls::CaSource::Join } else { crate::tls::CaSource::Context };
+    match crate::tls::check_supernode_ca(pem.as_bytes(), source) {
+        Ok(_) => Ok(res),
+        Err(e) => {
+            let var = source.name().to_string();
+            let text = e.to_string();
+            let msg = text.strip_prefix(&format!("{var}: ")).unwrap_or(&text).to_string();
             let c = res.config;
             Err(Rejected {
                 problems: vec![Problem { var, value: None, msg }],

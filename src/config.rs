@@ -4,6 +4,7 @@
 //! (grouped by concern: common, role, tls, gpu, network, onegate) or every problem at once;
 //! variables, defaults and rules come from the table in [`crate::vars`].
 
+pub mod join;
 mod model;
 mod network;
 mod nodeconfig;
@@ -12,13 +13,14 @@ mod resolve;
 mod reader;
 pub mod values;
 
+pub use join::{Join, on_own_network, own_networks};
 pub use model::{
     Address, Checkpoint, Common, Config, CudaDevices, Database, Endpoint, Gpu, Host, Isolation, OneGate, RoleConfig,
     SuperLink, SuperNode, Tls,
 };
 pub use nodeconfig::{NodeConfig, NodeValue};
 pub use pem::{OperatorPem, OperatorVar, decode_base64_pem, operator_value};
-pub use resolve::{Rejected, Resolved, resolve};
+pub use resolve::{Rejected, Resolved, plaintext_refusal, resolve};
 pub use reader::{Problem, Source, show_value};
 
 use crate::vocab::{Framework, Role, UseCase};
@@ -55,3 +57,5 @@ impl ImageFacts {
 
 #[cfg(test)]
 mod tests_resolve;
+#[cfg(test)]
+mod tests_join;

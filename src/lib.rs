@@ -31,6 +31,7 @@ pub mod grow;
 pub mod health;
 pub mod http;
 pub mod image;
+pub mod join;
 pub mod kmod;
 pub mod logger;
 pub mod mount;

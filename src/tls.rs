@@ -207,6 +207,12 @@ pub fn supernode_trust(ca_pem: &[u8], source: CaSource, runtime_dir: &Path) -> R
     supernode::trust_at(ca_pem, source, runtime_dir, unix_now())
 }
 
+/// Check a SuperNode's CA as [`supernode_trust`] will (parses, is a CA, in date now) without
+/// writing it; the SHA-256 of each certificate.
+pub fn check_supernode_ca(ca_pem: &[u8], source: CaSource) -> Result<Vec<String>, TlsError> {
+    Ok(supernode::check_ca_at(ca_pem, source, unix_now())?.iter().map(|c| fingerprint(c)).collect())
+}
+
 /// What to log when FL_TLS_ENABLED=NO on `role`: traffic in clear text, `--insecure` on both
 /// sides. For a SuperNode that is insecure for another reason, see [`InsecureReason::warning`].
 pub fn insecure_warning(role: Role) -> String {

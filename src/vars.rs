@@ -95,6 +95,8 @@ pub enum Rule {
     Semver,
     /// `host:port`, IPv6 in brackets.
     HostPort,
+    /// A join value `flwr1:…` (`config::Join`).
+    Join,
     /// Flower's `--node-config`: space-separated `key=value`, TOML values.
     NodeConfig,
     /// Base64 of a PEM file, or the name of a FILES_DS file on the context CD.
@@ -158,6 +160,7 @@ impl Rule {
             }
             Rule::Semver => "a version X.Y.Z".into(),
             Rule::HostPort => "host:port (IPv6 in brackets: [2001:db8::1]:8000)".into(),
+            Rule::Join => "a join value flwr1:… as the SuperLink shows it (its /status `join`, or its OneGate attribute FL_JOIN)".into(),
             Rule::NodeConfig => {
                 "space-separated key=value pairs, values in TOML: 1, 0.5, true, \"text\" (as flower-supernode --node-config)"
                     .into()
@@ -294,6 +297,8 @@ pub const VARS: &[Var] = &[
        "SuperLink server certificate (chain), signed by FL_SSL_CA_CERTFILE."),
     v!("FL_SSL_KEYFILE", ["ONEAPP_FL_SSL_KEYFILE"], SuperLink, Unset("self-generated"), Rule::PemOrFile, Tls, secret,
        "SuperLink server private key."),
+    v!("FL_ALLOW_PLAINTEXT_WAN", ["ONEAPP_FL_ALLOW_PLAINTEXT_WAN"], SuperNode, Value("NO"), Rule::YesNo, Tls,
+       "Without TLS, a SuperNode refuses a SuperLink address that is not on one of its own networks (the `ETH<n>_IP`/`ETH<n>_MASK` and IPv6 prefixes of the context; a DNS name counts as elsewhere): plain text would cross sites. YES accepts it, with a loud warning."),
     v!("FL_CERT_EXTRA_SANS", ["ONEAPP_FL_CERT_EXTRA_SANS"], SuperLink, Unset("none"), Rule::SanList, Tls,
        "Extra names for the generated server certificate (floating IPs, VPN addresses, DNS names) besides the NIC addresses, 127.0.0.1, ::1 and localhost."),
     v!("FL_CONTROL_ALLOW", ["ONEAPP_FL_CONTROL_ALLOW"], SuperLink, Unset("no Control port"), Rule::CidrList, Tls,
@@ -301,6 +306,8 @@ pub const VARS: &[Var] = &[
     // SuperNode.
     v!("FL_SUPERLINK_ADDRESS", ["ONEAPP_FL_SUPERLINK_ADDRESS"], SuperNode, Unset("discovered through OneGate"), Rule::HostPort, Flower,
        "The SuperLink's address; skips OneGate discovery."),
+    v!("FL_JOIN", ["ONEAPP_FL_JOIN"], SuperNode, Unset("FL_SUPERLINK_ADDRESS, FL_SSL_CA_CERTFILE and FL_TLS_ENABLED, or OneGate discovery"), Rule::Join, Flower,
+       "Everything needed to join a SuperLink at another site in one value: its endpoint, its CA certificate (with the SHA-256) and whether it serves TLS. Copy it from the SuperLink (`/status` `join`, or its OneGate FL_JOIN). Replaces FL_SUPERLINK_ADDRESS, FL_SSL_CA_CERTFILE and FL_TLS_ENABLED (giving FL_SUPERLINK_ADDRESS or FL_SSL_CA_CERTFILE as well is an error, FL_TLS_ENABLED may only agree) and skips OneGate discovery of the SuperLink (OneGate still gives the partition)."),
     v!("FL_NODE_CONFIG", ["ONEAPP_FL_NODE_CONFIG"], SuperNode, Unset("partition-id/num-partitions from the OneFlow role"), Rule::NodeConfig, Flower,
        "Flower `--node-config`, e.g. `partition-id=0 num-partitions=2 name=\"site-a\"`."),
     v!("FL_MAX_RETRIES", ["ONEAPP_FL_MAX_RETRIES"], SuperNode, Value("0"), int(0, MAX), Flower,
@@ -407,6 +414,7 @@ pub const OFFERS: &[(&str, Offer)] = &[
     ("ML_FRAMEWORK", Offer::SuperNode),
     ("FL_NODE_CONFIG", Offer::SuperNode),
     ("FL_SUPERLINK_ADDRESS", Offer::SuperNode),
+    ("FL_JOIN", Offer::SuperNode),
     ("FL_MAX_RETRIES", Offer::SuperNode),
     ("FL_MAX_WAIT_TIME", Offer::SuperNode),
     ("FL_DISCOVERY_RETRIES", Offer::SuperNode),

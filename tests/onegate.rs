@@ -127,7 +127,7 @@ fn service(sl: u64, nodes: &[u64], gate: bool) -> Value {
 
 fn superlink_attrs(report_ready: bool) -> onegate::Attributes {
     let ep = values::host_port("10.0.0.100:9092").unwrap();
-    let f = SuperLinkFacts { flower_version: "1.42.0", endpoint: &ep, ca_pem: Some(PEM), ready: true, error: None };
+    let f = SuperLinkFacts { flower_version: "1.42.0", endpoint: &ep, ca_pem: Some(PEM), join: None, ready: true, error: None };
     onegate::superlink_attributes(&f, report_ready)
 }
 
@@ -296,6 +296,31 @@ fn a_refused_attribute_never_holds_back_the_others() {
         let st = p.state();
         assert_eq!(st.failing.keys().collect::<Vec<_>>(), ["FL_CA_CERT", "FL_RUN_LOSS"], "{v}: {st:?}");
         assert!(st.last_error.as_deref().unwrap().contains("HTTP 403"), "{v}: {st:?}");
+    }
+}
+
+/// Issue #20: the join value goes in the same PUT and arrives in USER_TEMPLATE as it was sent
+/// (escape_attr and the template parser leave it alone: its alphabet is plain), so what an
+/// operator copies from OneGate is what FL_JOIN takes, under both OpenNebula releases.
+#[test]
+fn fl_join_arrives_as_sent_and_decodes() {
+    let ca = include_str!("../src/tls/testdata/rsa-ca.crt");
+    let endpoints = vec![values::host_port("203.0.113.7:8000").unwrap(), values::host_port("10.0.0.100:8000").unwrap()];
+    let join = flower_init::config::Join::new(endpoints, Some(ca)).unwrap();
+    let value = join.encode();
+    for v in OPENNEBULA {
+        let s = StandIn::start_as(v, &[]);
+        s.load(service(100, &[101], true));
+        let ep = values::host_port("10.0.0.100:8000").unwrap();
+        let f = SuperLinkFacts { flower_version: "1.42.0", endpoint: &ep, ca_pem: Some(ca), join: Some(&value), ready: true, error: None };
+        let p = Publisher::start(s.client(100), None).unwrap();
+        p.set(&onegate::superlink_attributes(&f, true));
+        assert!(p.wait_idle(Duration::from_secs(60)), "{v}: {:?}", p.state());
+        assert_eq!(s.count("PUT /vm"), 1, "{v}: one PUT");
+        let ut = s.user_template(100);
+        assert_eq!(ut["FL_JOIN"].as_str(), Some(value.as_str()), "{v}");
+        assert_eq!(flower_init::config::Join::decode(ut["FL_JOIN"].as_str().unwrap()).unwrap(), join, "{v}");
+        assert_eq!(ut["READY"], "YES", "{v}");
     }
 }
 

@@ -7,7 +7,7 @@ use super::{Node, network};
 use crate::config::{self, Address, Host};
 use crate::error::Result;
 use crate::onegate::{self, Publisher};
-use crate::vocab::Role;
+use crate::vocab::{Role, San};
 use std::net::IpAddr;
 
 /// Start publishing when the context configures OneGate; otherwise `/status` says why not
@@ -51,6 +51,11 @@ pub fn failure(boot: &Boot, f: &Failed) {
 
 /// FL_* and READY=YES in one PUT (the publisher retries in the background: never fatal).
 pub fn ready(boot: &mut Boot, node: &Node) -> std::result::Result<(), Failed> {
+    if node.role() == Role::SuperLink {
+        // For the operator, with or without OneGate: the value a SuperNode elsewhere is given.
+        boot.report.join = join(node).map(|j| super::report::Join::of(&j));
+        boot.show();
+    }
     boot.step("publish", |b| -> Result<((), Note)> {
         let Some(p) = b.onegate.publisher() else {
             // Best-effort (issue #13): REPORT_READY=YES without a usable OneGate is a warning
@@ -65,8 +70,9 @@ pub fn ready(boot: &mut Boot, node: &Node) -> std::result::Result<(), Failed> {
             Role::SuperLink => {
                 let ip = node.addrs.iter().find(|a| a.is_ipv4()).or(node.addrs.first()).copied().unwrap_or(IpAddr::from([127, 0, 0, 1]));
                 let endpoint = Address { host: Host::Ip(ip), port: crate::flower::SUPERLINK_PORT };
+                let join = join_value(node);
                 onegate::superlink_attributes(
-                    &onegate::SuperLinkFacts { flower_version: &v, endpoint: &endpoint, ca_pem: node.tls.as_ref().map(|(c, _)| c.as_str()), ready: true, error: None },
+                    &onegate::SuperLinkFacts { flower_version: &v, endpoint: &endpoint, ca_pem: node.tls.as_ref().map(|(c, _)| c.as_str()), join: join.as_deref(), ready: true, error: None },
                     node.cfg.onegate.report_ready,
                 )
             }
@@ -86,4 +92,68 @@ pub fn ready(boot: &mut Boot, node: &Node) -> std::result::Result<(), Failed> {
         let keys = attrs.keys().join(" ");
         Ok(((), Note::Ok(format!("queued {keys} (one PUT, retried in the background)"))))
     })
+}
+
+/// The SuperLink's join value (`config::Join`) from what it runs with; `None` (logged) when
+/// none can be made.
+fn join(node: &Node) -> Option<config::Join> {
+    let tls = &node.cfg.tls;
+    // The extra names are in the certificate only when it is the generated one.
+    let sans = if node.tls.is_some() && tls.operator.is_none() { tls.extra_sans.as_slice() } else { &[] };
+    let endpoints = join_endpoints(sans, &node.addrs, crate::flower::SUPERLINK_PORT);
+    match config::Join::new(endpoints, node.tls.as_ref().map(|(c, _)| c.as_str())) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            log::warn!("join value: none made ({e}): SuperNodes elsewhere need FL_SUPERLINK_ADDRESS and FL_SSL_CA_CERTFILE");
+            None
+        }
+    }
+}
+
+/// Where the SuperLink is reached, in preference order: FL_CERT_EXTRA_SANS first (the names
+/// other sites use: a public address, a DNS name), then its IPv4, then its IPv6 NIC addresses;
+/// loopback and `localhost` left out, each once, all on Flower's Fleet `port`.
+fn join_endpoints(extra_sans: &[San], addrs: &[IpAddr], port: u16) -> Vec<Address> {
+    let sans = extra_sans.iter().filter_map(|san| match san {
+        San::Ip(ip) => Some(Host::Ip(*ip)),
+        San::Dns(n) if !n.eq_ignore_ascii_case("localhost") => Some(Host::Name(n.clone())),
+        San::Dns(_) => None,
+    });
+    let v4 = addrs.iter().filter(|a| a.is_ipv4());
+    let v6 = addrs.iter().filter(|a| a.is_ipv6());
+    let nics = v4.chain(v6).map(|a| Host::Ip(*a));
+    let mut endpoints: Vec<Address> = Vec::new();
+    for host in sans.chain(nics) {
+        let loopback = matches!(host, Host::Ip(ip) if ip.is_loopback() || ip.is_unspecified());
+        let a = Address { host, port };
+        if !loopback && !endpoints.contains(&a) {
+            endpoints.push(a);
+        }
+    }
+    endpoints
+}
+
+/// [`join`], encoded.
+fn join_value(node: &Node) -> Option<String> {
+    join(node).map(|j| j.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_endpoints_put_the_names_other_sites_use_first() {
+        let sans = [
+            San::parse("203.0.113.7").unwrap(),
+            San::parse("fl.example.org").unwrap(),
+            San::parse("localhost").unwrap(),
+            San::parse("127.0.0.1").unwrap(),
+            San::parse("10.0.0.5").unwrap(),
+        ];
+        let addrs: Vec<IpAddr> = ["2001:db8::5", "10.0.0.5", "127.0.0.1", "10.1.0.5"].iter().map(|a| a.parse().unwrap()).collect();
+        let got: Vec<String> = join_endpoints(&sans, &addrs, 8000).iter().map(Address::to_string).collect();
+        assert_eq!(got, ["203.0.113.7:8000", "fl.example.org:8000", "10.0.0.5:8000", "10.1.0.5:8000", "[2001:db8::5]:8000"]);
+        assert!(join_endpoints(&[], &[], 8000).is_empty());
+    }
 }

@@ -1,6 +1,6 @@
 //! `/status`'s sections as one typed document: each concern's part is a field, filled by the
 //! step that learns it and served whole by [`super::Boot::show`]. The JSON keys are the field
-//! names (`container`, `gateway`, `gpu`, `init`, `network`, `onegate`, `run`, `tls`); absent
+//! names (`container`, `gateway`, `gpu`, `init`, `join`, `network`, `onegate`, `run`, `tls`); absent
 //! parts are left out.
 
 use super::Node;
@@ -19,6 +19,9 @@ pub struct Report {
     pub gpu: Option<Gpu>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init: Option<Init>,
+    /// SuperLink: the join value for SuperNodes at other sites (FL_JOIN), and what it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<Join>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<net::Applied>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -140,6 +143,32 @@ pub enum OneGate {
     },
 }
 
+/// The SuperLink's join value: what to copy into a SuperNode's FL_JOIN, and what it holds (no
+/// secret: endpoints, TLS, the public CA and its SHA-256).
+#[derive(Debug, Serialize)]
+pub struct Join {
+    pub value: String,
+    pub endpoints: Vec<String>,
+    pub tls: bool,
+    pub ca_sha256: Vec<String>,
+    /// Characters of `value`.
+    pub length: usize,
+}
+
+impl Join {
+    /// The section of a join value.
+    pub fn of(j: &crate::config::Join) -> Join {
+        let value = j.encode();
+        Join {
+            length: value.len(),
+            value,
+            endpoints: j.endpoints.iter().map(|e| e.to_string()).collect(),
+            tls: j.tls(),
+            ca_sha256: j.fingerprints(),
+        }
+    }
+}
+
 /// The SuperLink's certificate.
 #[derive(Debug, Serialize)]
 pub struct Tls {
@@ -213,6 +242,25 @@ mod tests {
 
     /// Flower 1.42's SuperNode lines (start_client_internal.py): a train reply is a round taken
     /// part in; the round number of the newest message is kept.
+    #[test]
+    fn the_join_section_shows_the_value_and_what_it_holds_but_metrics_do_not() {
+        let ca = include_str!("../tls/testdata/rsa-ca.crt");
+        let ep = crate::config::values::host_port("203.0.113.7:8000").unwrap();
+        let j = crate::config::Join::new(vec![ep], Some(ca)).unwrap();
+        let report = super::Report { join: Some(super::Join::of(&j)), ..Default::default() };
+        let v = serde_json::to_value(&report).unwrap();
+        let value = v["join"]["value"].as_str().unwrap();
+        assert_eq!(crate::config::Join::decode(value).unwrap(), j);
+        assert_eq!(v["join"]["endpoints"], serde_json::json!(["203.0.113.7:8000"]));
+        assert_eq!((v["join"]["tls"].as_bool(), v["join"]["length"].as_u64()), (Some(true), Some(value.len() as u64)));
+        assert_eq!(v["join"]["ca_sha256"][0], j.fingerprints()[0].as_str());
+        // /status serves it; /metrics carries no free text, so not the value.
+        let mut st = crate::status::Status::default();
+        st.set_sections(&report);
+        let page = crate::health::metrics::render(&st, &crate::health::Stats::default());
+        assert!(!page.contains("flwr1:"), "{page}");
+    }
+
     #[test]
     fn participation_counts_train_replies_and_the_round() {
         let mut p = super::Participation { partition_id: Some(1), ..Default::default() };

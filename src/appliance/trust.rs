@@ -6,7 +6,7 @@ use super::Node;
 use super::steps::{Boot, Failed, Note};
 use crate::error::{Ctx, Error};
 use crate::vocab::{Role, San};
-use crate::{container, flower, onegate, tls};
+use crate::{config, container, flower, onegate, tls};
 
 /// SuperLink TLS: operator certificates, or our own CA and server certificate (reused across
 /// boots from the state disk), or `--insecure` (loudly).
@@ -58,7 +58,8 @@ pub fn supernode(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Fa
         if let onegate::PartitionOutcome::Skipped(why) = &found.partition {
             log::warn!("FL_NODE_CONFIG is empty and no partition could be computed: {why}");
         }
-        let note = format!("SuperLink {} ({:?}), {} requests", found.superlink.address, found.superlink.source, found.requests);
+        let source = if sn.join.is_some() { "FL_JOIN".to_string() } else { format!("{:?}", found.superlink.source) };
+        let note = format!("SuperLink {} ({source}), {} requests", found.superlink.address, found.requests);
         Ok((found, Note::Ok(note)))
     })?;
     let sn = node.cfg.role.supernode().cloned();
@@ -75,16 +76,34 @@ pub fn supernode(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Fa
             found.superlink.ca_pem.as_deref(),
         )
         .ctx("decide the SuperNode's TLS")?;
+        let joined = node.cfg.role.supernode().is_some_and(|s| s.join.is_some());
         match decision {
             tls::SuperNodeTls::Verify { ca_pem, source } => {
+                let source = if joined && source == tls::CaSource::Context { tls::CaSource::Join } else { source };
                 let t = tls::supernode_trust(&ca_pem, source, &b.layout.run_dir.join("tls")).ctx("trust the SuperLink's CA")?;
                 let note = format!("trusting the CA from {} (SHA-256 {})", t.source.name(), t.fingerprints.join(", "));
                 let pem = String::from_utf8_lossy(&ca_pem).into_owned();
                 Ok((Some((pem, vec![t.bind_mount(&flower::supernode_ca_path())])), Note::Ok(note)))
             }
             tls::SuperNodeTls::Insecure { reason } => {
+                // Never plain text across sites: `config` refused it for a static or joined
+                // address; a SuperLink found through OneGate is checked here, the same way.
+                // Nothing saying TLS at all (Unspecified) keeps its warning, as in `check`.
+                let wan = if reason == tls::InsecureReason::Unspecified {
+                    None
+                } else {
+                    config::plaintext_refusal(&found.superlink.address, node.cfg.tls.allow_plaintext_wan, &node.cfg.network)
+                        .map_err(|why| Error::msg("decide the SuperNode's TLS", why))?
+                };
                 let w = reason.warning();
                 tls::log_insecure(&w);
+                let w = match wan {
+                    Some(wan) => {
+                        tls::log_insecure(&wan);
+                        format!("{w}; {wan}")
+                    }
+                    None => w,
+                };
                 Ok((None, Note::Warn(w)))
             }
         }

@@ -145,8 +145,11 @@ impl fmt::Display for Database {
 /// SuperNode: where the SuperLink is and how to connect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SuperNode {
-    /// FL_SUPERLINK_ADDRESS; `None`: discover it through OneGate (then `onegate.is_usable()`).
+    /// FL_SUPERLINK_ADDRESS, or FL_JOIN's first endpoint; `None`: discover it through OneGate
+    /// (then `onegate.is_usable()`).
     pub superlink: Option<Address>,
+    /// FL_JOIN, decoded: the address above, and the CA and TLS flag in [`Tls`] come from it.
+    pub join: Option<super::Join>,
     /// FL_NODE_CONFIG; `None`: compute `partition-id`/`num-partitions` from the OneFlow role.
     pub node_config: Option<super::NodeConfig>,
     /// `--max-retries`; `None` = unlimited (FL_MAX_RETRIES=0).
@@ -173,6 +176,9 @@ pub struct Tls {
     pub ca_pem: Option<String>,
     /// SuperLink: FL_CERT_EXTRA_SANS.
     pub extra_sans: Vec<crate::vocab::San>,
+    /// SuperNode: FL_ALLOW_PLAINTEXT_WAN=YES: plain text to a SuperLink that is not on this
+    /// VM's networks is accepted (with a warning) instead of refused.
+    pub allow_plaintext_wan: bool,
 }
 
 impl Tls {

@@ -56,6 +56,8 @@ pub enum Source {
     Image,
     /// `check --role`.
     Flag,
+    /// Carried by FL_JOIN (the SuperLink's address, TLS setting and CA).
+    Join,
 }
 
 /// One effective value for `check`'s plan.

@@ -74,12 +74,16 @@ pub fn resolve(ctx: &Context, image: &ImageFacts, role_override: Option<Role>) -
         (Some(Role::SuperNode), None) => supernode(&mut r, &onegate, UseCase::None).map(RoleConfig::SuperNode),
         (None, _) => None,
     };
-    let tls = role.and_then(|role| tls(&mut r, role, &onegate));
+    let join = role_config.as_ref().and_then(RoleConfig::supernode).and_then(|s| s.join.clone());
+    let tls = role.and_then(|role| tls(&mut r, role, &onegate, join.as_ref()));
     let gpu = match role {
         Some(Role::SuperNode) => gpu(&mut r),
         _ => Some(Gpu { enabled: false, devices: CudaDevices::All, memory_fraction: 1.0 }),
     };
     let network = super::network::plan(&mut r, onegate.endpoint.as_ref());
+    if let (Some(RoleConfig::SuperNode(sn)), Some(tls)) = (&role_config, &tls) {
+        plaintext_across_sites(&mut r, sn, tls, &network);
+    }
     if let Some(role) = role {
         unused_for_role(&mut r, role);
     }
@@ -416,18 +420,41 @@ fn superlink(r: &mut Reader, onegate: &OneGate) -> Option<SuperLink> {
 
 /// SuperNode settings; a missing SuperLink address needs a usable OneGate.
 fn supernode(r: &mut Reader, onegate: &OneGate, use_case: UseCase) -> Option<SuperNode> {
+    let join = r.value("FL_JOIN", super::Join::decode, super::Join::summary);
+    if r.is_set("FL_JOIN") {
+        // FL_JOIN carries what these would: two sources of one fact are a mistake, not a precedence.
+        for other in ["FL_SUPERLINK_ADDRESS", "FL_SSL_CA_CERTFILE"] {
+            if r.is_set(other) {
+                r.problem(
+                    "FL_JOIN",
+                    None,
+                    format!(
+                        "given together with {other}: FL_JOIN carries the SuperLink's address, CA certificate and TLS setting; give FL_JOIN alone, or FL_SUPERLINK_ADDRESS (with FL_SSL_CA_CERTFILE) without it"
+                    ),
+                );
+            }
+        }
+    }
     let superlink = r.value("FL_SUPERLINK_ADDRESS", values::host_port, |a| json!(a.to_string()));
+    let superlink = match (&join, superlink) {
+        (Ok(Some(j)), Ok(None)) => {
+            let a = j.address().cloned();
+            r.record("FL_SUPERLINK_ADDRESS", json!(a.as_ref().map(|a| a.to_string())), Source::Join);
+            Ok(a)
+        }
+        (_, s) => s,
+    };
     let node_config = r.value("FL_NODE_CONFIG", NodeConfig::parse, |c| json!(c.to_arg()));
     let max_retries = r.int("FL_MAX_RETRIES").ok().flatten().map(|v| (v > 0).then(|| u32_of(v)));
     let max_wait = r.int("FL_MAX_WAIT_TIME").ok().flatten().map(|v| (v > 0).then(|| Duration::from_secs(v as u64)));
     let retries = r.int("FL_DISCOVERY_RETRIES").ok().flatten().map(u32_of);
     let interval = r.int("FL_DISCOVERY_INTERVAL").ok().flatten().map(|v| Duration::from_secs(v as u64));
-    if matches!(superlink, Ok(None)) && !onegate.is_usable() {
+    if matches!(superlink, Ok(None)) && !r.is_set("FL_JOIN") && !onegate.is_usable() {
         r.problem(
             "FL_SUPERLINK_ADDRESS",
             None,
             format!(
-                "unset, and the SuperLink cannot be discovered: OneGate is not usable ({}); give FL_SUPERLINK_ADDRESS=host:port, or TOKEN=YES in the VM template",
+                "unset, and the SuperLink cannot be discovered: OneGate is not usable ({}); give FL_JOIN (copied from the SuperLink), FL_SUPERLINK_ADDRESS=host:port, or TOKEN=YES in the VM template",
                 missing_onegate(onegate)
             ),
         );
@@ -437,6 +464,7 @@ fn supernode(r: &mut Reader, onegate: &OneGate, use_case: UseCase) -> Option<Sup
     }
     Some(SuperNode {
         superlink: superlink.ok()?,
+        join: join.ok()?,
         node_config: node_config.ok()?,
         max_retries: max_retries?,
         max_wait_time: max_wait?,
@@ -478,7 +506,7 @@ fn pem(r: &mut Reader, var: OperatorVar, dir: &Path) -> Result<Option<Secret>, (
 }
 
 /// TLS inputs for the role (DESIGN.md's SuperNode decision order needs `enabled` as given).
-fn tls(r: &mut Reader, role: Role, onegate: &OneGate) -> Option<Tls> {
+fn tls(r: &mut Reader, role: Role, onegate: &OneGate, join: Option<&super::Join>) -> Option<Tls> {
     let explicit = r.yes_no("FL_TLS_ENABLED");
     let enabled = explicit.unwrap_or_default();
     if matches!(explicit, Ok(None)) {
@@ -487,7 +515,7 @@ fn tls(r: &mut Reader, role: Role, onegate: &OneGate) -> Option<Tls> {
     }
     let dir = r.ctx.dir().map(Path::to_path_buf).unwrap_or_else(|| Path::new("/nonexistent").to_path_buf());
     let mut ok = explicit.is_ok();
-    let mut tls = Tls { enabled, operator: None, ca_pem: None, extra_sans: Vec::new() };
+    let mut tls = Tls { enabled, operator: None, ca_pem: None, extra_sans: Vec::new(), allow_plaintext_wan: false };
     match role {
         Role::SuperLink => {
             let vars = [OperatorVar::CaCert, OperatorVar::Cert, OperatorVar::Key];
@@ -520,11 +548,32 @@ fn tls(r: &mut Reader, role: Role, onegate: &OneGate) -> Option<Tls> {
             }
         }
         Role::SuperNode => {
+            tls.allow_plaintext_wan = r.yes_no("FL_ALLOW_PLAINTEXT_WAN").map_err(|()| ok = false).ok().flatten().unwrap_or(false);
             tls.ca_pem = pem(r, OperatorVar::CaCert, &dir)
                 .map_err(|()| ok = false)
                 .ok()
                 .flatten()
                 .map(|p| p.expose().to_string());
+            if let Some(j) = join {
+                // FL_JOIN decides TLS and the CA; FL_TLS_ENABLED may only agree with it.
+                if let Some(e) = enabled.filter(|e| *e != j.tls()) {
+                    let (given, theirs) = if e { ("YES", "plain text (TLS off)") } else { ("NO", "TLS") };
+                    r.problem(
+                        "FL_TLS_ENABLED",
+                        Some(given),
+                        format!("contradicts FL_JOIN, whose SuperLink serves {theirs}: remove FL_TLS_ENABLED (FL_JOIN decides), or copy a join value from the SuperLink as it runs now"),
+                    );
+                    ok = false;
+                }
+                tls.enabled = Some(j.tls());
+                tls.ca_pem = j.ca_pem();
+                r.record("FL_TLS_ENABLED", json!(if j.tls() { "YES" } else { "NO" }), Source::Join);
+                if !r.is_set("FL_SSL_CA_CERTFILE") {
+                    let shown = tls.ca_pem.as_ref().map(|p| format!("<PEM from FL_JOIN, {} bytes>", p.len()));
+                    r.record("FL_SSL_CA_CERTFILE", json!(shown), Source::Join);
+                }
+                return ok.then_some(tls);
+            }
             match (enabled, &tls.ca_pem, onegate.is_usable()) {
                 (Some(true), None, false) => {
                     r.problem("FL_TLS_ENABLED", Some("YES"), "no CA certificate to trust: give FL_SSL_CA_CERTFILE, or make OneGate usable (TOKEN=YES) so the SuperLink's FL_CA_CERT can be fetched");
@@ -539,6 +588,47 @@ fn tls(r: &mut Reader, role: Role, onegate: &OneGate) -> Option<Tls> {
         }
     }
     ok.then_some(tls)
+}
+
+/// "Never plain text across sites": a SuperNode that will connect without TLS to a SuperLink
+/// address (FL_SUPERLINK_ADDRESS or FL_JOIN's) that is not on one of its own networks is
+/// refused, unless FL_ALLOW_PLAINTEXT_WAN=YES (then a loud warning). Without TLS means
+/// FL_TLS_ENABLED=NO or a join value with TLS off. A SuperLink found through OneGate that
+/// publishes FL_TLS=NO is checked at boot the same way ([`plaintext_refusal`]).
+fn plaintext_across_sites(r: &mut Reader, sn: &SuperNode, tls: &Tls, plan: &crate::net::Plan) {
+    let Some(addr) = &sn.superlink else { return };
+    // TLS off said explicitly (FL_TLS_ENABLED=NO, or the join value). Nothing saying TLS at
+    // all keeps its own "WITHOUT TLS" warning.
+    if tls.enabled != Some(false) {
+        return;
+    }
+    let var = if sn.join.is_some() { "FL_JOIN" } else { "FL_TLS_ENABLED" };
+    match plaintext_refusal(addr, tls.allow_plaintext_wan, plan) {
+        Ok(Some(w)) => r.warn(w),
+        Ok(None) => {}
+        Err(why) => {
+            let shown = if sn.join.is_some() { None } else { Some("NO") };
+            r.problem(var, shown, why);
+        }
+    }
+}
+
+/// Whether plain text to the SuperLink at `addr` may go ahead: `Ok(None)` when it is on one
+/// of `plan`'s networks, `Ok(Some(warning))` when it is not but FL_ALLOW_PLAINTEXT_WAN=YES
+/// (`allow`), `Err(why)` otherwise.
+pub fn plaintext_refusal(addr: &Address, allow: bool, plan: &crate::net::Plan) -> Result<Option<String>, String> {
+    if super::on_own_network(&addr.host, plan) {
+        return Ok(None);
+    }
+    let nets = super::own_networks(plan);
+    if allow {
+        return Ok(Some(format!(
+            "PLAIN TEXT ACROSS SITES: the SuperLink {addr} is not on this VM's networks ({nets}) and TLS is off; FL_ALLOW_PLAINTEXT_WAN=YES accepts it: model updates cross the network unencrypted and the SuperLink's identity is not checked"
+        )));
+    }
+    Err(format!(
+        "the SuperLink {addr} is not on this VM's networks ({nets}) and the connection would be plain text: TLS is required across sites; turn TLS on at the SuperLink and use its FL_JOIN value (or FL_SSL_CA_CERTFILE), or set FL_ALLOW_PLAINTEXT_WAN=YES to accept plain text anyway (not recommended)"
+    ))
 }
 
 /// FL_CERT_EXTRA_SANS by [`San::parse`]'s rules; every bad entry is named.

@@ -81,7 +81,10 @@ fn supernode_with_static_address() {
         ("FL_NODE_CONFIG", "partition-id=1 num-partitions=3"),
         ("FL_MAX_RETRIES", "5"),
         ("FL_TLS_ENABLED", "no"),
+        // Not on this VM's networks (it has none): plain text across sites needs the override.
+        ("FL_ALLOW_PLAINTEXT_WAN", "YES"),
     ]);
+    assert!(r.warnings.iter().any(|w| w.starts_with("PLAIN TEXT ACROSS SITES")), "{:?}", r.warnings);
     let sn = r.config.role.supernode().unwrap();
     assert_eq!(sn.superlink.as_ref().unwrap().to_string(), "[2001:db8::5]:8000");
     assert_eq!(sn.node_config.as_ref().unwrap().get("partition-id"), Some(&NodeValue::Int(1)));
@@ -298,7 +301,7 @@ fn node_config_and_addresses() {
     assert_eq!(
         problems(&[SN]),
         vec![
-            "FL_SUPERLINK_ADDRESS: unset, and the SuperLink cannot be discovered: OneGate is not usable (ONEGATE_ENDPOINT, VMID and the token (token.txt or ONEGATE_TOKEN) are missing); give FL_SUPERLINK_ADDRESS=host:port, or TOKEN=YES in the VM template"
+            "FL_SUPERLINK_ADDRESS: unset, and the SuperLink cannot be discovered: OneGate is not usable (ONEGATE_ENDPOINT, VMID and the token (token.txt or ONEGATE_TOKEN) are missing); give FL_JOIN (copied from the SuperLink), FL_SUPERLINK_ADDRESS=host:port, or TOKEN=YES in the VM template"
         ]
     );
 }

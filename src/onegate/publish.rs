@@ -19,6 +19,8 @@ pub const FL_VERSION: &str = "FL_VERSION";
 pub const FL_ENDPOINT: &str = "FL_ENDPOINT";
 pub const FL_TLS: &str = "FL_TLS";
 pub const FL_CA_CERT: &str = "FL_CA_CERT";
+/// The join value (`config::Join`): what a SuperNode at another site is given as FL_JOIN.
+pub const FL_JOIN: &str = "FL_JOIN";
 pub const FL_READY: &str = "FL_READY";
 pub const FL_ERROR: &str = "FL_ERROR";
 pub const FL_PARTITION_ID: &str = "FL_PARTITION_ID";
@@ -108,12 +110,14 @@ pub struct SuperLinkFacts<'a> {
     /// The CA certificate(s) PEM when TLS is on (published base64 as FL_CA_CERT); `None`:
     /// FL_TLS=NO.
     pub ca_pem: Option<&'a str>,
+    /// FL_JOIN: the join value (`flwr1:…`, plain on the wire), when one could be made.
+    pub join: Option<&'a str>,
     /// Flower answers its health check.
     pub ready: bool,
     pub error: Option<&'a str>,
 }
 
-/// `FL_ROLE=superlink FL_VERSION FL_ENDPOINT FL_TLS FL_CA_CERT FL_READY [FL_ERROR]`, then
+/// `FL_ROLE=superlink FL_VERSION FL_ENDPOINT FL_TLS FL_CA_CERT FL_JOIN FL_READY [FL_ERROR]`, then
 /// `READY=YES` when ready, without error, and REPORT_READY=YES.
 pub fn superlink_attributes(f: &SuperLinkFacts<'_>, report_ready: bool) -> Attributes {
     let mut a = Attributes::new();
@@ -121,6 +125,9 @@ pub fn superlink_attributes(f: &SuperLinkFacts<'_>, report_ready: bool) -> Attri
     a.set(FL_TLS, yes_no(f.ca_pem.is_some()));
     if let Some(pem) = f.ca_pem {
         a.set_base64(FL_CA_CERT, pem.as_bytes());
+    }
+    if let Some(join) = f.join {
+        a.set(FL_JOIN, join);
     }
     finish(&mut a, f.ready, f.error, report_ready);
     a

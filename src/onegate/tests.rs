@@ -210,7 +210,7 @@ fn addr(s: &str) -> Address {
 fn superlink_publishes_everything_and_ready_last_in_one_set() {
     let ep = addr("10.0.0.5:9092");
     let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-    let f = SuperLinkFacts { flower_version: "1.42.0", endpoint: &ep, ca_pem: Some(pem), ready: true, error: None };
+    let f = SuperLinkFacts { flower_version: "1.42.0", endpoint: &ep, ca_pem: Some(pem), join: None, ready: true, error: None };
     let a = superlink_attributes(&f, true);
     assert_eq!(a.keys(), ["FL_ROLE", "FL_VERSION", "FL_ENDPOINT", "FL_TLS", "FL_CA_CERT", "FL_READY", "READY"]);
     assert_eq!(a.get("FL_ENDPOINT"), Some("10.0.0.5:9092"));
@@ -223,6 +223,12 @@ fn superlink_publishes_everything_and_ready_last_in_one_set() {
     // No TLS: FL_TLS=NO and no CA.
     let plain = superlink_attributes(&SuperLinkFacts { ca_pem: None, ..f }, true);
     assert_eq!((plain.get("FL_TLS"), plain.get("FL_CA_CERT")), (Some("NO"), None));
+    // The join value goes with them, in the same PUT, as is: it is plain text on the wire
+    // (`flwr1:` and base64 without `_`, `-` or padding), so OneGate shows what FL_JOIN takes.
+    let join = "flwr1:eyJlbmRwb2ludHMiOlsiMTAuMC4wLjU6ODAwMCJdLCJ0bHMiOmZhbHNlfQ";
+    let joined = superlink_attributes(&SuperLinkFacts { join: Some(join), ..f }, true);
+    assert_eq!(joined.keys(), ["FL_ROLE", "FL_VERSION", "FL_ENDPOINT", "FL_TLS", "FL_CA_CERT", "FL_JOIN", "FL_READY", "READY"]);
+    assert_eq!(joined.get("FL_JOIN"), Some(join));
 }
 
 #[test]
@@ -232,6 +238,7 @@ fn an_error_withholds_ready() {
         flower_version: "1.42.0",
         endpoint: &ep,
         ca_pem: None,
+        join: None,
         ready: true,
         error: Some("flower: exited 1"),
     };

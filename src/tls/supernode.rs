@@ -18,6 +18,8 @@ pub enum CaSource {
     Context,
     /// FL_CA_CERT published by the SuperLink in OneGate.
     OneGate,
+    /// The CA inside FL_JOIN (the SuperNode's context; `config` made it the context CA).
+    Join,
 }
 
 impl CaSource {
@@ -26,6 +28,7 @@ impl CaSource {
         match self {
             CaSource::Context => "FL_SSL_CA_CERTFILE",
             CaSource::OneGate => "OneGate FL_CA_CERT",
+            CaSource::Join => "FL_JOIN",
         }
     }
 }
@@ -134,9 +137,10 @@ impl SuperNodeTrust {
     }
 }
 
-/// Validate `ca_pem` (every certificate parses, is a CA and is in date at `now`) and write it,
-/// re-encoded, to `runtime_dir/ca.crt` (0644).
-pub(super) fn trust_at(ca_pem: &[u8], source: CaSource, runtime_dir: &Path, now: i64) -> Result<SuperNodeTrust, TlsError> {
+/// The DER of every certificate of `ca_pem` (PEM, or its base64) once each parses, is a CA
+/// and is in date at `now`; nothing is written (`check` runs it on FL_JOIN's and
+/// FL_SSL_CA_CERTFILE's CA as the trust step will).
+pub(super) fn check_ca_at(ca_pem: &[u8], source: CaSource, now: i64) -> Result<Vec<Vec<u8>>, TlsError> {
     let what = source.name();
     let decoded = match std::str::from_utf8(ca_pem) {
         Ok(text) if !text.contains("-----BEGIN") => crate::config::decode_base64_pem(text),
@@ -149,6 +153,12 @@ pub(super) fn trust_at(ca_pem: &[u8], source: CaSource, runtime_dir: &Path, now:
             return Err(TlsError::NotACa { what: what.into(), subject: facts.label() });
         }
     }
+    Ok(cas.iter().map(|c| c.to_vec()).collect())
+}
+
+/// Validate `ca_pem` ([`check_ca_at`]) and write it, re-encoded, to `runtime_dir/ca.crt` (0644).
+pub(super) fn trust_at(ca_pem: &[u8], source: CaSource, runtime_dir: &Path, now: i64) -> Result<SuperNodeTrust, TlsError> {
+    let cas = check_ca_at(ca_pem, source, now)?;
     fsio::ensure_dir(runtime_dir, 0o755)?;
     let path = runtime_dir.join(CA_CERT);
     let pem: String = cas.iter().map(|c| pem_encode("CERTIFICATE", c)).collect();

@@ -357,6 +357,13 @@ class Federation:
             assert k in ut, f"SuperLink USER_TEMPLATE lacks {k}: {sorted(ut)}"
         assert ut["READY"] == "YES" and ut["FL_TLS"] == "YES", ut
         assert ut["FL_ENDPOINT"] == f"{sl.vm.ip}:8000", ut["FL_ENDPOINT"]
+        # Issue #20: the join value, in OneGate as in /status, says where and whom to trust.
+        st = self.status(sl)
+        assert ut.get("FL_JOIN") == st["sections"]["join"]["value"], (ut.get("FL_JOIN"), st["sections"].get("join"))
+        joined = json.loads(subprocess.run([self.binary, "join", ut["FL_JOIN"]], capture_output=True, text=True,
+                                           check=True).stdout)
+        assert joined["tls"] is True and f"{sl.vm.ip}:8000" in joined["endpoints"], joined
+        assert joined["ca_sha256"] == [st["sections"]["tls"]["ca_sha256"]], (joined, st["sections"]["tls"])
         for n in self.supernodes():
             u = self.admin_call("GET", f"/user_template/{n.vm.vmid}")
             assert u.get("READY") == "YES" and u.get("FL_ROLE") == "supernode", u
