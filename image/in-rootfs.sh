@@ -35,6 +35,8 @@ ln -s ../shim.py "$a/bin/flwr-clientapp"
 site=$($venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 install -m 0644 "$b/appstart/flower_init_task_window.py" "$b/appstart/flower_init_task_window.pth" "$site/"
 $venv/bin/python -c 'import flwr.supercore.corestate.sql_corestate as s; assert s.HEARTBEAT_DEFAULT_INTERVAL == 120, s.HEARTBEAT_DEFAULT_INTERVAL'
+$venv/bin/python -c 'import flwr.supercore.sql_mixin as m; assert dict(m.SQLITE_PRAGMAS)["busy_timeout"] == "60000", m.SQLITE_PRAGMAS'
+$venv/bin/python -c 'import flwr.supernode.start_client_internal as s; assert s.FLOWER_INIT_EXITS'
 
 # User and group of Flower's own images: app, 49999, home /app.
 groupadd --gid 49999 app

@@ -237,3 +237,93 @@ def test_without_the_hook_flower_keeps_its_30_s(tmp_path):
     """What the hook changes: Flower 1.42's own value is 30 s."""
     r = subprocess.run([str(VENV_PY), "-c", CLAIM, "-"], capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["30"], r.stderr
+
+
+BUSY_CHECK = """
+import site, sys
+if sys.argv[1] != "-":
+    site.addsitedir(sys.argv[1])
+import flwr.supercore.sql_mixin as m
+print(dict(m.SQLITE_PRAGMAS)["busy_timeout"])
+"""
+
+
+@pytest.mark.parametrize("value,expect", [(None, "60000"), ("2000", "2000"), ("10", "60000"), ("x", "60000")])
+def test_the_hook_lengthens_sqlites_busy_timeout_where_flower_binds_it(tmp_path, value, expect):
+    """Flower 1.42 waits 5 s for SQLite's lock, then the Fleet API answers 500 ('database is
+    locked', seen in make demo under load); the hook sets the pragma sql_mixin applies."""
+    for f in ("flower_init_task_window.py", "flower_init_task_window.pth"):
+        (tmp_path / f).write_bytes((APPSTART / f).read_bytes())
+    env = {k: v for k, v in os.environ.items() if k != "FLOWER_INIT_SQLITE_BUSY_MS"}
+    if value is not None:
+        env["FLOWER_INIT_SQLITE_BUSY_MS"] = value
+    r = subprocess.run([str(VENV_PY), "-c", BUSY_CHECK, str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [expect]
+    assert ("must be whole milliseconds in 1000..600000" in r.stderr) == (value in ("10", "x"))
+    r = subprocess.run([str(VENV_PY), "-c", BUSY_CHECK, "-"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["5000"], "Flower's own value, without the hook"
+
+
+SUPERNODE = """
+import site, sys
+if sys.argv[1] != "-":
+    site.addsitedir(sys.argv[1])
+sys.argv = ["flower-supernode", "--insecure", "--superlink", sys.argv[2], "--host", "127.0.0.1",
+            "--port", sys.argv[3], "--isolation", "process"]
+from flwr.supernode.cli.flower_supernode import flower_supernode
+flower_supernode()
+"""
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def fleet():
+    """The fake Fleet API (fake_fleet.py): its address and the requests it has seen."""
+    p = subprocess.Popen([str(VENV_PY), str(HERE / "fake_fleet.py")], stdout=subprocess.PIPE, text=True)
+    port = int(p.stdout.readline())
+    seen = []
+
+    def read():
+        for line in p.stdout:
+            seen.append(line.strip())
+
+    import threading
+    threading.Thread(target=read, daemon=True).start()
+    yield f"127.0.0.1:{port}", seen
+    p.kill()
+    p.wait()
+
+
+@pytest.mark.parametrize("hook", [True, False])
+def test_a_supernode_whose_connection_ends_exits_so_it_is_restarted(tmp_path, fleet, hook):
+    """A 500 on pull-messages ends Flower's connection loop (only 502/503/504 are retried): the
+    node deactivates and unregisters itself. Without the hook its process lives on, out of the
+    federation and healthy; with it the process exits 75 so that flower-init restarts it."""
+    addr, seen = fleet
+    site = str(tmp_path) if hook else "-"
+    if hook:
+        for f in ("flower_init_task_window.py", "flower_init_task_window.pth"):
+            (tmp_path / f).write_bytes((APPSTART / f).read_bytes())
+    p = subprocess.Popen([str(VENV_PY), "-c", SUPERNODE, site, addr, str(free_port())],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: "/v1/fleet/unregister-node 200" in seen, timeout=120, what="the node unregistering itself")
+        assert "/v1/fleet/pull-messages 500" in seen, seen
+        if hook:
+            out, _ = p.communicate(timeout=60)
+            assert p.returncode == 75, out[-3000:]
+            assert "flower-init: the SuperNode's connection to the SuperLink ended" in out, out[-3000:]
+        else:
+            with pytest.raises(subprocess.TimeoutExpired):
+                p.wait(timeout=10)  # what the hook fixes: nothing ends it
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
