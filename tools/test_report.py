@@ -65,7 +65,9 @@ def check_wiring(out):
     node = types.SimpleNamespace(name="supernode-1", vm=types.SimpleNamespace(role="supernode"), ready_after=3.0,
                                  status_doc={"phase": "ready", "timeline": {"steps": [
                                      {"name": "flower", "start_s": 50000.5, "duration_s": 1.5, "outcome": "ok"}]}})
-    fed = types.SimpleNamespace(nodes=[node], rounds_seen={(9, 1): {"loss": 0.3, "accuracy": 0.95}}, round_times={(9, 1): 14.0})
+    # A drill's node the harness never saw ready: no steps, said in words, not drawn.
+    drill = types.SimpleNamespace(name="supernode-104", vm=types.SimpleNamespace(role="supernode"), ready_after=None)
+    fed = types.SimpleNamespace(nodes=[node, drill], rounds_seen={(9, 1): {"loss": 0.3, "accuracy": 0.95}}, round_times={(9, 1): 14.0})
     federation.Federation.write_report(fed, {"status": "completed", "round": 1}, "wiring", strict=True)
     with open(os.path.join(out, "report.json")) as f:
         assert json.load(f)["nodes"][0]["status"]["timeline"]["steps"][0]["start_s"] == 50000.5
