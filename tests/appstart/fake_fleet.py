@@ -4,6 +4,7 @@ Prints its port, then each request as `<path> <status>` (stdout, line-buffered).
 
 import http.server
 import sys
+import threading
 
 from flwr.proto import fleet_pb2 as f, heartbeat_pb2 as h
 
@@ -16,6 +17,18 @@ OK = {
 }
 
 
+# The server answers each request on its own thread: one line per request, written whole under
+# a lock (print() writes the path, the space, the code and the newline separately, and two
+# threads' pieces interleaved: "…/send-node-heartbeat/v1/fleet/pull-messages 500" then "200").
+OUT = threading.Lock()
+
+
+def record(path, code):
+    with OUT:
+        sys.stdout.write(f"{path} {code}\n")
+        sys.stdout.flush()
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -24,7 +37,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             body, code, ctype = msg.SerializeToString(), 200, "application/protobuf"
         else:
             body, code, ctype = b'{"code": 0, "detail": "database is locked"}', 500, "application/json"
-        print(self.path, code, flush=True)
+        record(self.path, code)
         self.send_response(code)
         self.send_header("content-type", ctype)
         self.send_header("content-length", str(len(body)))
