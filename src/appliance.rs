@@ -12,6 +12,7 @@
 //! | `trust.rs` | `tls` (SuperLink), `discovery` and `tls` (SuperNode) |
 //! | `spec.rs`, `workload.rs` | `container`, `flower` (`/health`), restart, stop |
 //! | `expose.rs` | `gateway` (SuperLink) |
+//! | `admit.rs` | `node-key` (SuperNode), `node-auth` (SuperLink): SuperNode authentication (docs/node-auth.md) |
 //! | `run.rs`, `watchdog.rs` | `run` (SuperLink with FL_USE_CASE) and following it; a run that cannot progress reported failed |
 //! | `renew.rs` | the SuperLink's certificate check while it runs (renew, reload, restart) |
 //! | `supervise.rs` | supervision, then shutdown |
@@ -26,6 +27,7 @@
 //! - **A panic** logs, syncs and powers the VM off (`power::set_panic_hook`) instead of leaving
 //!   the kernel to panic on a dead PID 1.
 
+mod admit;
 mod expose;
 mod inputs;
 mod network;
@@ -77,6 +79,10 @@ struct Node {
     prober: Option<Prober>,
     /// SuperLink: the gateway child process.
     gateway: Option<expose::GatewayProc>,
+    /// SuperLink with SuperNode authentication: the key registrar child process.
+    admit: Option<admit::AdmitProc>,
+    /// SuperNode with authentication: its key, bound into the container.
+    node_key: Option<admit::NodeKeyUse>,
     run: Option<run::Follow>,
     /// SuperLink with TLS: its certificates, checked by the supervision loop ([`renew`]).
     superlink_tls: Option<crate::tls::SuperLinkTls>,
@@ -127,6 +133,7 @@ fn steps(boot: &mut Boot, cfg: Config) -> std::result::Result<Node, Failed> {
     workload::wait_healthy(boot, &mut node)?;
     if role == Role::SuperLink {
         expose::start(boot, &mut node)?;
+        admit::start(boot, &mut node)?;
     }
     publish::ready(boot, &node)?;
     if role == Role::SuperLink && node.cfg.common.use_case != UseCase::None {
@@ -158,6 +165,8 @@ fn new_node(boot: &Boot, cfg: Config, manifest: crate::image::Manifest, addrs: V
         pid: None,
         prober: None,
         gateway: None,
+        admit: None,
+        node_key: None,
         run: None,
         superlink_tls: None,
         restarts: 0,

@@ -66,7 +66,7 @@ pub fn cli(args: &mut Args) -> i32 {
             return 2;
         }
     };
-    match resolve(&ctx, &facts, role).and_then(validate_operator_certs).and_then(validate_supernode_ca) {
+    match resolve(&ctx, &facts, role).and_then(validate_operator_certs).and_then(validate_supernode_ca).map(check_node_keys) {
         Ok(res) => {
             let mut plan = res.plan;
             plan["context"] = json!(file.display().to_string());
@@ -91,6 +91,19 @@ pub fn cli(args: &mut Args) -> i32 {
             2
         }
     }
+}
+
+/// FL_SUPERNODE_KEYS' entries, parsed as the SuperLink's registrar will: a bad one is a
+/// warning naming it (it is skipped at boot, the others registered: docs/node-auth.md).
+fn check_node_keys(mut res: Resolved) -> Resolved {
+    let Some(sl) = res.config.role.superlink().filter(|s| s.node_auth) else { return res };
+    let bad: Vec<String> = sl
+        .node_keys
+        .iter()
+        .filter_map(|(n, k)| crate::tls::nodekey::NodePublicKey::parse_openssh(k).err().map(|e| format!("FL_SUPERNODE_KEYS entry {n}: {e}: skipped (the other keys are registered)")))
+        .collect();
+    res.warnings.extend(bad);
+    res
 }
 
 /// Operator certificates (FL_SSL_*) are checked as boot will: chain, dates, key, and SANs

@@ -12,6 +12,7 @@ usage: flower-init                        (as PID 1, started by the kernel)
        flower-init check [--role superlink|supernode] [--image MANIFEST_JSON] PATH
        flower-init gpu scan [--sysfs ROOT] [--json]
        flower-init join [--ca-pem] [--endpoint HOST:PORT]... VALUE|-
+       flower-init node-auth --control ADDR --record FILE [...]   (the SuperLink's key registrar)
        flower-init supervise [--health-port N] [--grace S] -- CMD [ARGS...]
        flower-init oneflow-template [--one6] [--values --network ID] | --vm-context
        flower-init vm-template --role superlink|supernode [--image NAME] [--firmware F]
@@ -20,7 +21,7 @@ usage: flower-init                        (as PID 1, started by the kernel)
 Run `flower-init COMMAND --help` for a command's options.";
 
 /// Subcommands; anything else given to PID 1 is a kernel command-line word and is ignored.
-const COMMANDS: &[&str] = &["boot", "check", "gateway", "gpu", "join", "oneflow-template", "vm-template", "marketplace", "supervise", "version", "help", "--help", "-h"];
+const COMMANDS: &[&str] = &["boot", "check", "gateway", "gpu", "join", "node-auth", "oneflow-template", "vm-template", "marketplace", "supervise", "version", "help", "--help", "-h"];
 
 /// Parse `argv` and run; returns the process exit code.
 pub fn run(argv: Vec<String>) -> i32 {
@@ -35,6 +36,7 @@ pub fn run(argv: Vec<String>) -> i32 {
         Some("gateway") => crate::gateway::cli(&mut args),
         Some("gpu") => crate::gpu::cli(&mut args),
         Some("join") => crate::join::cli(&mut args),
+        Some("node-auth") => crate::nodeauth::cli(&mut args),
         Some("oneflow-template") => crate::oneflow::cli_template(&mut args),
         Some("vm-template") => crate::oneflow::cli_vm_template(&mut args),
         Some("marketplace") => crate::oneflow::cli_marketplace(&mut args),

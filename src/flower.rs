@@ -45,6 +45,9 @@ impl ServerTls {
 
 }
 
+/// Where a SuperNode's authentication key is bound in the container (read-only).
+pub const NODE_KEY_PATH: &str = "/keys/node.key";
+
 /// `/certs/ca.crt`: where a SuperNode's trusted CA (`--root-certificates`) is bound.
 pub fn supernode_ca_path() -> String {
     format!("{CERTS_DIR}/{}", crate::tls::CA_CERT)
@@ -61,6 +64,9 @@ pub struct SuperLinkArgs {
     /// `--database`: a file on the state directory, or `:flwr-in-memory:`.
     pub database: String,
     pub isolation: Isolation,
+    /// `--enable-supernode-auth`: only SuperNodes whose public key is registered (Control
+    /// API RegisterNode) may connect; Flower requires TLS for it.
+    pub supernode_auth: bool,
 }
 
 /// Inputs of `flower-supernode`.
@@ -70,6 +76,9 @@ pub struct SuperNodeArgs {
     pub superlink: String,
     /// `--root-certificates` (path inside the container); `None`: `--insecure`.
     pub root_certificates: Option<String>,
+    /// `--auth-supernode-private-key` (path inside the container): the node's OpenSSH EC
+    /// key, so its requests are signed and a SuperLink with authentication accepts it.
+    pub auth_private_key: Option<String>,
     /// `--node-config`, e.g. `partition-id=0 num-partitions=2` (TOML values), as one argument.
     pub node_config: Option<String>,
     /// `--max-retries`; `None`: unlimited (Flower's default).
@@ -113,6 +122,9 @@ pub fn superlink_args(a: &SuperLinkArgs) -> Vec<String> {
         opt("--isolation", isolation_word(a.isolation)),
         "--disable-runtime-dependency-installation".into(),
     ]);
+    if a.supernode_auth {
+        v.push("--enable-supernode-auth".into());
+    }
     v
 }
 
@@ -123,6 +135,9 @@ pub fn supernode_args(a: &SuperNodeArgs) -> Vec<String> {
     match &a.root_certificates {
         Some(ca) => v.push(opt("--root-certificates", ca)),
         None => v.push("--insecure".into()),
+    }
+    if let Some(k) = &a.auth_private_key {
+        v.push(opt("--auth-supernode-private-key", k));
     }
     if let Some(nc) = &a.node_config {
         v.push(opt("--node-config", nc));

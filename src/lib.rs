@@ -36,6 +36,7 @@ pub mod kmod;
 pub mod logger;
 pub mod mount;
 pub mod net;
+pub mod nodeauth;
 pub mod oneflow;
 pub mod onegate;
 pub mod pid1;

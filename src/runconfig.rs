@@ -529,6 +529,8 @@ mod tests {
             checkpoint: Some(crate::config::Checkpoint { interval: 2, path: "/var/lib/flower/ckpt".into() }),
             database: crate::config::Database::InMemory,
             control_allow: vec![],
+            node_auth: true,
+            node_keys: vec![],
         }
     }
 

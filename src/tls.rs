@@ -14,6 +14,7 @@
 //! The container (uid 49999, read-only root) gets copies of ca.crt, server.pem and server.key
 //! in a runtime directory (tmpfs), never the CA key; see docs/tls.md.
 
+pub mod nodekey;
 mod error;
 mod fsio;
 mod issue;

@@ -105,6 +105,8 @@ pub enum Rule {
     SanList,
     /// IPv4/IPv6 networks (`10.0.0.0/24`, `2001:db8::/64`, or single addresses), by commas or spaces.
     CidrList,
+    /// OpenSSH ECDSA public keys (NIST curves), one per line or separated by commas.
+    PublicKeys,
     /// `all` or a comma list of GPU indices.
     CudaDevices,
     /// An absolute path on the state disk (under `/var/lib/flower`).
@@ -167,6 +169,7 @@ impl Rule {
             }
             Rule::PemOrFile => "base64 of a PEM file, or the name of a FILES_DS file on the context CD".into(),
             Rule::SanList => "IP addresses and DNS names, separated by commas or spaces".into(),
+            Rule::PublicKeys => "OpenSSH ECDSA public keys on a NIST curve (`ecdsa-sha2-nistp256 AAAA… comment`, as `ssh-keygen` writes them and SuperNodes publish them in FL_NODE_PUBKEY), one per line or separated by commas".into(),
             Rule::CidrList => "IPv4/IPv6 networks in CIDR notation (or single addresses), separated by commas or spaces".into(),
             Rule::CudaDevices => "all, or a comma-separated list of GPU indices (0,1)".into(),
             Rule::StatePath => "an absolute path under /var/lib/flower (the state disk)".into(),
@@ -303,6 +306,10 @@ pub const VARS: &[Var] = &[
        "Extra names for the generated server certificate (floating IPs, VPN addresses, DNS names) besides the NIC addresses, 127.0.0.1, ::1 and localhost."),
     v!("FL_CONTROL_ALLOW", ["ONEAPP_FL_CONTROL_ALLOW"], SuperLink, Unset("no Control port"), Rule::CidrList, Tls,
        "Sources allowed to use Flower's Control API (start/stop runs) on port 9093 of the NIC addresses; empty: no Control port at all (not even on loopback, which Flower's container shares). The Fleet port (8000) never serves Control."),
+    v!("FL_SUPERNODE_AUTH", ["ONEAPP_FL_SUPERNODE_AUTH"], Both, Unset("SuperLink: YES (with TLS); SuperNode: follow the SuperLink's OneGate FL_NODE_AUTH or FL_JOIN, else YES"), Rule::YesNo, Tls,
+       "SuperNode authentication (docs/node-auth.md). SuperLink: YES runs Flower with `--enable-supernode-auth`: only SuperNodes whose public key is registered may join; flower-init registers the keys of its OneFlow service's SuperNodes (their FL_NODE_PUBKEY) and FL_SUPERNODE_KEYS, and unregisters VMs that left the service. NO lets any host that reaches the Fleet port join (a loud warning). Needs TLS: with FL_TLS_ENABLED=NO it is off. SuperNode: YES signs its requests with its own key (made at first boot, kept on the state disk, published as FL_NODE_PUBKEY); a SuperLink that publishes FL_NODE_AUTH decides."),
+    v!("FL_SUPERNODE_KEYS", ["ONEAPP_FL_SUPERNODE_KEYS"], SuperLink, Unset("none"), Rule::PublicKeys, Tls,
+       "Public keys of SuperNodes outside this OneFlow service (other sites, VMs elsewhere) to register as well: their FL_NODE_PUBKEY, or `/status` `node_auth.public_key`. A malformed entry is skipped with a warning naming it; the others are registered."),
     // SuperNode.
     v!("FL_SUPERLINK_ADDRESS", ["ONEAPP_FL_SUPERLINK_ADDRESS"], SuperNode, Unset("discovered through OneGate"), Rule::HostPort, Flower,
        "The SuperLink's address; skips OneGate discovery."),

@@ -356,6 +356,7 @@ fn superlink_spec(w: &World, id: &str, files: &tls::ContainerFiles) -> Spec {
         tls: Some(ServerTls::in_certs_dir()),
         database: flower::default_database(),
         isolation: Isolation::Subprocess,
+        supernode_auth: false,
     });
     let mut s = Spec::new(id, &w.rootfs, args);
     s.log_level = LogLevel::Info;
@@ -442,6 +443,7 @@ fn superlink_and_supernode_containers_register_die_and_stop_cleanly() {
     let args = flower::supernode_args(&SuperNodeArgs {
         superlink: format!("{link_ip}:{}", flower::SUPERLINK_PORT),
         root_certificates: Some(flower::supernode_ca_path()),
+        auth_private_key: None,
         node_config: Some(node_config.clone()),
         max_retries: None,
         max_wait_time: None,

@@ -424,6 +424,20 @@ class World:
             role.state = DEPLOYING
         self.refresh()
 
+    def remove_role_vm(self, role_name, vmid):
+        """OneFlow's scale down (role.rb `shutdown_nodes` then the node's removal): the VM
+        leaves the role's nodes and is terminated, so it no longer authenticates and no other
+        VM of the service can read it."""
+        role = self.role(role_name)
+        if role is None:
+            raise KeyError(role_name)
+        before = len(role.vms)
+        role.vms = [v for v in role.vms if v.id != vmid]
+        if len(role.vms) == before:
+            raise KeyError("VM %d is not in role %s" % (vmid, role_name))
+        role.cardinality = len(role.vms)
+        self.refresh()
+
     def role(self, name):
         if not self.service:
             return None
@@ -842,6 +856,9 @@ def admin(world, method, path, data):
         return 200, {"vms": sorted(world.standalone)}
     if method == "POST" and len(parts) == 3 and parts[0] == "roles" and parts[2] == "vms":
         world.add_role_vms(parts[1], data["vms"], data.get("cardinality"))
+        return 200, {"roles": world.roles_json()}
+    if method == "DELETE" and len(parts) == 4 and parts[0] == "roles" and parts[2] == "vms":
+        world.remove_role_vm(parts[1], int(parts[3]))
         return 200, {"roles": world.roles_json()}
     if method == "GET" and parts == ["roles"]:
         return 200, {"roles": world.roles_json()}

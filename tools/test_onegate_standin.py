@@ -256,6 +256,19 @@ class StandInTest(unittest.TestCase):
         self.assertEqual((roles[1]["cardinality"], len(roles[1]["vms"])), (3, 3))
         self.assertEqual(self.og("GET", "/vm", vmid=103)[0], 200)
 
+    def test_scale_down_removes_a_vm_from_its_role(self):
+        self.put("READY=YES")
+        self.admin("POST", "/roles/supernode/vms", {"vms": [{"id": 103, "token": "tok-103"}]})
+        self.assertEqual(self.og("GET", "/vms/103")[0], 200)
+        roles = self.admin("DELETE", "/roles/supernode/vms/103")["roles"]
+        self.assertNotIn(103, [v["id"] for v in roles[1]["vms"]])
+        # Terminated: it no longer authenticates, and the service's VMs cannot read it.
+        self.assertEqual(self.og("GET", "/vm", vmid=103)[0], 401)
+        status, _, body = self.og("GET", "/vms/103")
+        self.assertEqual(status, 400, body)
+        nodes = json.loads(self.og("GET", "/service")[2])["SERVICE"]["roles"][1]["nodes"]
+        self.assertNotIn(103, [n["deploy_id"] for n in nodes])
+
 
 class StandInBefore72Test(StandInTest):
     """The same behaviours as OpenNebula 7.0 (and 6.x) answer: halt bodies reach the client."""

@@ -71,10 +71,13 @@ pub fn ready(boot: &mut Boot, node: &Node) -> std::result::Result<(), Failed> {
                 let ip = node.addrs.iter().find(|a| a.is_ipv4()).or(node.addrs.first()).copied().unwrap_or(IpAddr::from([127, 0, 0, 1]));
                 let endpoint = Address { host: Host::Ip(ip), port: crate::flower::SUPERLINK_PORT };
                 let join = join_value(node);
-                onegate::superlink_attributes(
+                let mut a = onegate::superlink_attributes(
                     &onegate::SuperLinkFacts { flower_version: &v, endpoint: &endpoint, ca_pem: node.tls.as_ref().map(|(c, _)| c.as_str()), join: join.as_deref(), ready: true, error: None },
                     node.cfg.onegate.report_ready,
-                )
+                );
+                // SuperNodes follow it (admit.rs): they sign with their key only when it is YES.
+                a.set(crate::nodeauth::AUTH_ATTR, if superlink_auth(node) { "YES" } else { "NO" });
+                a
             }
             Role::SuperNode => onegate::supernode_attributes(
                 &onegate::SuperNodeFacts {
@@ -94,6 +97,11 @@ pub fn ready(boot: &mut Boot, node: &Node) -> std::result::Result<(), Failed> {
     })
 }
 
+/// Whether this SuperLink runs Flower with `--enable-supernode-auth` (spec.rs's rule).
+fn superlink_auth(node: &Node) -> bool {
+    node.cfg.role.superlink().is_some_and(|s| s.node_auth) && node.tls.is_some()
+}
+
 /// The SuperLink's join value (`config::Join`) from what it runs with; `None` (logged) when
 /// none can be made.
 fn join(node: &Node) -> Option<config::Join> {
@@ -102,7 +110,7 @@ fn join(node: &Node) -> Option<config::Join> {
     let sans = if node.tls.is_some() && tls.operator.is_none() { tls.extra_sans.as_slice() } else { &[] };
     let endpoints = join_endpoints(sans, &node.addrs, crate::flower::SUPERLINK_PORT);
     match config::Join::new(endpoints, node.tls.as_ref().map(|(c, _)| c.as_str())) {
-        Ok(j) => Some(j),
+        Ok(j) => Some(j.with_node_auth(superlink_auth(node))),
         Err(e) => {
             log::warn!("join value: none made ({e}): SuperNodes elsewhere need FL_SUPERLINK_ADDRESS and FL_SSL_CA_CERTFILE");
             None

@@ -24,6 +24,9 @@ pub struct Report {
     pub join: Option<Join>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<net::Applied>,
+    /// SuperNode authentication: the node's key, or the SuperLink's registrar.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_auth: Option<super::admit::Section>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub onegate: Option<OneGate>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -205,6 +208,9 @@ impl Report {
         }
         if let Some(g) = &node.gateway {
             self.gateway = Some(g.stats_json());
+        }
+        if let (Some(a), Some(s)) = (&node.admit, self.node_auth.as_mut()) {
+            s.registrar = Some(a.section());
         }
         self.container = Some(Container {
             id: node.id.clone(),

@@ -25,10 +25,13 @@ pub(super) fn flower_args(node: &Node) -> Result<Vec<String>> {
                 config::Database::File(p) => state_path_in_container(p)?,
             },
             isolation: c.common.isolation,
+            // `config` turned it off without TLS; Flower refuses it over plain text anyway.
+            supernode_auth: sl.node_auth && node.tls.is_some(),
         }),
         config::RoleConfig::SuperNode(sn) => flower::supernode_args(&flower::SuperNodeArgs {
             superlink: node.superlink.as_ref().map(|a| a.to_string()).unwrap_or_default(),
             root_certificates: node.tls.as_ref().map(|_| flower::supernode_ca_path()),
+            auth_private_key: node.node_key.as_ref().map(|_| flower::NODE_KEY_PATH.to_string()),
             node_config: node.node_config.clone(),
             max_retries: sn.max_retries,
             max_wait_time: sn.max_wait_time,
@@ -89,6 +92,9 @@ pub(super) fn spec(boot: &Boot, node: &Node, id: &str, args: Vec<String>, rootfs
     }
     if let Some((_, binds)) = &node.tls {
         s.certs = binds.clone();
+    }
+    if let Some(k) = &node.node_key {
+        s.certs.push(k.bind.clone());
     }
     for (name, field) in [("resolv.conf", &mut s.resolv_conf), ("hosts", &mut s.hosts)] {
         let p = boot.layout.run_dir.join(name);

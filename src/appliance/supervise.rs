@@ -90,6 +90,21 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
                     g.on_restart(&mut b.sv);
                 }
             }
+            Event::Line { pid, stream, ref line, .. } if node.admit.as_ref().is_some_and(|a| a.pid == Some(pid)) => {
+                if let Some(a) = node.admit.as_mut() {
+                    a.on_line(stream, line);
+                }
+            }
+            Event::Exited { status, pid, .. } if node.admit.as_ref().is_some_and(|a| a.pid == Some(pid)) => {
+                if let Some(a) = node.admit.as_mut() {
+                    a.on_exit(&mut b.sv, status);
+                }
+            }
+            Event::Timer(t) if node.admit.as_ref().is_some_and(|a| a.restart == Some(t)) => {
+                if let Some(a) = node.admit.as_mut() {
+                    a.on_restart(&mut b.sv);
+                }
+            }
             Event::Exited { pid, status, .. } if Some(pid) == node.pid => {
                 node.pid = None;
                 node.last_exit = super::report::LastExit::of(status);
@@ -97,6 +112,9 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
                 let (delay, why) = if std::mem::take(&mut l.planned_restart) {
                     log::info!("{}: stopped to take the renewed certificate; starting it again", node.id);
                     (Duration::ZERO, "restarting with the renewed certificate".to_string())
+                } else if let Some(why) = super::admit::refused_now(&node) {
+                    super::admit::report_refusal(&mut b, &why);
+                    (super::admit::REFUSED_RETRY, why)
                 } else {
                     let delay = l.backoff.next_delay(l.started.elapsed());
                     let why = format!("the Flower container exited ({}){}", supervisor::describe_wait_status(status), workload::last_lines(&node.ring, 4));
@@ -134,6 +152,7 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
                     && node.prober.as_ref().is_some_and(|p| p.check(workload::PROBE_TIMEOUT).is_ok());
                 l.flower = if healthy {
                     log::info!("flower healthy again after the restart");
+                    super::admit::clear_refusal(&mut b);
                     b.sv.status_mut().ready();
                     Flower::Up
                 } else if node.pid.is_some() {
@@ -174,7 +193,11 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
     let id = node.id.clone();
     let pid = node.pid;
     let gateway = node.gateway.take();
+    let admit = node.admit.take();
     b.finish(move |sv, grace| {
+        if let Some(mut a) = admit {
+            a.stop(sv);
+        }
         if let Some(mut g) = gateway {
             g.stop(sv);
         }

@@ -109,5 +109,7 @@ pub fn supernode(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Fa
         }
     })?;
     node.tls = trust;
-    Ok(())
+    // SuperNode authentication: the key, published before Flower starts (the SuperLink
+    // registers it from OneGate; Flower refuses an unregistered key at connection).
+    super::admit::node_key(boot, node, found.superlink.auth)
 }

@@ -65,7 +65,7 @@ pub(super) fn wait_healthy(boot: &mut Boot, node: &mut Node) -> std::result::Res
             Role::SuperNode => (SocketAddr::from(([127, 0, 0, 1], flower::SUPERNODE_RUNTIME_PORT)), None),
         };
         let prober = Prober::new(addr, tls.as_ref()).map_err(|e| Error::msg("prepare the health probe", e.to_string()))?;
-        let deadline = started + FLOWER_READY_TIMEOUT;
+        let mut deadline = started + FLOWER_READY_TIMEOUT;
         let mut attempts = 0u32;
         let mut last;
         loop {
@@ -79,6 +79,17 @@ pub(super) fn wait_healthy(boot: &mut Boot, node: &mut Node) -> std::result::Res
             let until = Instant::now() + PROBE_EVERY;
             while let Some(ev) = b.sv.next_event(Some(until)) {
                 match ev {
+                    Event::Exited { pid, .. } if Some(pid) == node.pid && super::admit::refused_now(node).is_some() => {
+                        // Not registered yet (the SuperLink registers the service's keys
+                        // every few seconds): not a failed attempt; wait, and try again.
+                        node.pid = None;
+                        if let Some(why) = super::admit::refused_now(node) {
+                            super::admit::report_refusal(b, &why);
+                        }
+                        deadline = Instant::now() + FLOWER_READY_TIMEOUT;
+                        b.sv.sleep(super::admit::REFUSED_RETRY);
+                        restart(b, node)?;
+                    }
                     Event::Exited { pid, status, .. } if Some(pid) == node.pid => {
                         node.pid = None;
                         let why = format!("the container exited ({}) before /health answered{}", supervisor::describe_wait_status(status), last_lines(&node.ring, 5));
@@ -96,6 +107,7 @@ pub(super) fn wait_healthy(boot: &mut Boot, node: &mut Node) -> std::result::Res
             }
         }
         let took = started.elapsed().as_secs_f64();
+        super::admit::clear_refusal(b);
         log::info!("flower healthy: {addr} /health answered 200 after {took:.2}s");
         node.prober = Some(prober);
         Ok(((), Note::Ok(format!("/health 200 after {took:.2}s"))))

@@ -45,6 +45,9 @@ pub struct Join {
     pub endpoints: Vec<Address>,
     /// The CA certificates (DER) to trust; empty when the SuperLink serves plain text.
     pub ca_der: Vec<Vec<u8>>,
+    /// Whether the SuperLink requires SuperNode authentication (a registered key);
+    /// `None` in a value made before flower-init said so.
+    pub node_auth: Option<bool>,
 }
 
 /// The JSON inside the value.
@@ -57,6 +60,8 @@ struct Wire {
     ca: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     ca_sha256: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    auth: Option<bool>,
 }
 
 /// SHA-256 of `der` (rustls's ring provider, as `tls::fingerprint` does).
@@ -133,7 +138,13 @@ impl Join {
                 ca_der.len()
             ));
         }
-        Ok(Join { endpoints, ca_der })
+        Ok(Join { endpoints, ca_der, node_auth: None })
+    }
+
+    /// The same value, saying whether the SuperLink requires SuperNode authentication.
+    pub fn with_node_auth(mut self, on: bool) -> Join {
+        self.node_auth = Some(on);
+        self
     }
 
     /// Whether the SuperLink serves TLS.
@@ -178,6 +189,7 @@ impl Join {
             tls: self.tls(),
             ca: self.ca_der.iter().map(|d| b64.encode(d)).collect(),
             ca_sha256: self.ca_der.iter().map(|d| hex(&sha256(d))).collect(),
+            auth: self.node_auth,
         };
         // Serialising a struct of strings and a bool cannot fail.
         let json = serde_json::to_vec(&wire).unwrap_or_default();
@@ -193,6 +205,7 @@ impl Join {
             "endpoints": self.endpoints.iter().map(Address::to_string).collect::<Vec<_>>(),
             "tls": self.tls(),
             "ca_sha256": self.fingerprints(),
+            "node_auth": self.node_auth,
         })
     }
 
@@ -300,7 +313,7 @@ impl Join {
             }
             ca_der.push(der);
         }
-        Ok(Join { endpoints, ca_der })
+        Ok(Join { endpoints, ca_der, node_auth: w.auth })
     }
 }
 

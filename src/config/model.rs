@@ -114,6 +114,13 @@ pub struct SuperLink {
     /// FL_CONTROL_ALLOW: sources that may reach the Control API through the gateway's Control
     /// port; empty = loopback only.
     pub control_allow: Vec<crate::vocab::Cidr>,
+    /// FL_SUPERNODE_AUTH (default YES): Flower's `--enable-supernode-auth` and the key
+    /// registration (docs/node-auth.md). Already false when TLS is off (a warning said so).
+    pub node_auth: bool,
+    /// FL_SUPERNODE_KEYS: the entries as given (one OpenSSH public key each), with their
+    /// 1-based position; parsed and checked by `tls::nodekey` (`check` and the boot warn about
+    /// a bad one and go on with the others).
+    pub node_keys: Vec<(usize, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +166,9 @@ pub struct SuperNode {
     /// OneGate look-ups for the SuperLink before giving up.
     pub discovery_retries: u32,
     pub discovery_interval: Duration,
+    /// FL_SUPERNODE_AUTH as given; `None`: follow the SuperLink (its OneGate FL_NODE_AUTH or
+    /// FL_JOIN's), else YES.
+    pub node_auth: Option<bool>,
 }
 
 /// TLS inputs for `crate::tls`.

@@ -81,6 +81,10 @@ pub fn resolve(ctx: &Context, image: &ImageFacts, role_override: Option<Role>) -
         _ => Some(Gpu { enabled: false, devices: CudaDevices::All, memory_fraction: 1.0 }),
     };
     let network = super::network::plan(&mut r, onegate.endpoint.as_ref());
+    let mut role_config = role_config;
+    if let (Some(RoleConfig::SuperLink(sl)), Some(tls)) = (&mut role_config, &tls) {
+        node_auth_needs_tls(&mut r, sl, tls);
+    }
     if let (Some(RoleConfig::SuperNode(sn)), Some(tls)) = (&role_config, &tls) {
         plaintext_across_sites(&mut r, sn, tls, &network);
     }
@@ -396,6 +400,8 @@ fn superlink(r: &mut Reader, onegate: &OneGate) -> Option<SuperLink> {
             |l| json!(l.iter().map(|c| c.to_string()).collect::<Vec<_>>()),
         )
         .map(Option::unwrap_or_default);
+    let node_auth = r.yes_no("FL_SUPERNODE_AUTH");
+    let node_keys = r.value("FL_SUPERNODE_KEYS", |v| Ok(split_keys(v)), |k| json!(format!("{} key(s)", k.len()))).map(Option::unwrap_or_default);
     if !onegate.is_usable() {
         r.warn(format!(
             "OneGate is not usable ({}): the SuperLink cannot publish FL_ENDPOINT and FL_CA_CERT, so every SuperNode needs FL_SUPERLINK_ADDRESS (and FL_SSL_CA_CERTFILE for TLS)",
@@ -415,7 +421,40 @@ fn superlink(r: &mut Reader, onegate: &OneGate) -> Option<SuperLink> {
         checkpoint: checkpoint?,
         database: database?,
         control_allow: control_allow.ok()?,
+        node_auth: node_auth.ok()?.unwrap_or(true),
+        node_keys: node_keys.ok()?,
     })
+}
+
+/// SuperNode authentication needs TLS (Flower refuses `--enable-supernode-auth` with
+/// `--insecure`): FL_SUPERNODE_AUTH=YES given together with FL_TLS_ENABLED=NO is a problem;
+/// the default YES turns off with a warning. Off, for whatever reason, is said loudly.
+fn node_auth_needs_tls(r: &mut Reader, sl: &mut SuperLink, tls: &Tls) {
+    if tls.superlink_enabled() {
+        if !sl.node_auth {
+            r.warn("FL_SUPERNODE_AUTH=NO: SUPERNODE AUTHENTICATION IS OFF: any host that reaches the Fleet port (8000) can join the federation, receive the model and send updates");
+        }
+        return;
+    }
+    if sl.node_auth && r.is_set("FL_SUPERNODE_AUTH") {
+        r.problem(
+            "FL_SUPERNODE_AUTH",
+            Some("YES"),
+            "needs TLS, and FL_TLS_ENABLED is NO (Flower refuses --enable-supernode-auth over plain text): turn TLS on, or set FL_SUPERNODE_AUTH=NO",
+        );
+        return;
+    }
+    sl.node_auth = false;
+    r.warn("SuperNode authentication is off because FL_TLS_ENABLED is NO: any host that reaches the Fleet port (8000) can join the federation");
+    if !sl.node_keys.is_empty() {
+        r.warn("FL_SUPERNODE_KEYS is ignored: SuperNode authentication is off (FL_TLS_ENABLED is NO)");
+    }
+}
+
+/// FL_SUPERNODE_KEYS split into its entries (newlines or commas; blank entries dropped), each
+/// with its 1-based position for messages.
+pub fn split_keys(v: &str) -> Vec<(usize, String)> {
+    v.split(['\n', ',']).map(str::trim).filter(|e| !e.is_empty()).enumerate().map(|(i, e)| (i + 1, e.to_string())).collect()
 }
 
 /// SuperNode settings; a missing SuperLink address needs a usable OneGate.
@@ -449,6 +488,7 @@ fn supernode(r: &mut Reader, onegate: &OneGate, use_case: UseCase) -> Option<Sup
     let max_wait = r.int("FL_MAX_WAIT_TIME").ok().flatten().map(|v| (v > 0).then(|| Duration::from_secs(v as u64)));
     let retries = r.int("FL_DISCOVERY_RETRIES").ok().flatten().map(u32_of);
     let interval = r.int("FL_DISCOVERY_INTERVAL").ok().flatten().map(|v| Duration::from_secs(v as u64));
+    let node_auth = r.yes_no("FL_SUPERNODE_AUTH");
     if matches!(superlink, Ok(None)) && !r.is_set("FL_JOIN") && !onegate.is_usable() {
         r.problem(
             "FL_SUPERLINK_ADDRESS",
@@ -470,6 +510,7 @@ fn supernode(r: &mut Reader, onegate: &OneGate, use_case: UseCase) -> Option<Sup
         max_wait_time: max_wait?,
         discovery_retries: retries?,
         discovery_interval: interval?,
+        node_auth: node_auth.ok()?,
     })
 }
 

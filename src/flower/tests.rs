@@ -17,6 +17,7 @@ fn superlink(tls: bool) -> SuperLinkArgs {
         tls: tls.then(ServerTls::in_certs_dir),
         database: default_database(),
         isolation: Isolation::Subprocess,
+        supernode_auth: false,
     }
 }
 
@@ -24,6 +25,7 @@ fn supernode() -> SuperNodeArgs {
     SuperNodeArgs {
         superlink: "10.0.0.5:8000".into(),
         root_certificates: Some("/certs/ca.crt".into()),
+        auth_private_key: None,
         node_config: Some("partition-id=0 num-partitions=2".into()),
         max_retries: Some(5),
         max_wait_time: Some(Duration::from_secs(30)),
@@ -40,6 +42,17 @@ fn superlink_tls_command_line() {
          --ssl-keyfile=/certs/server.key --host=0.0.0.0 --port=8000 --database=/state/state.db --isolation=subprocess \
          --disable-runtime-dependency-installation"
     );
+}
+
+#[test]
+fn authentication_flags_on_both_sides() {
+    let mut sl = superlink(true);
+    assert!(!superlink_args(&sl).iter().any(|a| a.contains("auth")));
+    sl.supernode_auth = true;
+    assert_eq!(superlink_args(&sl).last().map(String::as_str), Some("--enable-supernode-auth"));
+    let sn = SuperNodeArgs { auth_private_key: Some(NODE_KEY_PATH.into()), ..supernode() };
+    assert_eq!(val(&supernode_args(&sn), "--auth-supernode-private-key"), Some("/keys/node.key"));
+    assert!(!supernode_args(&supernode()).iter().any(|a| a.contains("auth")));
 }
 
 #[test]

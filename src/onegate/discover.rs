@@ -55,6 +55,8 @@ pub struct SuperLinkInfo {
     pub ca_pem: Option<Vec<u8>>,
     /// Its FL_VERSION.
     pub version: Option<String>,
+    /// Its FL_NODE_AUTH: whether it requires SuperNode authentication (`None`: not said).
+    pub auth: Option<bool>,
 }
 
 /// The result of [`discover`].
@@ -138,6 +140,7 @@ pub fn discover(
         tls: None,
         ca_pem: None,
         version: None,
+        auth: None,
     });
     let Some(client) = client else {
         return match fixed {
@@ -280,6 +283,11 @@ pub(super) fn superlink_from(vm: &VmInfo) -> Result<Option<SuperLinkInfo>, Disco
         tls,
         ca_pem,
         version: vm.attr("FL_VERSION").map(str::to_string),
+        auth: match vm.attr("FL_NODE_AUTH").map(str::to_ascii_uppercase).as_deref() {
+            Some("YES") => Some(true),
+            Some("NO") => Some(false),
+            _ => None,
+        },
     }))
 }
 

@@ -246,6 +246,16 @@ class Federation:
                   "superlink": {"FL_NUM_ROUNDS": str(self.args.rounds), "FL_STRATEGY": self.args.strategy}}
         vms = one.instantiate(template, values, subnet=SUBNET, gateway=self.topo.gateway,
                               onegate=f"http://{self.topo.gateway}:5030", cardinality={"supernode": supernodes})
+        # Issue #19: a key from elsewhere (the no-token drill's node, which cannot publish its
+        # own) listed on the SuperLink, after a malformed entry that must not block it.
+        self.outside_key = os.path.join(BUILD, "outside-node.key")
+        if os.path.exists(self.outside_key):
+            os.unlink(self.outside_key)
+        pub = subprocess.run([self.binary, "node-auth", "--key-file", self.outside_key, "--comment", "other-site"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        for vm in vms:
+            if vm.role == "superlink":
+                vm.context["FL_SUPERNODE_KEYS"] = "ecdsa-sha2-nistp256 AAAAnot-a-key broken\n" + pub
         self.admin_call("POST", "/service", one.standin_service(template, vms))
         return template, vms
 
@@ -280,7 +290,8 @@ class Federation:
         return next(n for n in self.nodes if n.vm.role == "superlink")
 
     def supernodes(self):
-        return [n for n in self.nodes if n.vm.role == "supernode"]
+        """The service's SuperNodes of the main run (the node-auth drill's are apart)."""
+        return [n for n in self.nodes if n.vm.role == "supernode" and not getattr(n, "auth_drill", False)]
 
     def run_state(self):
         return self.status(self.superlink())["sections"].get("run")
@@ -367,6 +378,7 @@ class Federation:
         for n in self.supernodes():
             u = self.admin_call("GET", f"/user_template/{n.vm.vmid}")
             assert u.get("READY") == "YES" and u.get("FL_ROLE") == "supernode", u
+        self.check_node_auth(ut)
         # Issue #13: the clean boots' `delete("FL_ERROR")` (nothing to delete: the stand-in
         # answers as OpenNebula 7.2, 500 for a missing attribute) leaves nothing pending.
         for n in [sl] + self.supernodes():
@@ -374,6 +386,127 @@ class Federation:
                       lambda: (lambda o: o if not o["pending"] else None)(self.status(n)["sections"]["onegate"]), 60)
             assert og["published"] and og["last_error"] is None, og
         return ut
+
+    def check_node_auth(self, ut):
+        """Issue #19: authentication on by default. The SuperLink says so (FL_NODE_AUTH, the
+        join value), runs Flower with it, and registered every SuperNode's published key and
+        FL_SUPERNODE_KEYS' good entry, naming the bad one; no private key in any output."""
+        sl = self.superlink()
+        assert ut.get("FL_NODE_AUTH") == "YES", ut.get("FL_NODE_AUTH")
+        sl_log = open(os.path.join(BUILD, f"{sl.name}.log")).read()
+        assert "SuperNode authentication is disabled" not in sl_log, "Flower runs without --enable-supernode-auth"
+        want = {f"VM {n.vm.vmid}'s FL_NODE_PUBKEY" for n in self.supernodes()} | {"FL_SUPERNODE_KEYS entry 2"}
+
+        def registered():
+            reg = (self.status(sl)["sections"].get("node_auth") or {}).get("registrar") or {}
+            got = {r["source"] for r in reg.get("registered", [])}
+            return reg if want <= got else None
+        reg = wait("every key registered", registered, 60)
+        bad = [r for r in reg["refused"] if r["source"] == "FL_SUPERNODE_KEYS entry 1"]
+        assert bad and bad[0]["reason"], reg["refused"]
+        for n in self.supernodes():
+            u = self.admin_call("GET", f"/user_template/{n.vm.vmid}")
+            na = self.status(n)["sections"]["node_auth"]
+            assert na["enabled"] and u.get("FL_NODE_PUBKEY") == na["public_key"], (u.get("FL_NODE_PUBKEY"), na)
+            assert u["FL_NODE_PUBKEY"].startswith("ecdsa-sha2-nistp256 "), u["FL_NODE_PUBKEY"]
+        self.check_no_private_key()
+        log(f"node auth: {len(reg['registered'])} keys registered ({', '.join(sorted(want))}); "
+            f"skipped: {bad[0]['source']} ({bad[0]['reason'][:80]})")
+
+    def check_no_private_key(self):
+        """No SuperNode's private key (its base64 body) in any log, /status or OneGate."""
+        bodies = []
+        for n in self.nodes:
+            k = os.path.join(n.dir, "state", "node-auth", "node.key")
+            if os.path.exists(k):
+                lines = open(k).read().split("\n")
+                bodies += [l for l in lines[1:-2] if len(l) >= 40]
+        assert bodies, "no SuperNode key on any state disk"
+        outputs = [open(os.path.join(BUILD, f)).read() for f in os.listdir(BUILD) if f.endswith(".log")]
+        outputs += [json.dumps(self.status(n)) for n in self.nodes if n.proc and n.proc.poll() is None]
+        for n in self.nodes:
+            try:
+                outputs.append(json.dumps(self.admin_call("GET", f"/user_template/{n.vm.vmid}")))
+            except subprocess.CalledProcessError:
+                pass  # a VM the stand-in does not know (the outsider)
+        for b in bodies:
+            for o in outputs:
+                assert b not in o, "a SuperNode's private key reached an output"
+
+    def start_node_auth_drill(self):
+        """Issue #19, beside the main run: a SuperNode added to the service's role (scale up)
+        gets its key registered and joins; a SuperNode outside the service, with the join
+        value (CA, endpoint, everything but a registered key), is refused."""
+        sl = self.superlink()
+        ut = self.admin_call("GET", f"/user_template/{sl.vm.vmid}")
+        template = one.load(os.path.join(ROOT, "oneflow", "flower-7.json"))
+        up = Node(self, self.add_supernode(template))
+        vmid = max(n.vm.vmid for n in self.nodes + [up]) + 1
+        ovm = one.Vm(vmid, "supernode", 1, f"{SUBNET}.{11 + len(self.nodes)}", 7)
+        ovm.name = f"supernode_{vmid}_(outsider)"
+        ovm.context = {"FL_ROLE": "supernode", "FL_JOIN": ut["FL_JOIN"], "FL_USE_CASE": self.args.use_case,
+                       "FL_NODE_CONFIG": "partition-id=0 num-partitions=2", "NETWORK": "YES",
+                       "ETH0_MAC": ovm.mac, "ETH0_IP": ovm.ip, "ETH0_MASK": "255.255.255.0"}
+        out = Node(self, ovm)
+        for n in (up, out):
+            n.auth_drill = True
+            n.prepare(self.topo)
+            self.nodes.append(n)
+            n.start()
+        self.auth_nodes = (up, out)
+        self.auth_times = {}
+
+        def watch():
+            # READY, then the first round it trains in (Flower's "Sending: train message").
+            while not self.auth_times.get("stop"):
+                try:
+                    st = self.status(up)
+                    if st["phase"] == "ready":
+                        self.auth_times.setdefault("ready", time.monotonic())
+                    if (st["sections"].get("supernode") or {}).get("rounds_participated", 0) > 0:
+                        self.auth_times.setdefault("first_round", time.monotonic())
+                        return
+                except Exception:
+                    pass
+                time.sleep(1)
+        import threading
+        self.auth_watch = threading.Thread(target=watch, daemon=True)
+        self.auth_watch.start()
+
+    def finish_node_auth_drill(self):
+        up, out = self.auth_nodes
+        sl = self.superlink()
+        # The outsider: refused, its key named, in /status and OneGate's view of it (FL_ERROR).
+        def refused():
+            na = self.status(out)["sections"].get("node_auth") or {}
+            return na if na.get("refused") else None
+        na = wait(f"{out.name} refused by the SuperLink", refused, 300, every=2)
+        assert na["fingerprint"] in na["refused"] and "not registered" in na["refused"], na
+        reg = self.status(sl)["sections"]["node_auth"]["registrar"]
+        assert not [r for r in reg["registered"] if r["fingerprint"] == na["fingerprint"]], reg
+        # Scale up: registered, READY, trained (when it joined before the run ended).
+        wait(f"{up.name} ready", lambda: (lambda s: s if s["phase"] == "ready" else None)(self.status(up)), 300)
+        src = f"VM {up.vm.vmid}'s FL_NODE_PUBKEY"
+        assert src in {r["source"] for r in self.status(sl)["sections"]["node_auth"]["registrar"]["registered"]}
+        self.auth_times["stop"] = True
+        self.auth_watch.join(5)
+        t = self.auth_times
+        if "first_round" in t and "ready" in t:
+            joined = f"first round {t['first_round'] - t['ready']:.0f}s after its READY"
+        else:
+            joined = "READY after the run's last round was sampled: it trains in the next run"
+        self.node_auth_join = joined
+        # Scale down: OneFlow terminates the VM and drops it from the role; its key goes.
+        up.stop()
+        self.admin_call("DELETE", f"/roles/supernode/vms/{up.vm.vmid}")
+        def unregistered():
+            r = self.status(sl)["sections"]["node_auth"]["registrar"]
+            return r if src in {u["source"] for u in r.get("unregistered", [])} else None
+        r = wait(f"{up.name}'s key unregistered", unregistered, 60)
+        assert src not in {x["source"] for x in r["registered"]}, r
+        out.expected_exit = out.stop()
+        log(f"drill ok: outsider {out.name} refused ({na['fingerprint']}); scaled-up {up.name} registered, "
+            f"{joined}; scaled down: unregistered")
 
     # ---- fault drills -------------------------------------------------------------------
     def drill_supernode_killed(self):
@@ -561,6 +694,10 @@ class Federation:
                            "FL_TLS_ENABLED": "YES", "REPORT_READY": "YES", "TOKEN": "YES"})
         n = Node(self, vm)
         n.prepare(self.topo)
+        # It cannot publish its key: the SuperLink has it from FL_SUPERNODE_KEYS (issue #19),
+        # and the node keeps the key it finds on its state disk.
+        os.makedirs(os.path.join(n.dir, "state", "node-auth"))
+        shutil.copy(self.outside_key, os.path.join(n.dir, "state", "node-auth", "node.key"))
         assert not os.path.exists(os.path.join(n.dir, "context", "token.txt"))
         self.nodes.append(n)
         n.start()
@@ -763,6 +900,7 @@ def whole(fed, args):
     fed.boot()
     fed.check_published()
     fed.start_prometheus()
+    fed.start_node_auth_drill()
     if args.drills:
         fed.drill_supernode_killed()
     final = fed.follow_run()
@@ -771,6 +909,7 @@ def whole(fed, args):
     assert final["status"] == "completed" and final["round"] == args.rounds, final
     ut = fed.admin_call("GET", f"/user_template/{fed.superlink().vm.vmid}")
     assert ut.get("FL_RUN_STATUS") == "completed", {k: v for k, v in ut.items() if k.startswith("FL_RUN")}
+    fed.finish_node_auth_drill()
     if args.drills:
         fed.drill_superlink_restart()
         fed.drill_onegate_late()
