@@ -697,3 +697,34 @@ fn unknown_variable_warnings_are_capped() {
     assert_eq!(r.warnings.iter().filter(|w| w.contains("FL_MADE_UP_")).count(), 20, "{:#?}", r.warnings);
     assert!(has(&r.warnings, "4980 more names starting FL_/FLOWER_/ML_ are not flower-init variables: ignored"));
 }
+
+/// Issue #19: SuperNode authentication on by default; it needs TLS.
+#[test]
+fn supernode_authentication_is_on_by_default_and_needs_tls() {
+    let r = ok(&[SL]);
+    let sl = r.config.role.superlink().unwrap();
+    assert!(sl.node_auth && sl.node_keys.is_empty());
+    assert!(!r.warnings.iter().any(|w| w.contains("AUTHENTICATION")), "{:?}", r.warnings);
+    // Off on purpose: loud.
+    let r = ok(&[SL, ("FL_SUPERNODE_AUTH", "NO")]);
+    assert!(!r.config.role.superlink().unwrap().node_auth);
+    assert!(has(&r.warnings, "SUPERNODE AUTHENTICATION IS OFF"), "{:?}", r.warnings);
+    // Without TLS: off by default with a warning, an error when asked for.
+    let r = ok(&[SL, ("FL_TLS_ENABLED", "NO"), ("FL_SUPERNODE_KEYS", "ecdsa-sha2-nistp256 AAAA x")]);
+    assert!(!r.config.role.superlink().unwrap().node_auth);
+    assert!(has(&r.warnings, "SuperNode authentication is off because FL_TLS_ENABLED is NO"), "{:?}", r.warnings);
+    assert!(has(&r.warnings, "FL_SUPERNODE_KEYS is ignored"), "{:?}", r.warnings);
+    let p = problems(&[SL, ("FL_TLS_ENABLED", "NO"), ("FL_SUPERNODE_AUTH", "YES")]);
+    assert!(has(&p, "FL_SUPERNODE_AUTH") && has(&p, "needs TLS"), "{p:?}");
+    // A SuperNode keeps what it was told (None: follow the SuperLink).
+    let r = ok(&[SN, ("FL_SUPERLINK_ADDRESS", "10.0.0.5:8000"), ("FL_SUPERNODE_AUTH", "no")]);
+    assert_eq!(r.config.role.supernode().unwrap().node_auth, Some(false));
+}
+
+#[test]
+fn supernode_keys_are_split_on_newlines_and_commas_with_their_positions() {
+    let r = ok(&[SL, ("FL_SUPERNODE_KEYS", "ecdsa-sha2-nistp256 AAAA a\n\n , ecdsa-sha2-nistp384 BBBB b,x")]);
+    let keys = &r.config.role.superlink().unwrap().node_keys;
+    let want: Vec<(usize, String)> = vec![(1, "ecdsa-sha2-nistp256 AAAA a".into()), (2, "ecdsa-sha2-nistp384 BBBB b".into()), (3, "x".into())];
+    assert_eq!(keys, &want);
+}

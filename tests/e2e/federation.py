@@ -504,6 +504,7 @@ class Federation:
             return r if src in {u["source"] for u in r.get("unregistered", [])} else None
         r = wait(f"{up.name}'s key unregistered", unregistered, 60)
         assert src not in {x["source"] for x in r["registered"]}, r
+        self.check_no_private_key()
         out.expected_exit = out.stop()
         log(f"drill ok: outsider {out.name} refused ({na['fingerprint']}); scaled-up {up.name} registered, "
             f"{joined}; scaled down: unregistered")
