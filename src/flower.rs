@@ -46,7 +46,7 @@ impl ServerTls {
 }
 
 /// Where a SuperNode's authentication key is bound in the container (read-only).
-pub const NODE_KEY_PATH: &str = "/keys/node.key";
+pub const NODE_KEY_PATH: &str = "/certs/node.key";
 
 /// `/certs/ca.crt`: where a SuperNode's trusted CA (`--root-certificates`) is bound.
 pub fn supernode_ca_path() -> String {

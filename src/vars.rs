@@ -169,7 +169,7 @@ impl Rule {
             }
             Rule::PemOrFile => "base64 of a PEM file, or the name of a FILES_DS file on the context CD".into(),
             Rule::SanList => "IP addresses and DNS names, separated by commas or spaces".into(),
-            Rule::PublicKeys => "OpenSSH ECDSA public keys on a NIST curve (`ecdsa-sha2-nistp256 AAAA… comment`, as `ssh-keygen` writes them and SuperNodes publish them in FL_NODE_PUBKEY), one per line or separated by commas".into(),
+            Rule::PublicKeys => "OpenSSH ECDSA public keys on a NIST curve (`ecdsa-sha2-nistp256 AAAA… comment`, as `ssh-keygen` writes them; the base64 blob alone, as SuperNodes publish it in FL_NODE_PUBKEY, works too), one per line or separated by commas".into(),
             Rule::CidrList => "IPv4/IPv6 networks in CIDR notation (or single addresses), separated by commas or spaces".into(),
             Rule::CudaDevices => "all, or a comma-separated list of GPU indices (0,1)".into(),
             Rule::StatePath => "an absolute path under /var/lib/flower (the state disk)".into(),

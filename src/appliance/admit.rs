@@ -106,7 +106,8 @@ pub(super) fn node_key(boot: &mut Boot, node: &mut Node, published: Option<bool>
             .with_ctx(|| format!("write {}", copy.display()))?;
         let public_key = key.public().to_openssh(&comment);
         let fingerprint = key.public().fingerprint();
-        b.onegate.set_pairs([(nodeauth::PUBKEY_ATTR, public_key.as_str())]);
+        // The blob alone: plain on OneGate's wire (a line's spaces would make it base64).
+        b.onegate.set_pairs([(nodeauth::PUBKEY_ATTR, key.public().to_openssh_blob())]);
         let note = format!(
             "{} key {fingerprint}, published as {}; SuperNode authentication {reason}",
             if created { "made a new" } else { "kept the" },
@@ -147,7 +148,7 @@ pub(super) fn refusal_reason(k: &NodeKeyUse) -> String {
 pub(super) fn refused_now(node: &Node) -> Option<String> {
     let k = node.node_key.as_ref()?;
     let lines: Vec<&str> = node.ring.lines().collect();
-    lines[lines.len().saturating_sub(8)..].iter().any(|l| refused_by_superlink(l)).then(|| refusal_reason(k))
+    lines[lines.len().saturating_sub(15)..].iter().any(|l| refused_by_superlink(l)).then(|| refusal_reason(k))
 }
 
 /// Say it everywhere an operator looks: `/status`'s `node_auth.refused`, FL_ERROR, the console

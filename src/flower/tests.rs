@@ -51,7 +51,7 @@ fn authentication_flags_on_both_sides() {
     sl.supernode_auth = true;
     assert_eq!(superlink_args(&sl).last().map(String::as_str), Some("--enable-supernode-auth"));
     let sn = SuperNodeArgs { auth_private_key: Some(NODE_KEY_PATH.into()), ..supernode() };
-    assert_eq!(val(&supernode_args(&sn), "--auth-supernode-private-key"), Some("/keys/node.key"));
+    assert_eq!(val(&supernode_args(&sn), "--auth-supernode-private-key"), Some("/certs/node.key"));
     assert!(!supernode_args(&supernode()).iter().any(|a| a.contains("auth")));
 }
 

@@ -102,18 +102,34 @@ impl NodePublicKey {
             return Err(bad(format!("is {} bytes long; an OpenSSH ECDSA public key line is under {MAX_LINE}", line.len())));
         }
         let mut words = line.split_whitespace();
-        let (Some(kind), Some(b64)) = (words.next(), words.next()) else {
-            return Err(bad("is not an OpenSSH public key line (`ecdsa-sha2-nistp256 AAAA… comment`)"));
+        let (kind, b64) = match (words.next(), words.next()) {
+            (Some(kind), Some(b64)) => (kind, b64),
+            // The blob alone (how OneGate's FL_NODE_PUBKEY carries it: a line's spaces would
+            // make the publisher base64 the whole value): the blob names its own type.
+            (Some(b64), None) if b64.starts_with("AAAA") => ("", b64),
+            _ => return Err(bad("is not an OpenSSH public key line (`ecdsa-sha2-nistp256 AAAA… comment`)")),
         };
+        let decode = |b64: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .map_err(|e| bad(format!("its key is not base64 ({e}): was it cut when copied?")))
+        };
+        if kind.is_empty() {
+            let blob = decode(b64)?;
+            let mut r = Reader::new(&blob);
+            let k = parse_public_blob(&mut r).map_err(|e| bad(format!("its key blob is malformed: {e}")))?;
+            if !r.is_empty() {
+                return Err(bad("its key blob has bytes after the key: was it altered?"));
+            }
+            return Ok(k);
+        }
         let Some(curve) = Curve::from_key_type(kind) else {
             let shown: String = kind.chars().take(24).collect();
             return Err(bad(format!(
                 "is a {shown:?} key: Flower needs an ECDSA key on a NIST curve (ecdsa-sha2-nistp256, -nistp384 or -nistp521)"
             )));
         };
-        let blob = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .map_err(|e| bad(format!("its key is not base64 ({e}): was it cut when copied?")))?;
+        let blob = decode(b64)?;
         let mut r = Reader::new(&blob);
         let k = parse_public_blob(&mut r).map_err(|e| bad(format!("its key blob is malformed: {e}")))?;
         if !r.is_empty() {
@@ -166,6 +182,11 @@ impl NodePublicKey {
         }
         pem.push_str("-----END PUBLIC KEY-----\n");
         pem
+    }
+
+    /// The OpenSSH blob in base64 (a public line's second word): what FL_NODE_PUBKEY holds.
+    pub fn to_openssh_blob(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.blob())
     }
 
     /// `SHA256:…` as `ssh-keygen -l` prints it: base64 without padding of the blob's SHA-256.

@@ -58,6 +58,11 @@ fn public_lines_fingerprints_and_spki_match_openssh_and_cryptography() {
         assert_eq!(k.fingerprint(), fp);
         assert_eq!(k.spki_pem(), spki);
     }
+    // The blob alone (FL_NODE_PUBKEY) is the same key; a bare word that is no blob is refused.
+    let blob = K256_PUB.split(' ').nth(1).unwrap();
+    assert_eq!(NodePublicKey::parse_openssh(blob).unwrap(), NodePublicKey::parse_openssh(K256_PUB).unwrap());
+    assert_eq!(NodePublicKey::parse_openssh(K256_PUB).unwrap().to_openssh_blob(), blob);
+    assert!(NodePublicKey::parse_openssh("ecdsa-sha2-nistp256").is_err());
     // The key of the private file is the .pub's.
     assert_eq!(NodeKey::from_openssh(K256).unwrap().public(), &NodePublicKey::parse_openssh(K256_PUB).unwrap());
 }
