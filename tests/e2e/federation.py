@@ -415,14 +415,15 @@ class Federation:
             f"skipped: {bad[0]['source']} ({bad[0]['reason'][:80]})")
 
     def check_no_private_key(self):
-        """No SuperNode's private key (its base64 body) in any log, /status or OneGate."""
-        bodies = []
+        """No SuperNode's private key in any log, /status or OneGate: neither its armour nor any
+        base64 line of its file that holds a byte of the private scalar (the file's other lines
+        are public: the key type, the curve, the public point)."""
+        secret_lines = []
         for n in self.nodes:
             k = os.path.join(n.dir, "state", "node-auth", "node.key")
             if os.path.exists(k):
-                lines = open(k).read().split("\n")
-                bodies += [l for l in lines[1:-2] if len(l) >= 40]
-        assert bodies, "no SuperNode key on any state disk"
+                secret_lines += private_lines(open(k).read())
+        assert secret_lines, "no SuperNode key on any state disk"
         outputs = [open(os.path.join(BUILD, f)).read() for f in os.listdir(BUILD) if f.endswith(".log")]
         outputs += [json.dumps(self.status(n)) for n in self.nodes if n.proc and n.proc.poll() is None]
         for n in self.nodes:
@@ -430,9 +431,10 @@ class Federation:
                 outputs.append(json.dumps(self.admin_call("GET", f"/user_template/{n.vm.vmid}")))
             except subprocess.CalledProcessError:
                 pass  # a VM the stand-in does not know (the outsider)
-        for b in bodies:
-            for o in outputs:
-                assert b not in o, "a SuperNode's private key reached an output"
+        for o in outputs:
+            assert "OPENSSH PRIVATE KEY" not in o, "a SuperNode's private key file reached an output"
+            for line in secret_lines:
+                assert line not in o, "a SuperNode's private key reached an output"
 
     def start_node_auth_drill(self):
         """Issue #19, beside the main run: a SuperNode added to the service's role (scale up)
@@ -884,6 +886,35 @@ class Calibration:
         except OSError:
             pass
         return took
+
+
+def private_lines(text):
+    """The base64 lines of an OpenSSH private key file that carry a byte of the private scalar
+    (PROTOCOL.key: magic, cipher, kdf, kdf options, count, public blob, then the private
+    section: two check values, key type, curve, point, the scalar as an mpint, comment)."""
+    import struct
+    lines = [l for l in text.strip().split("\n") if not l.startswith("-----")]
+    raw = base64.b64decode("".join(lines))
+    pos = len(b"openssh-key-v1\0")
+
+    def string(at):
+        (n,) = struct.unpack(">I", raw[at:at + 4])
+        return at + 4, at + 4 + n
+    for _ in range(3):
+        pos = string(pos)[1]
+    pos += 4  # number of keys
+    pos = string(pos)[1]  # public blob
+    pos += 4 + 8  # private section length, two check values
+    for _ in range(3):
+        pos = string(pos)[1]  # key type, curve, point
+    d_start, d_end = string(pos)
+    out, chars = [], 0
+    for line in lines:
+        first, last = chars * 3 // 4, (chars + len(line)) * 3 // 4
+        if first < d_end and last > d_start:
+            out.append(line)
+        chars += len(line)
+    return out
 
 
 def make_other_ca(path):
