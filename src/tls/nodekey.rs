@@ -196,6 +196,11 @@ impl NodeKey {
         let public = NodePublicKey { curve: Curve::P256, point };
         let check = random_u32().map_err(|e| Error::msg("make a SuperNode key", format!("read /dev/urandom: {e}")))?;
         let text = encode_private(&public, &d, check, comment);
+        // The reader's checks (scalar against point included) on what was just written.
+        let back = decode_private(&text).map_err(|e| Error::msg("make a SuperNode key", format!("the key made {e}")))?;
+        if back != public {
+            return Err(Error::msg("make a SuperNode key", "the key made reads back as another key"));
+        }
         Ok(NodeKey { private_openssh: Secret::new(text), public })
     }
 
@@ -376,16 +381,68 @@ fn decode_private(text: &str) -> std::result::Result<NodePublicKey, KeyError> {
         return Err(bad("has a private part that does not match its public key"));
     }
     let d = p.string().map_err(wrap)?;
-    if d.is_empty() || d.len() > public.curve.point_len() / 2 + 1 {
-        return Err(bad("has a private scalar of the wrong size"));
-    }
+    let scalar = scalar_of_mpint(d, public.curve).ok_or_else(|| bad("has a private scalar that is not a canonical mpint of the curve's size"))?;
     let _comment = p.string().map_err(wrap)?;
-    for (i, b) in p.b.iter().enumerate() {
-        if *b as usize != i + 1 {
-            return Err(bad("has corrupt padding"));
-        }
+    if p.b.len() >= 8 || p.b.iter().enumerate().any(|(i, b)| *b as usize != i + 1) {
+        return Err(bad("has corrupt padding after its private section (1, 2, 3… up to a multiple of 8)"));
+    }
+    if !r.is_empty() {
+        return Err(bad("has bytes after its private section"));
+    }
+    if !scalar_matches(&scalar, &public) {
+        return Err(bad("has a private scalar that is not the private key of its public key"));
     }
     Ok(public)
+}
+
+/// The private scalar of an SSH `mpint`, left-padded to the curve's scalar size: a positive
+/// number without superfluous leading zeros (one zero only before a set high bit), no wider
+/// than the curve's order.
+fn scalar_of_mpint(m: &[u8], curve: Curve) -> Option<Vec<u8>> {
+    let size = curve.point_len() / 2;
+    let digits = match m {
+        [] => return None,
+        [0, rest @ ..] => {
+            // A zero is needed exactly when the next byte has its high bit set.
+            if rest.first().is_none_or(|b| b & 0x80 == 0) {
+                return None;
+            }
+            rest
+        }
+        [first, ..] if first & 0x80 != 0 => return None, // a negative number
+        _ => m,
+    };
+    if digits.len() > size {
+        return None;
+    }
+    let mut scalar = vec![0u8; size - digits.len()];
+    scalar.extend_from_slice(digits);
+    Some(scalar)
+}
+
+/// Whether `d` is the private key of `public`: ring derives the public point from a PKCS#8
+/// document holding both (RFC 5915 ECPrivateKey) and refuses it when they differ; the point
+/// it keeps is compared once more. ring has no P-521; such keys get the format's checks only.
+fn scalar_matches(d: &[u8], public: &NodePublicKey) -> bool {
+    let alg = match public.curve {
+        Curve::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        Curve::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        Curve::P521 => return true,
+    };
+    let der = pkcs8_of(d, public);
+    let pkcs8 = rustls::pki_types::PrivatePkcs8KeyDer::from(der.as_slice());
+    rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, alg).is_ok_and(|kp| kp.public_key_raw() == public.point.as_slice())
+}
+
+/// PKCS#8 PrivateKeyInfo of an EC key: SEQUENCE { 0, SEQUENCE { id-ecPublicKey, curve },
+/// OCTET STRING { ECPrivateKey SEQUENCE { 1, OCTET STRING d, [1] BIT STRING Q } } }.
+fn pkcs8_of(d: &[u8], public: &NodePublicKey) -> Vec<u8> {
+    let ec_public_key: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    let alg = der(0x30, &[ec_public_key, public.curve.oid_der()].concat());
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(&public.point);
+    let ec = der(0x30, &[der(0x02, &[1]), der(0x04, d), der(0xa1, &der(0x03, &bits))].concat());
+    der(0x30, &[der(0x02, &[0]), alg, der(0x04, &ec)].concat())
 }
 
 // ---- DER, for PKCS#8 and SubjectPublicKeyInfo -----------------------------------------------

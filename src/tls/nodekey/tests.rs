@@ -20,6 +20,23 @@ const K384_PUB: &str = "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAI
 const K384_FP: &str = "SHA256:FOfEexzKT7LKfQSbZkmwSvLVM0uwgEScDUA8R/zCSVs";
 const K384_SPKI: &str = "-----BEGIN PUBLIC KEY-----\nMHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEifJ9MuVLg83eNtAsikQw679AOwJvBdvn\n3oL/NgmealS2ANJ/BT/tIljUSygUAJZHUf999OWpPd8Spo0dGXbcJgR1iruDRQ0f\nUZs+igDMP4FLVaqaEJBhBiEhDQiAYbGd\n-----END PUBLIC KEY-----\n";
 
+/// `ssh-keygen -t ecdsa -b 384 -N '' -C p384`, with its .pub line, `ssh-keygen -lf` and
+/// cryptography's SubjectPublicKeyInfo.
+const K384: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAiAAAABNlY2RzYS
+1zaGEyLW5pc3RwMzg0AAAACG5pc3RwMzg0AAAAYQRYbm10EupXXYR1Os+Cz9zw02bjcmXr
+I6E0wFZhVvpz0v/jrjPuX6AQe98hYcG60hM0qHhLcF9QW9Tf/m7B5w9bNlPaF9oAyWfSKq
+sYX7tUS97z9Z2Rr7/RA3kHzzQv7aQAAADQR6VizUelYs0AAAATZWNkc2Etc2hhMi1uaXN0
+cDM4NAAAAAhuaXN0cDM4NAAAAGEEWG5tdBLqV12EdTrPgs/c8NNm43Jl6yOhNMBWYVb6c9
+L/464z7l+gEHvfIWHButITNKh4S3BfUFvU3/5uwecPWzZT2hfaAMln0iqrGF+7VEve8/Wd
+ka+/0QN5B880L+2kAAAAMEaSTDyWXRWTvtY2k8WEXjcWXpp8I103IvD8ur2RwdS5WBHXRc
+gxVEBdvjeLAsykNgAAAARwMzg0AQIDBA==
+-----END OPENSSH PRIVATE KEY-----
+";
+const K384B_PUB: &str = "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBFhubXQS6lddhHU6z4LP3PDTZuNyZesjoTTAVmFW+nPS/+OuM+5foBB73yFhwbrSEzSoeEtwX1Bb1N/+bsHnD1s2U9oX2gDJZ9Iqqxhfu1RL3vP1nZGvv9EDeQfPNC/tpA== p384";
+const K384B_FP: &str = "SHA256:U5ZknpWa+UmTkIXU285RTe0+uM70b0IMgkltk5kBdEM";
+const K384B_SPKI: &str = "-----BEGIN PUBLIC KEY-----\nMHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEWG5tdBLqV12EdTrPgs/c8NNm43Jl6yOh\nNMBWYVb6c9L/464z7l+gEHvfIWHButITNKh4S3BfUFvU3/5uwecPWzZT2hfaAMln\n0iqrGF+7VEve8/Wdka+/0QN5B880L+2k\n-----END PUBLIC KEY-----\n";
+
 /// The fixture's private fields: (d, check, comment).
 fn fields(text: &str) -> (Vec<u8>, u32, String) {
     let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -101,7 +118,98 @@ fn load_or_create_makes_a_0600_key_once_and_keeps_it() {
     assert!(!created && a.public() == b.public());
     std::fs::write(&path, "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n").unwrap();
     let e = NodeKey::load_or_create(&path, "n").unwrap_err().to_string();
-    assert!(e.contains(&path.display().to_string()) && e.contains("malformed") || e.contains("openssh-key-v1"), "{e}");
+    assert!(e.contains(&path.display().to_string()) && (e.contains("malformed") || e.contains("openssh-key-v1")), "{e}");
+    // A key with a wrong scalar: the error names the file and the rule, no key bytes.
+    let (_, check, _) = fields(K256);
+    let (d384, _, _) = fields(K384);
+    let public = NodeKey::from_openssh(K256).unwrap().public().clone();
+    let wrong = encode_private(&public, &d384[d384.len() - 32..], check, "test");
+    std::fs::write(&path, &wrong).unwrap();
+    let e = NodeKey::load_or_create(&path, "n").unwrap_err().to_string();
+    assert!(e.contains(&path.display().to_string()) && e.contains("not the private key of its public key"), "{e}");
+    for l in wrong.lines().chain(K256.lines()).filter(|l| !l.starts_with("-----")) {
+        assert!(!e.contains(&l[..12]), "{e}");
+    }
+    // Kept as it is: a broken key is not replaced behind the operator's back.
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), wrong);
+}
+
+#[test]
+fn a_p384_private_key_reads_and_writes_as_ssh_keygen_writes_it() {
+    let k = NodeKey::from_openssh(K384).unwrap();
+    assert_eq!(k.public(), &NodePublicKey::parse_openssh(K384B_PUB).unwrap());
+    assert_eq!(k.public().fingerprint(), K384B_FP);
+    assert_eq!(k.public().spki_pem(), K384B_SPKI);
+    let (d, check, comment) = fields(K384);
+    assert_eq!((d.len(), comment.as_str()), (48, "p384"));
+    assert_eq!(encode_private(k.public(), &d, check, &comment), K384);
+}
+
+#[test]
+fn private_scalars_are_checked_against_the_public_key_and_the_mpint_rules() {
+    let (d, check, _) = fields(K256);
+    let public = NodeKey::from_openssh(K256).unwrap().public().clone();
+    // Another valid scalar: the pair no longer matches.
+    let mut other = d.clone();
+    *other.last_mut().unwrap() ^= 1;
+    let e = NodeKey::from_openssh(&encode_private(&public, &other, check, "t")).unwrap_err().to_string();
+    assert!(e.contains("not the private key of its public key"), "{e}");
+    // Zero is no key.
+    let e = NodeKey::from_openssh(&encode_private(&public, &[0u8; 32], check, "t")).unwrap_err().to_string();
+    assert!(e.contains("not a canonical mpint"), "{e}");
+    // mpints: the fixture's d written with a superfluous zero, or one byte too wide.
+    let digits = &d[usize::from(d[0] == 0)..];
+    for bad_d in [[&[0u8, 0][..], digits].concat(), [&[1u8][..], &[0u8; 32][..]].concat()] {
+        let mut private = Vec::new();
+        put_u32(&mut private, check);
+        put_u32(&mut private, check);
+        private.extend_from_slice(&public.blob());
+        put_string(&mut private, &bad_d);
+        put_string(&mut private, b"t");
+        let mut pad = 1;
+        while private.len() % 8 != 0 {
+            private.push(pad);
+            pad += 1;
+        }
+        let e = NodeKey::from_openssh(&armour(&public, &private, b"")).unwrap_err().to_string();
+        assert!(e.contains("not a canonical mpint"), "{e}");
+    }
+    assert_eq!(scalar_of_mpint(&[0x00, 0x80], Curve::P256).unwrap().len(), 32);
+    assert_eq!(scalar_of_mpint(&[0x80], Curve::P256), None, "negative");
+    assert_eq!(scalar_of_mpint(&[0x00, 0x7f], Curve::P256), None, "superfluous zero");
+    // Bytes after the private section.
+    let text = encode_private(&public, &d, check, "t");
+    let raw = base64::engine::general_purpose::STANDARD.decode(text.lines().filter(|l| !l.starts_with("-----")).collect::<String>()).unwrap();
+    let longer = [raw, vec![0u8; 3]].concat();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&longer);
+    let e = NodeKey::from_openssh(&format!("{ARMOR_BEGIN}\n{b64}\n{ARMOR_END}\n")).unwrap_err().to_string();
+    assert!(e.contains("bytes after its private section"), "{e}");
+}
+
+/// The whole `openssh-key-v1` text around a private section, with `tail` after it.
+fn armour(public: &NodePublicKey, private: &[u8], tail: &[u8]) -> String {
+    let mut all = MAGIC.to_vec();
+    put_string(&mut all, b"none");
+    put_string(&mut all, b"none");
+    put_string(&mut all, b"");
+    put_u32(&mut all, 1);
+    put_string(&mut all, &public.blob());
+    put_string(&mut all, private);
+    all.extend_from_slice(tail);
+    format!("{ARMOR_BEGIN}\n{}\n{ARMOR_END}\n", base64::engine::general_purpose::STANDARD.encode(&all))
+}
+
+/// By hand, not in `cargo test`: `FI_NODEKEY_OUT=/tmp/k cargo test --lib nodekey::tests::dump
+/// -- --ignored`, then `python3 -c "…load_ssh_private_key(open('/tmp/k','rb').read(), None)"`
+/// (Flower's reader) and `ssh-keygen -y -f /tmp/k` must accept the file.
+#[test]
+#[ignore]
+fn dump_a_generated_key_for_cryptography() {
+    let path = std::env::var_os("FI_NODEKEY_OUT").expect("FI_NODEKEY_OUT=path");
+    let (k, created) = NodeKey::load_or_create(Path::new(&path), "flower-supernode-dump").unwrap();
+    assert!(created);
+    std::fs::write(format!("{}.pub", path.to_string_lossy()), k.public().to_openssh("flower-supernode-dump") + "\n").unwrap();
+    std::fs::write(format!("{}.spki", path.to_string_lossy()), k.public().spki_pem()).unwrap();
 }
 
 #[test]
