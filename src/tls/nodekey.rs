@@ -371,7 +371,12 @@ fn decode_private(text: &str) -> std::result::Result<NodePublicKey, KeyError> {
     }
     let mut pubr = Reader::new(r.string().map_err(wrap)?);
     let public = parse_public_blob(&mut pubr).map_err(wrap)?;
-    let mut p = Reader::new(r.string().map_err(wrap)?);
+    let section = r.string().map_err(wrap)?;
+    if section.len() % 8 != 0 {
+        // OpenSSH pads it to the cipher's block size, 8 for "none", and refuses it otherwise.
+        return Err(bad("has a private section whose length is not a multiple of 8"));
+    }
+    let mut p = Reader::new(section);
     let (c1, c2) = (p.u32().map_err(wrap)?, p.u32().map_err(wrap)?);
     if c1 != c2 {
         return Err(bad("has a corrupt private section (check values differ)"));

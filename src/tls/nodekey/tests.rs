@@ -177,12 +177,30 @@ fn private_scalars_are_checked_against_the_public_key_and_the_mpint_rules() {
     assert_eq!(scalar_of_mpint(&[0x00, 0x80], Curve::P256).unwrap().len(), 32);
     assert_eq!(scalar_of_mpint(&[0x80], Curve::P256), None, "negative");
     assert_eq!(scalar_of_mpint(&[0x00, 0x7f], Curve::P256), None, "superfluous zero");
-    // Bytes after the private section.
-    let text = encode_private(&public, &d, check, "t");
-    let raw = base64::engine::general_purpose::STANDARD.decode(text.lines().filter(|l| !l.starts_with("-----")).collect::<String>()).unwrap();
-    let longer = [raw, vec![0u8; 3]].concat();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(&longer);
-    let e = NodeKey::from_openssh(&format!("{ARMOR_BEGIN}\n{b64}\n{ARMOR_END}\n")).unwrap_err().to_string();
+    // A private section without its padding.
+    let mut private = Vec::new();
+    put_u32(&mut private, check);
+    put_u32(&mut private, check);
+    private.extend_from_slice(&public.blob());
+    put_mpint(&mut private, &d);
+    put_string(&mut private, b"t");
+    assert_ne!(private.len() % 8, 0, "the fixture needs padding");
+    let e = NodeKey::from_openssh(&armour(&public, &private, b"")).unwrap_err().to_string();
+    assert!(e.contains("not a multiple of 8"), "{e}");
+    let unpadded = private.clone();
+    // Padding that is not 1, 2, 3…
+    private.resize(private.len().next_multiple_of(8), 0);
+    let e = NodeKey::from_openssh(&armour(&public, &private, b"")).unwrap_err().to_string();
+    assert!(e.contains("corrupt padding"), "{e}");
+    // Right padding reads; bytes after the private section do not.
+    let mut private = unpadded;
+    let mut pad = 1;
+    while private.len() % 8 != 0 {
+        private.push(pad);
+        pad += 1;
+    }
+    assert_eq!(NodeKey::from_openssh(&armour(&public, &private, b"")).unwrap().public(), &public);
+    let e = NodeKey::from_openssh(&armour(&public, &private, &[0, 0, 0])).unwrap_err().to_string();
     assert!(e.contains("bytes after its private section"), "{e}");
 }
 
