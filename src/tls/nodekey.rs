@@ -58,6 +58,24 @@ impl Curve {
         }
     }
 
+    /// The field prime p and the coefficient b of y² = x³ − 3x + b (FIPS 186-4 D.1.2), big-endian hex.
+    fn p_and_b(self) -> (&'static str, &'static str) {
+        match self {
+            Curve::P256 => (
+                "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff",
+                "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
+            ),
+            Curve::P384 => (
+                "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff",
+                "b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef",
+            ),
+            Curve::P521 => (
+                "01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+                "0051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef109e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00",
+            ),
+        }
+    }
+
     /// The curve's OID, DER-encoded (tag and length included).
     fn oid_der(self) -> &'static [u8] {
         match self {
@@ -307,6 +325,9 @@ fn parse_public_blob(r: &mut Reader<'_>) -> std::result::Result<NodePublicKey, S
     if point.len() != curve.point_len() || point[0] != 0x04 {
         return Err(format!("its point is not an uncompressed {} point", curve.ssh_name()));
     }
+    if !on_curve(curve, point) {
+        return Err(format!("its point is not on the curve {}", curve.ssh_name()));
+    }
     Ok(NodePublicKey { curve, point: point.to_vec() })
 }
 
@@ -448,6 +469,111 @@ fn pkcs8_of(d: &[u8], public: &NodePublicKey) -> Vec<u8> {
     bits.extend_from_slice(&public.point);
     let ec = der(0x30, &[der(0x02, &[1]), der(0x04, d), der(0xa1, &der(0x03, &bits))].concat());
     der(0x30, &[der(0x02, &[0]), alg, der(0x04, &ec)].concat())
+}
+
+// ---- Is a point on its curve? ----------------------------------------------------------------
+//
+// Public values only, so plain (not constant-time) arithmetic on little-endian u32 limbs.
+
+/// Whether the uncompressed `point` (0x04 ‖ X ‖ Y) has X, Y < p and y² = x³ − 3x + b mod p:
+/// what Flower's `cryptography` checks when it reads the key, so a bad key is refused here
+/// with the rule rather than by RegisterNode.
+fn on_curve(curve: Curve, point: &[u8]) -> bool {
+    let (p_hex, b_hex) = curve.p_and_b();
+    let (Some(p), Some(b)) = (big_of_hex(p_hex), big_of_hex(b_hex)) else {
+        return false;
+    };
+    let half = (point.len() - 1) / 2;
+    let (x, y) = (big_of_be(&point[1..1 + half]), big_of_be(&point[1 + half..]));
+    if cmp(&x, &p) != std::cmp::Ordering::Less || cmp(&y, &p) != std::cmp::Ordering::Less {
+        return false;
+    }
+    let lhs = mul_mod(&y, &y, &p);
+    let x3 = mul_mod(&mul_mod(&x, &x, &p), &x, &p);
+    let three_x = mul_mod(&x, &[3], &p);
+    // x³ − 3x + b = x³ + (p − 3x) + b, each term below p.
+    let rhs = add_mod(&add_mod(&x3, &sub(&p, &three_x), &p), &b, &p);
+    cmp(&lhs, &rhs) == std::cmp::Ordering::Equal
+}
+
+fn big_of_be(bytes: &[u8]) -> Vec<u32> {
+    let mut v: Vec<u32> = bytes.rchunks(4).map(|c| c.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b))).collect();
+    trim(&mut v);
+    v
+}
+
+fn big_of_hex(hex: &str) -> Option<Vec<u32>> {
+    let bytes: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+    Some(big_of_be(&bytes?))
+}
+
+fn trim(v: &mut Vec<u32>) {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+}
+
+fn cmp(a: &[u32], b: &[u32]) -> std::cmp::Ordering {
+    let (la, lb) = (a.iter().rposition(|x| *x != 0).map_or(0, |i| i + 1), b.iter().rposition(|x| *x != 0).map_or(0, |i| i + 1));
+    la.cmp(&lb).then_with(|| a[..la].iter().rev().cmp(b[..lb].iter().rev()))
+}
+
+/// a − b for a ≥ b.
+fn sub(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len());
+    let mut borrow = 0i64;
+    for (i, x) in a.iter().enumerate() {
+        let d = i64::from(*x) - i64::from(b.get(i).copied().unwrap_or(0)) - borrow;
+        borrow = i64::from(d < 0);
+        out.push((d + (borrow << 32)) as u32);
+    }
+    trim(&mut out);
+    out
+}
+
+/// (a + b) mod m for a, b < m.
+fn add_mod(a: &[u32], b: &[u32], m: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len().max(b.len()) + 1);
+    let mut carry = 0u64;
+    for i in 0..a.len().max(b.len()) {
+        let s = u64::from(a.get(i).copied().unwrap_or(0)) + u64::from(b.get(i).copied().unwrap_or(0)) + carry;
+        out.push(s as u32);
+        carry = s >> 32;
+    }
+    out.push(carry as u32);
+    trim(&mut out);
+    if cmp(&out, m) != std::cmp::Ordering::Less { sub(&out, m) } else { out }
+}
+
+/// (a · b) mod m: the schoolbook product, then reduced bit by bit from the top.
+fn mul_mod(a: &[u32], b: &[u32], m: &[u32]) -> Vec<u32> {
+    let mut prod = vec![0u32; a.len() + b.len()];
+    for (i, x) in a.iter().enumerate() {
+        let mut carry = 0u64;
+        for (j, y) in b.iter().enumerate() {
+            let t = u64::from(prod[i + j]) + u64::from(*x) * u64::from(*y) + carry;
+            prod[i + j] = t as u32;
+            carry = t >> 32;
+        }
+        prod[i + b.len()] = carry as u32;
+    }
+    let mut r: Vec<u32> = Vec::new();
+    for bit in (0..prod.len() * 32).rev() {
+        // r = 2r + bit, then below m again (r < m before, so one subtraction is enough).
+        let mut carry = (prod[bit / 32] >> (bit % 32)) & 1;
+        for limb in r.iter_mut() {
+            let next = *limb >> 31;
+            *limb = (*limb << 1) | carry;
+            carry = next;
+        }
+        if carry != 0 {
+            r.push(carry);
+        }
+        if cmp(&r, m) != std::cmp::Ordering::Less {
+            r = sub(&r, m);
+        }
+    }
+    r
 }
 
 // ---- DER, for PKCS#8 and SubjectPublicKeyInfo -----------------------------------------------

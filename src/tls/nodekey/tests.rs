@@ -37,6 +37,11 @@ const K384B_PUB: &str = "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAA
 const K384B_FP: &str = "SHA256:U5ZknpWa+UmTkIXU285RTe0+uM70b0IMgkltk5kBdEM";
 const K384B_SPKI: &str = "-----BEGIN PUBLIC KEY-----\nMHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEWG5tdBLqV12EdTrPgs/c8NNm43Jl6yOh\nNMBWYVb6c9L/464z7l+gEHvfIWHButITNKh4S3BfUFvU3/5uwecPWzZT2hfaAMln\n0iqrGF+7VEve8/Wdka+/0QN5B880L+2k\n-----END PUBLIC KEY-----\n";
 
+/// A P-521 key made with `cryptography` (`ssh-keygen -lf` for the fingerprint).
+const K521_PUB: &str = "ecdsa-sha2-nistp521 AAAAE2VjZHNhLXNoYTItbmlzdHA1MjEAAAAIbmlzdHA1MjEAAACFBACcQbQqaMIiso3jVlhFc/IJKRub5xSN3X6u8aHYHxMv2fwFCyU+DdSl01fO3hBbHAppybfJzGqqe5XZTfH8VbzYugALquMR2qunLn264vbIxNZsiCBX48yYiFOTEIjoLPE4G9SkPOTgY3mAoWmz+MXT6/IfzBI8xXB5ttv8zRWdDxxVoA== p521";
+const K521_FP: &str = "SHA256:yi2FvQUcbi1l30y31hbTbuv6+Nxu6cnz+6F6DjA4OCc";
+const K521_SPKI: &str = "-----BEGIN PUBLIC KEY-----\nMIGbMBAGByqGSM49AgEGBSuBBAAjA4GGAAQAnEG0KmjCIrKN41ZYRXPyCSkbm+cU\njd1+rvGh2B8TL9n8BQslPg3UpdNXzt4QWxwKacm3ycxqqnuV2U3x/FW82LoAC6rj\nEdqrpy59uuL2yMTWbIggV+PMmIhTkxCI6CzxOBvUpDzk4GN5gKFps/jF0+vyH8wS\nPMVwebbb/M0VnQ8cVaA=\n-----END PUBLIC KEY-----\n";
+
 /// The fixture's private fields: (d, check, comment).
 fn fields(text: &str) -> (Vec<u8>, u32, String) {
     let body: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -67,7 +72,7 @@ fn the_private_key_is_written_byte_for_byte_as_ssh_keygen_writes_it() {
 
 #[test]
 fn public_lines_fingerprints_and_spki_match_openssh_and_cryptography() {
-    for (line, fp, spki, curve) in [(K256_PUB, K256_FP, K256_SPKI, Curve::P256), (K384_PUB, K384_FP, K384_SPKI, Curve::P384)] {
+    for (line, fp, spki, curve) in [(K256_PUB, K256_FP, K256_SPKI, Curve::P256), (K384_PUB, K384_FP, K384_SPKI, Curve::P384), (K384B_PUB, K384B_FP, K384B_SPKI, Curve::P384), (K521_PUB, K521_FP, K521_SPKI, Curve::P521)] {
         let k = NodePublicKey::parse_openssh(line).unwrap();
         assert_eq!(k.curve(), curve);
         let comment = line.rsplit(' ').next().unwrap();
@@ -202,6 +207,40 @@ fn private_scalars_are_checked_against_the_public_key_and_the_mpint_rules() {
     assert_eq!(NodeKey::from_openssh(&armour(&public, &private, b"")).unwrap().public(), &public);
     let e = NodeKey::from_openssh(&armour(&public, &private, &[0, 0, 0])).unwrap_err().to_string();
     assert!(e.contains("bytes after its private section"), "{e}");
+}
+
+#[test]
+fn points_off_their_curve_are_refused() {
+    for line in [K256_PUB, K384_PUB, K384B_PUB, K521_PUB] {
+        let k = NodePublicKey::parse_openssh(line).unwrap();
+        assert!(on_curve(k.curve, &k.point));
+        // y with its lowest bit flipped is off the curve; (x, p − y), the negated point, is on it.
+        let half = (k.point.len() - 1) / 2;
+        let mut moved = k.point.clone();
+        *moved.last_mut().unwrap() ^= 1;
+        let bad = NodePublicKey { curve: k.curve, point: moved };
+        let e = NodePublicKey::parse_openssh(&bad.to_openssh("x")).unwrap_err().to_string();
+        assert!(e.contains(&format!("its point is not on the curve {}", k.curve.ssh_name())), "{e}");
+        let (p_hex, _) = k.curve.p_and_b();
+        let p = big_of_hex(p_hex).unwrap();
+        let neg_y = sub(&p, &big_of_be(&k.point[1 + half..]));
+        let mut flipped = k.point[..1 + half].to_vec();
+        let mut y_be: Vec<u8> = neg_y.iter().rev().flat_map(|l| l.to_be_bytes()).collect();
+        y_be.drain(..y_be.len() - half);
+        flipped.extend(y_be);
+        assert!(on_curve(k.curve, &flipped), "{}", k.curve.ssh_name());
+    }
+    // x = p (not below the prime) and the point at (0, 0).
+    let (p_hex, _) = Curve::P256.p_and_b();
+    let mut at_p = vec![4u8];
+    at_p.extend((0..64).step_by(2).map(|i| u8::from_str_radix(&p_hex[i..i + 2], 16).unwrap()));
+    at_p.extend([0u8; 32]);
+    assert!(!on_curve(Curve::P256, &at_p));
+    assert!(!on_curve(Curve::P256, &[[4u8].as_slice(), &[0u8; 64]].concat()));
+    // Small arithmetic checks: 7·9 mod 10, (5 + 8) mod 10, a carry across limbs.
+    assert_eq!(mul_mod(&[7], &[9], &[10]), vec![3]);
+    assert_eq!(add_mod(&[5], &[8], &[10]), vec![3]);
+    assert_eq!(mul_mod(&[u32::MAX], &[u32::MAX], &[0, 0, 1]), vec![1, u32::MAX - 1]);
 }
 
 /// The whole `openssh-key-v1` text around a private section, with `tail` after it.
