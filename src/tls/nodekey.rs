@@ -6,6 +6,11 @@
 //! Control API's RegisterNode takes). Keys are P-256, made with rcgen's ring backend; public
 //! keys on P-384 and P-521 are read too (Flower accepts any NIST curve).
 //!
+//! Checks: a public key's type word, blob type and curve name agree and its point lies on its
+//! curve; a private key file is unencrypted, one key, its two public copies equal, its scalar a
+//! canonical mpint that ring derives the public point from (P-256, P-384; ring has no P-521,
+//! whose private keys get the format's checks only), its padding and length OpenSSH's.
+//!
 //! Formats: OpenSSH's PROTOCOL.key (`openssh-key-v1`) and RFC 5656 section 3.1 (the
 //! `ecdsa-sha2-*` public key blob); the private scalar comes from rcgen's PKCS#8 (RFC 5208)
 //! document, whose `ECPrivateKey` (RFC 5915) holds it.
