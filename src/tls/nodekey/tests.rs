@@ -319,3 +319,44 @@ fn bad_private_keys_are_refused_without_quoting_them() {
     assert!(e.contains("check values differ"), "{e}");
     assert!(!e.contains(&b64[..16]));
 }
+
+proptest::proptest! {
+    /// Any change to a key's bytes (one byte set, or the text cut short) is refused with a
+    /// short rule or, if it still is a valid key, read as one; it never panics, and no error
+    /// quotes 16 characters of the key.
+    #[test]
+    fn altered_keys_never_panic_or_quote_the_key(at in 0usize..400, byte in 0u8..=255, cut in 0usize..600) {
+        let blob = base64::engine::general_purpose::STANDARD.decode(K256_PUB.split(' ').nth(1).unwrap()).unwrap();
+        let mut changed = blob.clone();
+        let i = at % changed.len();
+        changed[i] = byte;
+        let line = format!("ecdsa-sha2-nistp256 {}", base64::engine::general_purpose::STANDARD.encode(&changed));
+        match NodePublicKey::parse_openssh(&line) {
+            Ok(k) => proptest::prop_assert!(changed == blob || on_curve(k.curve, &k.point)),
+            Err(e) => {
+                let e = e.to_string();
+                proptest::prop_assert!(e.len() < 200, "{}", e);
+                let b64 = line.split(' ').nth(1).unwrap();
+                proptest::prop_assert!(!(0..b64.len().saturating_sub(16)).any(|s| e.contains(&b64[s..s + 16])), "{}", e);
+            }
+        }
+        let body: String = K256.lines().filter(|l| !l.starts_with("-----")).collect();
+        let mut raw = base64::engine::general_purpose::STANDARD.decode(&body).unwrap();
+        let j = at % raw.len();
+        let original = raw[j];
+        raw[j] = byte;
+        let whole = raw.len();
+        raw.truncate(cut.max(1));
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&raw);
+        match NodeKey::from_openssh(&format!("{ARMOR_BEGIN}\n{b64}\n{ARMOR_END}\n")) {
+            // Still a key: the byte was put back as it was, or fell in the check values or the
+            // comment, and nothing was cut.
+            Ok(k) => proptest::prop_assert!(raw.len() == whole && (original == byte || k.public() == NodeKey::from_openssh(K256).unwrap().public())),
+            Err(e) => {
+                let e = e.to_string();
+                proptest::prop_assert!(e.len() < 200, "{}", e);
+                proptest::prop_assert!(!(0..b64.len().saturating_sub(16)).any(|s| e.contains(&b64[s..s + 16])), "{}", e);
+            }
+        }
+    }
+}
