@@ -428,7 +428,7 @@ fn decode_private(text: &str) -> std::result::Result<NodePublicKey, KeyError> {
 
 /// The private scalar of an SSH `mpint`, left-padded to the curve's scalar size: a positive
 /// number without superfluous leading zeros (one zero only before a set high bit), no wider
-/// than the curve's order.
+/// than the curve's scalar (32, 48, 66 bytes); ring refuses it if not below the order.
 fn scalar_of_mpint(m: &[u8], curve: Curve) -> Option<Vec<u8>> {
     let size = curve.point_len() / 2;
     let digits = match m {
