@@ -6,6 +6,11 @@
 //! Control API's RegisterNode takes). Keys are P-256, made with rcgen's ring backend; public
 //! keys on P-384 and P-521 are read too (Flower accepts any NIST curve).
 //!
+//! Checks: a public key's type word, blob type and curve name agree and its point lies on its
+//! curve; a private key file is unencrypted, one key, its two public copies equal, its scalar a
+//! canonical mpint that ring derives the public point from (P-256, P-384; ring has no P-521,
+//! whose private keys get the format's checks only), its padding and length OpenSSH's.
+//!
 //! Formats: OpenSSH's PROTOCOL.key (`openssh-key-v1`) and RFC 5656 section 3.1 (the
 //! `ecdsa-sha2-*` public key blob); the private scalar comes from rcgen's PKCS#8 (RFC 5208)
 //! document, whose `ECPrivateKey` (RFC 5915) holds it.
@@ -55,6 +60,24 @@ impl Curve {
             Curve::P256 => 65,
             Curve::P384 => 97,
             Curve::P521 => 133,
+        }
+    }
+
+    /// The field prime p and the coefficient b of y² = x³ − 3x + b (FIPS 186-4 D.1.2), big-endian hex.
+    fn p_and_b(self) -> (&'static str, &'static str) {
+        match self {
+            Curve::P256 => (
+                "ffffffff00000001000000000000000000000000ffffffffffffffffffffffff",
+                "5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604b",
+            ),
+            Curve::P384 => (
+                "fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffeffffffff0000000000000000ffffffff",
+                "b3312fa7e23ee7e4988e056be3f82d19181d9c6efe8141120314088f5013875ac656398d8a2ed19d2a85c8edd3ec2aef",
+            ),
+            Curve::P521 => (
+                "01ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+                "0051953eb9618e1c9a1f929a21a0b68540eea2da725b99b315f3b8b489918ef109e156193951ec7e937b1652c0bd3bb1bf073573df883d2c34f1ef451fd46b503f00",
+            ),
         }
     }
 
@@ -217,6 +240,11 @@ impl NodeKey {
         let public = NodePublicKey { curve: Curve::P256, point };
         let check = random_u32().map_err(|e| Error::msg("make a SuperNode key", format!("read /dev/urandom: {e}")))?;
         let text = encode_private(&public, &d, check, comment);
+        // The reader's checks (scalar against point included) on what was just written.
+        let back = decode_private(&text).map_err(|e| Error::msg("make a SuperNode key", format!("the key made {e}")))?;
+        if back != public {
+            return Err(Error::msg("make a SuperNode key", "the key made reads back as another key"));
+        }
         Ok(NodeKey { private_openssh: Secret::new(text), public })
     }
 
@@ -323,6 +351,9 @@ fn parse_public_blob(r: &mut Reader<'_>) -> std::result::Result<NodePublicKey, S
     if point.len() != curve.point_len() || point[0] != 0x04 {
         return Err(format!("its point is not an uncompressed {} point", curve.ssh_name()));
     }
+    if !on_curve(curve, point) {
+        return Err(format!("its point is not on the curve {}", curve.ssh_name()));
+    }
     Ok(NodePublicKey { curve, point: point.to_vec() })
 }
 
@@ -387,7 +418,12 @@ fn decode_private(text: &str) -> std::result::Result<NodePublicKey, KeyError> {
     }
     let mut pubr = Reader::new(r.string().map_err(wrap)?);
     let public = parse_public_blob(&mut pubr).map_err(wrap)?;
-    let mut p = Reader::new(r.string().map_err(wrap)?);
+    let section = r.string().map_err(wrap)?;
+    if section.len() % 8 != 0 {
+        // OpenSSH pads it to the cipher's block size, 8 for "none", and refuses it otherwise.
+        return Err(bad("has a private section whose length is not a multiple of 8"));
+    }
+    let mut p = Reader::new(section);
     let (c1, c2) = (p.u32().map_err(wrap)?, p.u32().map_err(wrap)?);
     if c1 != c2 {
         return Err(bad("has a corrupt private section (check values differ)"));
@@ -397,16 +433,173 @@ fn decode_private(text: &str) -> std::result::Result<NodePublicKey, KeyError> {
         return Err(bad("has a private part that does not match its public key"));
     }
     let d = p.string().map_err(wrap)?;
-    if d.is_empty() || d.len() > public.curve.point_len() / 2 + 1 {
-        return Err(bad("has a private scalar of the wrong size"));
-    }
+    let scalar = scalar_of_mpint(d, public.curve).ok_or_else(|| bad("has a private scalar that is not a canonical mpint of the curve's size"))?;
     let _comment = p.string().map_err(wrap)?;
-    for (i, b) in p.b.iter().enumerate() {
-        if *b as usize != i + 1 {
-            return Err(bad("has corrupt padding"));
-        }
+    if p.b.len() >= 8 || p.b.iter().enumerate().any(|(i, b)| *b as usize != i + 1) {
+        return Err(bad("has corrupt padding after its private section (1, 2, 3… up to a multiple of 8)"));
+    }
+    if !r.is_empty() {
+        return Err(bad("has bytes after its private section"));
+    }
+    if !scalar_matches(&scalar, &public) {
+        return Err(bad("has a private scalar that is not the private key of its public key"));
     }
     Ok(public)
+}
+
+/// The private scalar of an SSH `mpint`, left-padded to the curve's scalar size: a positive
+/// number without superfluous leading zeros (one zero only before a set high bit), no wider
+/// than the curve's scalar (32, 48, 66 bytes); ring refuses it if not below the order.
+fn scalar_of_mpint(m: &[u8], curve: Curve) -> Option<Vec<u8>> {
+    let size = curve.point_len() / 2;
+    let digits = match m {
+        [] => return None,
+        [0, rest @ ..] => {
+            // A zero is needed exactly when the next byte has its high bit set.
+            if rest.first().is_none_or(|b| b & 0x80 == 0) {
+                return None;
+            }
+            rest
+        }
+        [first, ..] if first & 0x80 != 0 => return None, // a negative number
+        _ => m,
+    };
+    if digits.len() > size {
+        return None;
+    }
+    let mut scalar = vec![0u8; size - digits.len()];
+    scalar.extend_from_slice(digits);
+    Some(scalar)
+}
+
+/// Whether `d` is the private key of `public`: ring derives the public point from a PKCS#8
+/// document holding both (RFC 5915 ECPrivateKey) and refuses it when they differ; the point
+/// it keeps is compared once more. ring has no P-521; such keys get the format's checks only.
+fn scalar_matches(d: &[u8], public: &NodePublicKey) -> bool {
+    let alg = match public.curve {
+        Curve::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        Curve::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+        Curve::P521 => return true,
+    };
+    let der = pkcs8_of(d, public);
+    let pkcs8 = rustls::pki_types::PrivatePkcs8KeyDer::from(der.as_slice());
+    rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, alg).is_ok_and(|kp| kp.public_key_raw() == public.point.as_slice())
+}
+
+/// PKCS#8 PrivateKeyInfo of an EC key: SEQUENCE { 0, SEQUENCE { id-ecPublicKey, curve },
+/// OCTET STRING { ECPrivateKey SEQUENCE { 1, OCTET STRING d, [1] BIT STRING Q } } }.
+fn pkcs8_of(d: &[u8], public: &NodePublicKey) -> Vec<u8> {
+    let ec_public_key: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    let alg = der(0x30, &[ec_public_key, public.curve.oid_der()].concat());
+    let mut bits = vec![0u8];
+    bits.extend_from_slice(&public.point);
+    let ec = der(0x30, &[der(0x02, &[1]), der(0x04, d), der(0xa1, &der(0x03, &bits))].concat());
+    der(0x30, &[der(0x02, &[0]), alg, der(0x04, &ec)].concat())
+}
+
+// ---- Is a point on its curve? ----------------------------------------------------------------
+//
+// Public values only, so plain (not constant-time) arithmetic on little-endian u32 limbs.
+
+/// Whether the uncompressed `point` (0x04 ‖ X ‖ Y) has X, Y < p and y² = x³ − 3x + b mod p:
+/// what Flower's `cryptography` checks when it reads the key, so a bad key is refused here
+/// with the rule rather than by RegisterNode.
+fn on_curve(curve: Curve, point: &[u8]) -> bool {
+    let (p_hex, b_hex) = curve.p_and_b();
+    let (Some(p), Some(b)) = (big_of_hex(p_hex), big_of_hex(b_hex)) else {
+        return false;
+    };
+    let half = (point.len() - 1) / 2;
+    let (x, y) = (big_of_be(&point[1..1 + half]), big_of_be(&point[1 + half..]));
+    if cmp(&x, &p) != std::cmp::Ordering::Less || cmp(&y, &p) != std::cmp::Ordering::Less {
+        return false;
+    }
+    let lhs = mul_mod(&y, &y, &p);
+    let x3 = mul_mod(&mul_mod(&x, &x, &p), &x, &p);
+    let three_x = mul_mod(&x, &[3], &p);
+    // x³ − 3x + b = x³ + (p − 3x) + b, each term below p.
+    let rhs = add_mod(&add_mod(&x3, &sub(&p, &three_x), &p), &b, &p);
+    cmp(&lhs, &rhs) == std::cmp::Ordering::Equal
+}
+
+fn big_of_be(bytes: &[u8]) -> Vec<u32> {
+    let mut v: Vec<u32> = bytes.rchunks(4).map(|c| c.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b))).collect();
+    trim(&mut v);
+    v
+}
+
+fn big_of_hex(hex: &str) -> Option<Vec<u32>> {
+    let bytes: Option<Vec<u8>> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect();
+    Some(big_of_be(&bytes?))
+}
+
+fn trim(v: &mut Vec<u32>) {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+}
+
+fn cmp(a: &[u32], b: &[u32]) -> std::cmp::Ordering {
+    let (la, lb) = (a.iter().rposition(|x| *x != 0).map_or(0, |i| i + 1), b.iter().rposition(|x| *x != 0).map_or(0, |i| i + 1));
+    la.cmp(&lb).then_with(|| a[..la].iter().rev().cmp(b[..lb].iter().rev()))
+}
+
+/// a − b for a ≥ b.
+fn sub(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len());
+    let mut borrow = 0i64;
+    for (i, x) in a.iter().enumerate() {
+        let d = i64::from(*x) - i64::from(b.get(i).copied().unwrap_or(0)) - borrow;
+        borrow = i64::from(d < 0);
+        out.push((d + (borrow << 32)) as u32);
+    }
+    trim(&mut out);
+    out
+}
+
+/// (a + b) mod m for a, b < m.
+fn add_mod(a: &[u32], b: &[u32], m: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len().max(b.len()) + 1);
+    let mut carry = 0u64;
+    for i in 0..a.len().max(b.len()) {
+        let s = u64::from(a.get(i).copied().unwrap_or(0)) + u64::from(b.get(i).copied().unwrap_or(0)) + carry;
+        out.push(s as u32);
+        carry = s >> 32;
+    }
+    out.push(carry as u32);
+    trim(&mut out);
+    if cmp(&out, m) != std::cmp::Ordering::Less { sub(&out, m) } else { out }
+}
+
+/// (a · b) mod m: the schoolbook product, then reduced bit by bit from the top.
+fn mul_mod(a: &[u32], b: &[u32], m: &[u32]) -> Vec<u32> {
+    let mut prod = vec![0u32; a.len() + b.len()];
+    for (i, x) in a.iter().enumerate() {
+        let mut carry = 0u64;
+        for (j, y) in b.iter().enumerate() {
+            let t = u64::from(prod[i + j]) + u64::from(*x) * u64::from(*y) + carry;
+            prod[i + j] = t as u32;
+            carry = t >> 32;
+        }
+        prod[i + b.len()] = carry as u32;
+    }
+    let mut r: Vec<u32> = Vec::new();
+    for bit in (0..prod.len() * 32).rev() {
+        // r = 2r + bit, then below m again (r < m before, so one subtraction is enough).
+        let mut carry = (prod[bit / 32] >> (bit % 32)) & 1;
+        for limb in r.iter_mut() {
+            let next = *limb >> 31;
+            *limb = (*limb << 1) | carry;
+            carry = next;
+        }
+        if carry != 0 {
+            r.push(carry);
+        }
+        if cmp(&r, m) != std::cmp::Ordering::Less {
+            r = sub(&r, m);
+        }
+    }
+    r
 }
 
 // ---- DER, for PKCS#8 and SubjectPublicKeyInfo -----------------------------------------------
