@@ -716,6 +716,13 @@ class Federation:
         console = open(os.path.join(BUILD, f"{n.name}.log")).read()
         assert "READY=YES cannot be reported" in console, console[-2000:]
         assert "READY" not in self.admin_call("GET", f"/user_template/{vm.vmid}")
+        # Issue #19: it kept the key found on its state disk, and the SuperLink, which has that
+        # key from FL_SUPERNODE_KEYS, let it in (Flower's ActivateNode answered 200).
+        keystep = next(s for s in st["timeline"]["steps"] if s["name"] == "node-key")
+        assert keystep["detail"].startswith("kept the key"), keystep
+        sl_log = os.path.join(BUILD, f"{self.superlink().name}.log")
+        wait(f"{n.name} activated by the SuperLink",
+             lambda: f'{vm.ip}:0 - "POST /v1/fleet/activate-node HTTP/1.1" 200' in open(sl_log).read(), 120, every=2)
         log(f"drill ok: {n.name} ready with Flower running; /status: {og['ready_not_reported'][:100]}")
 
     def add_supernode(self, template):
