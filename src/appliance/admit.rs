@@ -59,24 +59,39 @@ pub struct Section {
 }
 
 /// Whether a SuperNode signs with its key: the SuperLink's own word first (its OneGate
-/// FL_NODE_AUTH, or FL_JOIN's), then FL_SUPERNODE_AUTH, else YES; never without TLS (Flower
-/// refuses a key over plain text). The reason says which.
-fn supernode_decision(published: Option<bool>, joined: Option<bool>, context: Option<bool>, tls: bool) -> (bool, String) {
+/// FL_NODE_AUTH, or FL_JOIN's `auth`: a SuperLink found through OneGate that publishes none,
+/// or a join value made before there was one, does not run authentication), then
+/// FL_SUPERNODE_AUTH, else YES; never without TLS (Flower refuses a key over plain text).
+/// The reason says which.
+fn supernode_decision(superlink: Option<(bool, &'static str)>, context: Option<bool>, tls: bool) -> (bool, String) {
     if !tls {
         return (false, "off: the connection to the SuperLink is plain text (Flower needs TLS for SuperNode authentication)".into());
     }
-    let (on, why) = match (published, joined, context) {
-        (Some(on), _, ctx) => {
+    let (on, why) = match (superlink, context) {
+        (Some((on, why)), ctx) => {
             if ctx.is_some_and(|c| c != on) {
-                log::warn!("FL_SUPERNODE_AUTH={} is overridden: the SuperLink publishes FL_NODE_AUTH={}", yes(ctx == Some(true)), yes(on));
+                log::warn!("FL_SUPERNODE_AUTH={} is overridden: {why} says {}", yes(ctx == Some(true)), yes(on));
             }
-            (on, "the SuperLink's FL_NODE_AUTH")
+            (on, why)
         }
-        (None, Some(on), _) => (on, "FL_JOIN"),
-        (None, None, Some(on)) => (on, "FL_SUPERNODE_AUTH"),
-        (None, None, None) => (true, "the default (the SuperLink does not say)"),
+        (None, Some(on)) => (on, "FL_SUPERNODE_AUTH"),
+        (None, None) => (true, "the default (nothing says otherwise)"),
     };
     (on, format!("{} ({why})", if on { "on" } else { "off" }))
+}
+
+/// What the SuperLink says about authentication: its OneGate FL_NODE_AUTH when it was found
+/// there (`found_on_onegate`), or the join value's.
+fn superlink_word(published: Option<bool>, found_on_onegate: bool, join: Option<&crate::config::Join>) -> Option<(bool, &'static str)> {
+    match (published, found_on_onegate, join) {
+        (Some(on), _, _) => Some((on, "the SuperLink's FL_NODE_AUTH")),
+        (None, true, _) => Some((false, "the SuperLink publishes no FL_NODE_AUTH: it runs without SuperNode authentication")),
+        (None, false, Some(j)) => Some(match j.node_auth {
+            Some(on) => (on, "FL_JOIN"),
+            None => (false, "FL_JOIN, made by a SuperLink without SuperNode authentication"),
+        }),
+        (None, false, None) => None,
+    }
 }
 
 fn yes(b: bool) -> &'static str {
@@ -84,10 +99,10 @@ fn yes(b: bool) -> &'static str {
 }
 
 /// SuperNode: make or load the key, hand it to the container, publish the public half.
-pub(super) fn node_key(boot: &mut Boot, node: &mut Node, published: Option<bool>) -> std::result::Result<(), Failed> {
+pub(super) fn node_key(boot: &mut Boot, node: &mut Node, published: Option<bool>, found_on_onegate: bool) -> std::result::Result<(), Failed> {
     let sn = node.cfg.role.supernode().cloned();
-    let joined = sn.as_ref().and_then(|s| s.join.as_ref()).and_then(|j| j.node_auth);
-    let (on, reason) = supernode_decision(published, joined, sn.as_ref().and_then(|s| s.node_auth), node.tls.is_some());
+    let word = superlink_word(published, found_on_onegate, sn.as_ref().and_then(|s| s.join.as_ref()));
+    let (on, reason) = supernode_decision(word, sn.as_ref().and_then(|s| s.node_auth), node.tls.is_some());
     let used = boot.step("node-key", |b| {
         if !on {
             return Ok((None, Note::Skip(format!("SuperNode authentication {reason}"))));
@@ -337,14 +352,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_superlink_decides_then_the_join_value_then_the_context() {
-        assert!(!supernode_decision(Some(false), Some(true), Some(true), true).0, "the SuperLink decides");
-        assert!(supernode_decision(Some(true), None, None, true).1.contains("FL_NODE_AUTH"));
-        assert_eq!(supernode_decision(None, Some(false), Some(true), true), (false, "off (FL_JOIN)".into()));
-        assert_eq!(supernode_decision(None, None, Some(false), true), (false, "off (FL_SUPERNODE_AUTH)".into()));
-        assert!(supernode_decision(None, None, None, true).0, "on by default");
-        let (on, why) = supernode_decision(Some(true), None, Some(true), false);
+    fn the_superlink_decides_then_the_context() {
+        let sl = |on| Some((on, "the SuperLink's FL_NODE_AUTH"));
+        assert!(!supernode_decision(sl(false), Some(true), true).0, "the SuperLink decides");
+        assert!(supernode_decision(sl(true), None, true).1.contains("FL_NODE_AUTH"));
+        assert_eq!(supernode_decision(None, Some(false), true), (false, "off (FL_SUPERNODE_AUTH)".into()));
+        assert!(supernode_decision(None, None, true).0, "on by default");
+        let (on, why) = supernode_decision(sl(true), Some(true), false);
         assert!(!on && why.contains("plain text"), "{why}");
+    }
+
+    #[test]
+    fn what_the_superlink_says_comes_from_onegate_or_the_join_value() {
+        assert_eq!(superlink_word(Some(true), true, None).map(|w| w.0), Some(true));
+        // Found on OneGate without the attribute: a SuperLink that does not run it (the older
+        // public appliance, an older flower-init).
+        assert_eq!(superlink_word(None, true, None).map(|w| w.0), Some(false));
+        let ep = crate::config::values::host_port("10.0.0.5:8000").unwrap();
+        let old = crate::config::Join::new(vec![ep], None).unwrap();
+        assert_eq!(superlink_word(None, false, Some(&old)).map(|w| w.0), Some(false));
+        let new = old.clone().with_node_auth(true);
+        assert_eq!(superlink_word(None, false, Some(&new)), Some((true, "FL_JOIN")));
+        assert_eq!(superlink_word(None, false, None), None, "a static address: the context decides");
     }
 
     #[test]

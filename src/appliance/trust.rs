@@ -111,5 +111,6 @@ pub fn supernode(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Fa
     node.tls = trust;
     // SuperNode authentication: the key, published before Flower starts (the SuperLink
     // registers it from OneGate; Flower refuses an unregistered key at connection).
-    super::admit::node_key(boot, node, found.superlink.auth)
+    let on_onegate = matches!(found.superlink.source, onegate::SuperLinkSource::OneGate { .. });
+    super::admit::node_key(boot, node, found.superlink.auth, on_onegate)
 }
