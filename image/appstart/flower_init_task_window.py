@@ -26,18 +26,6 @@ Two more settings for slow machines, the same way:
   not a daemon): up, healthy, and out of the federation for good. The wrapper makes the process
   exit instead (status 75, EX_TEMPFAIL), so that flower-init restarts Flower and the node
   registers again.
-
-One more for SuperNode authentication (issue #19, docs/node-auth.md):
-
-- `flwr.server.superlink.linkstate.{sql,in_memory}_linkstate`: with `--enable-supernode-auth` a
-  SuperNode keeps its node (its registered key) across restarts and calls ActivateNode, which
-  Flower 1.42 grants only to a node that is `registered` or `offline`. A SuperNode whose
-  process died (killed, OOM, a VM reset) is still `online` until its heartbeats are missed
-  for HEARTBEAT_PATIENCE x its interval (2 x 120 s here), so its restart was refused (412,
-  code 2004) for up to four minutes, where a self-registering node would have come back at
-  once under a new id. The request is authenticated by then (the Fleet middleware checked its
-  signature against the node's registered key), so the holder of the key is the node: its old
-  session is ended (`deactivate_node`) and the activation granted.
 """
 
 import functools
@@ -111,31 +99,11 @@ def _supernode_exits(module):
     module.FLOWER_INIT_EXITS = True
 
 
-def _reactivation(class_name):
-    """Let a node's key holder activate it while its previous session still counts as online."""
-    def apply(module):
-        cls = getattr(module, class_name)
-        inner = cls.activate_node
-
-        @functools.wraps(inner)
-        def activate_node(self, node_id, heartbeat_interval):
-            if inner(self, node_id, heartbeat_interval):
-                return True
-            # Only an `online` node deactivates: a missing or unregistered one stays refused.
-            return bool(self.deactivate_node(node_id)) and inner(self, node_id, heartbeat_interval)
-
-        cls.activate_node = activate_node
-        cls.FLOWER_INIT_REACTIVATES = True
-    return apply
-
-
 # Module -> what to set once it has executed, before anything can import names from it.
 TARGETS = {
     "flwr.common.constant": _task_window,
     "flwr.supercore.constant": _sqlite_busy,
     "flwr.supernode.start_client_internal": _supernode_exits,
-    "flwr.server.superlink.linkstate.sql_linkstate": _reactivation("SqlLinkState"),
-    "flwr.server.superlink.linkstate.in_memory_linkstate": _reactivation("InMemoryLinkState"),
 }
 
 

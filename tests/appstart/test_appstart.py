@@ -327,38 +327,3 @@ def test_a_supernode_whose_connection_ends_exits_so_it_is_restarted(tmp_path, fl
         if p.poll() is None:
             p.kill()
         p.wait()
-
-
-REACTIVATE = """
-import site, sys
-if sys.argv[1] != "-":
-    site.addsitedir(sys.argv[1])
-from flwr.server.superlink.linkstate import LinkStateFactory
-from flwr.supercore.object_store import ObjectStoreFactory
-from flwr.superlink.federation import NoOpFederationManager
-for db in (sys.argv[2], ":flwr-in-memory:"):
-    state = LinkStateFactory(db, NoOpFederationManager(), ObjectStoreFactory(db)).state()
-    node = state.create_node("aid", "owner", b"key-" + db.encode(), 120)
-    first = state.activate_node(node, 120)
-    # The process died without deactivating: the node is still online; its restart activates.
-    again = state.activate_node(node, 120)
-    gone = state.activate_node(node + 1, 120)
-    print(first, again, gone)
-"""
-
-
-@pytest.mark.parametrize("hook", [True, False])
-def test_a_restarted_supernode_can_activate_its_node_again(tmp_path, hook):
-    """Issue #19: with SuperNode authentication a restarted SuperNode activates the node of its
-    key again; Flower 1.42 refuses that while the dead process's session counts as online (up
-    to 2 x 120 s). With the hook it is granted (the request's signature proved the key), for
-    both of Flower's state stores; an unknown node stays refused."""
-    site_dir = str(tmp_path) if hook else "-"
-    if hook:
-        for f in ("flower_init_task_window.py", "flower_init_task_window.pth"):
-            (tmp_path / f).write_bytes((APPSTART / f).read_bytes())
-    r = subprocess.run([str(VENV_PY), "-c", REACTIVATE, site_dir, str(tmp_path / "state.db")],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-3000:]
-    want = "True True False" if hook else "True False False"
-    assert r.stdout.split("\n")[:2] == [want, want], r.stdout
