@@ -153,8 +153,9 @@ pub(super) fn refused_by_superlink(line: &str) -> bool {
 /// its key.
 pub(super) fn refusal_reason(k: &NodeKeyUse) -> String {
     format!(
-        "the SuperLink refused this SuperNode's key {} (not registered there): it registers the keys of its own OneFlow service's SuperNodes by itself; for a SuperNode elsewhere its operator adds this node's FL_NODE_PUBKEY to FL_SUPERNODE_KEYS or runs `flwr supernode register`; retrying",
-        k.fingerprint
+        "the SuperLink refused to activate this SuperNode (key {}; Flower's 412, code 2004): either the key is not registered there (the SuperLink registers its own OneFlow service's SuperNodes by itself; for a SuperNode elsewhere its operator adds this node's FL_NODE_PUBKEY to FL_SUPERNODE_KEYS or runs `flwr supernode register`), or this node's previous session, before a crash, has not expired yet (up to 2 x the 120 s heartbeat interval); retrying every {} s",
+        k.fingerprint,
+        REFUSED_RETRY.as_secs()
     )
 }
 

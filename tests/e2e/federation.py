@@ -524,7 +524,10 @@ class Federation:
         def back():
             now = set(sn.flower_pids("flower-supernode"))
             return self.status(sn)["phase"] == "ready" and now and not now & set(pids)
-        wait(f"{sn.name} restarted", back, 180)
+        # With SuperNode authentication the restarted node keeps its node id, which Flower
+        # activates again only once the dead session has expired (2 x the 120 s heartbeat
+        # interval at most: docs/node-auth.md, "After a crash"); until then it is refused.
+        wait(f"{sn.name} restarted", back, 420)
         final = self.follow_run()
         assert final["run_id"] == r0["run_id"] and final["status"] == "completed", final
         log(f"drill ok: run {final['run_id']} completed after {sn.name}'s Flower was killed")
