@@ -28,12 +28,13 @@ impl Supervisor {
         self.spawn_tracked(name, cmd, output == Output::Null, sink, Track::Events)
     }
 
-    /// The common start: mask and session in the child, pipes for a sink, a table entry.
+    /// The common start: dispositions, mask and session in the child, pipes for a sink, a table entry.
     pub(super) fn spawn_tracked(&mut self, name: &str, mut cmd: Command, null: bool, sink: Option<Sink>, track: Track) -> Result<Pid> {
         let empty = SigSet::empty();
         // SAFETY: the closure runs in the forked child before exec, where only
         // async-signal-safe work is allowed (another thread could have held a lock at fork):
-        // 1. it calls only sigprocmask(2) and setsid(2), both async-signal-safe (signal-safety(7));
+        // 1. it calls only sigaction(2), sigprocmask(2) and setsid(2), all async-signal-safe
+        //    (signal-safety(7));
         // 2. it allocates nothing and takes no lock: the empty set was built before the fork and
         //    is moved in by value, and an io::Error made from a raw errno does not allocate;
         // 3. it touches no state shared with the parent, which keeps running unaffected;
@@ -41,6 +42,10 @@ impl Supervisor {
         //    blocking, which std's Command inherits (rust-lang/rust#101077, research/init.md §3.3).
         unsafe {
             cmd.pre_exec(move || {
+                // Default dispositions: a signal ignored where flower-init was started (nohup
+                // ignores SIGHUP) stays ignored across exec, and a shell cannot even trap a
+                // signal ignored on entry, so forwarding it would do nothing.
+                reset_dispositions();
                 sigprocmask(SigmaskHow::SIG_SETMASK, Some(&empty), None)?;
                 nix::unistd::setsid()?;
                 Ok(())
@@ -113,4 +118,16 @@ impl Supervisor {
 pub(super) fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
     let flags = OFlag::from_bits_truncate(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?);
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
+}
+
+/// Every catchable signal back to its default action (in the forked child, before exec):
+/// handlers are reset by exec anyway, `SIG_IGN` is not. No allocation, async-signal-safe.
+fn reset_dispositions() {
+    let dfl = nix::sys::signal::SigAction::new(nix::sys::signal::SigHandler::SigDfl, nix::sys::signal::SaFlags::empty(), SigSet::empty());
+    for sig in nix::sys::signal::Signal::iterator() {
+        if sig != nix::sys::signal::Signal::SIGKILL && sig != nix::sys::signal::Signal::SIGSTOP {
+            // SAFETY: installing SIG_DFL runs no code of ours; the old action is dropped.
+            let _ = unsafe { nix::sys::signal::sigaction(sig, &dfl) };
+        }
+    }
 }
