@@ -11,6 +11,7 @@
 //!   gateway: restarted with back-off, its last `state` line kept for `/status`.
 
 use super::Node;
+use super::report::NodeAuth;
 use super::steps::{Boot, Failed, Note};
 use crate::container::{self, BindMount};
 use crate::error::{Ctx, Error};
@@ -19,7 +20,6 @@ use crate::tls::nodekey::NodeKey;
 use crate::{flower, nodeauth};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde::Serialize;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -37,25 +37,6 @@ pub(super) struct NodeKeyUse {
     pub(super) bind: BindMount,
     pub(super) public_key: String,
     pub(super) fingerprint: String,
-}
-
-/// `/status`'s `node_auth`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Section {
-    pub enabled: bool,
-    /// Why it is on or off, in words.
-    pub reason: String,
-    /// SuperNode: the public key it signs with (what the SuperLink's operator registers).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub public_key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
-    /// SuperNode: the SuperLink refused this node's key (not registered), while that is so.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refused: Option<String>,
-    /// SuperLink: the registrar's last cycle.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registrar: Option<serde_json::Value>,
 }
 
 /// Whether a SuperNode signs with its key: the SuperLink's own word first (its OneGate
@@ -131,7 +112,7 @@ pub(super) fn node_key(boot: &mut Boot, node: &mut Node, published: Option<bool>
         let bind = BindMount { source: copy, destination: flower::NODE_KEY_PATH.into(), read_only: true };
         Ok((Some(NodeKeyUse { bind, public_key, fingerprint }), Note::Ok(note)))
     })?;
-    boot.report.node_auth = Some(Section {
+    boot.report.node_auth = Some(NodeAuth {
         enabled: used.is_some(),
         reason,
         public_key: used.as_ref().map(|u| u.public_key.clone()),
@@ -343,7 +324,7 @@ pub(super) fn start(boot: &mut Boot, node: &mut Node) -> std::result::Result<(),
         let extra = if sl.node_keys.is_empty() { String::new() } else { format!(" and {} FL_SUPERNODE_KEYS entr(ies)", sl.node_keys.len()) };
         Ok((Some(p), Note::Ok(format!("registrar pid {pid}: keys of {source}{extra}, every {CYCLE_EVERY}s"))))
     })?;
-    boot.report.node_auth = Some(Section { enabled: on, reason, public_key: None, fingerprint: None, refused: None, registrar: None });
+    boot.report.node_auth = Some(NodeAuth { enabled: on, reason, public_key: None, fingerprint: None, refused: None, registrar: None });
     node.admit = proc;
     Ok(())
 }

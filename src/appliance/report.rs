@@ -26,7 +26,7 @@ pub struct Report {
     pub network: Option<net::Applied>,
     /// SuperNode authentication: the node's key, or the SuperLink's registrar.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_auth: Option<super::admit::Section>,
+    pub node_auth: Option<NodeAuth>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub onegate: Option<OneGate>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,6 +36,25 @@ pub struct Report {
     pub supernode: Option<Participation>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+}
+
+/// `/status`'s `node_auth` (admit.rs fills it): SuperNode authentication.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeAuth {
+    pub enabled: bool,
+    /// Why it is on or off, in words.
+    pub reason: String,
+    /// SuperNode: the public key it signs with (what the SuperLink's operator registers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// SuperNode: the SuperLink refused this node's key (not registered), while that is so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// SuperLink: the registrar's last cycle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registrar: Option<serde_json::Value>,
 }
 
 /// The Flower container.
