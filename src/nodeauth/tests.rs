@@ -70,3 +70,25 @@ fn options_are_checked_and_named() {
     let e = parse_of(&["--control", "127.0.0.1:8000", "--record", "/x", "--every", "0"]).unwrap();
     assert!(e.contains("--every"), "{e}");
 }
+
+/// What a service VM published: a key (the blob, as SuperNodes publish it, or a whole line),
+/// nothing yet, or something that is not a key, refused with the rule and never quoted whole.
+#[test]
+fn a_vms_published_key_is_read_or_refused_with_the_rule() {
+    let blob = "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBD4McU2jmQBryAxB71j8119v0Kmz3Ix/+XWcYUKibZGn7Exp7nFhwkksUPFCd2mip2TUeO704OhKotDslA0KGLQ=";
+    let vm = |v: Option<&str>| {
+        let mut vm = crate::onegate::VmInfo { id: 104, ..Default::default() };
+        if let Some(v) = v {
+            vm.user_template.insert(PUBKEY_ATTR.into(), v.into());
+        }
+        vm
+    };
+    assert!(read_vm_key(&vm(None)).is_none(), "not published yet: wait");
+    let Some(VmKey::Key(k)) = read_vm_key(&vm(Some(blob))) else { panic!("the blob is a key") };
+    assert_eq!(k.fingerprint(), "SHA256:5Mn+JugTrdxl6yv93o1IFjY2A2caPzijbfg4mC+D8xE");
+    let line = format!("ecdsa-sha2-nistp256 {blob} vm104");
+    assert!(matches!(read_vm_key(&vm(Some(&line))), Some(VmKey::Key(_))));
+    let evil = format!("ssh-rsa {} $(reboot)", "A".repeat(300));
+    let Some(VmKey::Bad(why)) = read_vm_key(&vm(Some(&evil))) else { panic!("refused") };
+    assert!(why.contains("NIST curve") && !why.contains("reboot") && why.len() < 200, "{why}");
+}
