@@ -133,6 +133,11 @@ class VmNode:
 
 
 class Demo(federation.Federation):
+    OUTSIDE_KEY = False  # FL_SUPERNODE_KEYS stays unset: the service's own SuperNodes only
+
+    def node_log(self, n):
+        return n.qemu.log_path
+
     def boot(self):
         _, vms = self.service()
         self.nodes = [VmNode(self, vm) for vm in vms]
