@@ -12,6 +12,7 @@
 //! | `trust.rs` | `tls` (SuperLink), `discovery` and `tls` (SuperNode) |
 //! | `spec.rs`, `workload.rs` | `container`, `flower` (`/health`), restart, stop |
 //! | `expose.rs` | `gateway` (SuperLink) |
+//! | `helper.rs` | flower-init's own helper processes (gateway, registrar): start, restart with back-off, stop |
 //! | `admit.rs` | `node-key` (SuperNode), `node-auth` (SuperLink): SuperNode authentication (docs/node-auth.md) |
 //! | `run.rs`, `watchdog.rs` | `run` (SuperLink with FL_USE_CASE) and following it; a run that cannot progress reported failed |
 //! | `renew.rs` | the SuperLink's certificate check while it runs (renew, reload, restart) |
@@ -29,6 +30,7 @@
 
 mod admit;
 mod expose;
+mod helper;
 mod inputs;
 mod network;
 mod publication;

@@ -15,15 +15,12 @@ use super::report::NodeAuth;
 use super::steps::{Boot, Failed, Note};
 use crate::container::{self, BindMount};
 use crate::error::{Ctx, Error};
-use crate::supervisor::{Backoff, Output, Stream, Supervisor, TimerId};
+use super::helper::Helper;
+use crate::supervisor::Stream;
 use crate::tls::nodekey::NodeKey;
 use crate::{flower, nodeauth};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Seconds between the registrar's cycles (a `GET /service` each, and a `GET /vms/<id>` per
 /// new SuperNode VM): how long a new SuperNode waits for its key to be registered, at most.
@@ -175,34 +172,20 @@ pub(super) fn clear_refusal(b: &mut Boot) {
 /// How long a refused SuperNode waits before Flower tries again (a Python start each time).
 pub(super) const REFUSED_RETRY: Duration = Duration::from_secs(10);
 
-/// The registrar child: its command line, pid, restarts and last state.
+/// The registrar child: the helper process and its last state.
 pub(super) struct AdmitProc {
-    argv: Vec<String>,
-    pub(super) pid: Option<Pid>,
-    backoff: Backoff,
-    started: Instant,
-    pub(super) restart: Option<TimerId>,
-    restarts: u32,
+    pub(super) proc: Helper,
     state: Option<serde_json::Value>,
     /// Sources whose refusal was logged (each once).
     logged: std::collections::BTreeSet<String>,
 }
 
 impl AdmitProc {
-    fn spawn(&mut self, sv: &mut Supervisor) -> crate::error::Result<Pid> {
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg0("flower-init").args(&self.argv).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-        let pid = sv.spawn("node-auth", cmd, Output::Events)?;
-        self.pid = Some(pid);
-        self.started = Instant::now();
-        Ok(pid)
-    }
-
     /// `/status`'s registrar part: the last cycle and the process.
     pub(super) fn section(&self) -> serde_json::Value {
         let mut v = self.state.clone().unwrap_or_else(|| serde_json::json!({}));
         if let Some(o) = v.as_object_mut() {
-            o.insert("process".into(), serde_json::json!({"pid": self.pid.map(|p| p.as_raw()), "restarts": self.restarts}));
+            o.insert("process".into(), serde_json::json!({"pid": self.proc.pid.map(|p| p.as_raw()), "restarts": self.proc.restarts}));
         }
         v
     }
@@ -224,43 +207,8 @@ impl AdmitProc {
             }
             _ => {
                 let msg = line.strip_prefix('[').and_then(|r| r.split_once("] ")).map_or(line, |(_, r)| r);
-                log::info!("node-auth[{}]: {}", self.pid.map(|p| p.as_raw()).unwrap_or(0), msg.strip_prefix("flower-init: ").unwrap_or(msg));
+                log::info!("node-auth[{}]: {}", self.proc.pid.map(|p| p.as_raw()).unwrap_or(0), msg.strip_prefix("flower-init: ").unwrap_or(msg));
             }
-        }
-    }
-
-    /// The child exited: restart it after the back-off.
-    pub(super) fn on_exit(&mut self, sv: &mut Supervisor, status: nix::sys::wait::WaitStatus) {
-        self.pid = None;
-        let delay = self.backoff.next_delay(self.started.elapsed());
-        log::error!(
-            "node-auth: the registrar exited ({}); restarting it in {:.1}s (PID 1 and Flower are unaffected)",
-            crate::supervisor::describe_wait_status(status),
-            delay.as_secs_f64()
-        );
-        self.restart = Some(sv.set_timer(Instant::now() + delay));
-    }
-
-    pub(super) fn on_restart(&mut self, sv: &mut Supervisor) {
-        self.restart = None;
-        self.restarts += 1;
-        if let Err(e) = self.spawn(sv) {
-            let delay = self.backoff.next_delay(Duration::ZERO);
-            log::error!("node-auth: restart failed: {e}; next try in {:.1}s", delay.as_secs_f64());
-            self.restart = Some(sv.set_timer(Instant::now() + delay));
-        }
-    }
-
-    /// Shutdown: SIGTERM, then SIGKILL after [`STOP_GRACE`].
-    pub(super) fn stop(&mut self, sv: &mut Supervisor) {
-        if let Some(t) = self.restart.take() {
-            sv.cancel_timer(t);
-        }
-        let Some(pid) = self.pid.take() else { return };
-        let _ = kill(pid, Signal::SIGTERM);
-        if sv.wait_exit(pid, Some(Instant::now() + STOP_GRACE)).is_none() {
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = sv.wait_exit(pid, Some(Instant::now() + Duration::from_secs(5)));
         }
     }
 }
@@ -310,17 +258,8 @@ pub(super) fn start(boot: &mut Boot, node: &mut Node) -> std::result::Result<(),
             argv.extend(["--onegate".into(), ep.url.clone(), "--vmid".into(), vmid.to_string(), "--token-file".into(), tf.display().to_string()]);
             source = format!("the OneFlow service's {} VMs", nodeauth::SUPERNODE_ROLE);
         }
-        let mut p = AdmitProc {
-            argv,
-            pid: None,
-            backoff: Backoff::default(),
-            started: Instant::now(),
-            restart: None,
-            restarts: 0,
-            state: None,
-            logged: Default::default(),
-        };
-        let pid = p.spawn(&mut b.sv).map_err(|e| Error::msg("start the key registrar", e.to_string()))?;
+        let mut p = AdmitProc { proc: Helper::new("node-auth", argv, STOP_GRACE), state: None, logged: Default::default() };
+        let pid = p.proc.spawn(&mut b.sv).map_err(|e| Error::msg("start the key registrar", e.to_string()))?;
         let extra = if sl.node_keys.is_empty() { String::new() } else { format!(" and {} FL_SUPERNODE_KEYS entr(ies)", sl.node_keys.len()) };
         Ok((Some(p), Note::Ok(format!("registrar pid {pid}: keys of {source}{extra}, every {CYCLE_EVERY}s"))))
     })?;

@@ -14,14 +14,13 @@ use super::Node;
 use super::steps::{Boot, Failed, Note};
 use crate::error::Error;
 use crate::gateway::{self, GatewayConfig};
-use crate::supervisor::{Backoff, Event, Output, Stream, Supervisor, TimerId};
+use super::helper::Helper;
+use crate::supervisor::{Event, Stream, Supervisor};
 use crate::vocab::Cidr;
 use crate::{flower, tls};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How often the child prints its counters (what `/status` shows under `"gateway"`).
@@ -73,39 +72,22 @@ fn child_log_line(line: &str) -> (log::Level, &str) {
     (log::Level::Info, rest)
 }
 
-/// The gateway child: its command line, pid, restarts and last counters.
+/// The gateway child: the helper process and its last counters.
 pub(super) struct GatewayProc {
-    argv: Vec<String>,
-    pub(super) pid: Option<Pid>,
-    backoff: Backoff,
-    started: Instant,
-    /// Pending restart, while it is down.
-    pub(super) restart: Option<TimerId>,
-    restarts: u32,
+    pub(super) proc: Helper,
     stats: Option<serde_json::Value>,
     info: serde_json::Value,
 }
 
 impl GatewayProc {
-    /// Start the child (the running binary, through /proc/self/exe: it stays reachable after the
-    /// root switch), output as events.
-    fn spawn(&mut self, sv: &mut Supervisor) -> crate::error::Result<Pid> {
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg0("flower-init").args(&self.argv).env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-        let pid = sv.spawn("gateway", cmd, Output::Events)?;
-        self.pid = Some(pid);
-        self.started = Instant::now();
-        Ok(pid)
-    }
-
     /// `/status`'s `"gateway"`: the last counters, the configuration, the process.
     pub(super) fn stats_json(&self) -> serde_json::Value {
-        section(self.stats.clone(), &self.info, self.pid.map(|p| p.as_raw()), self.restarts)
+        section(self.stats.clone(), &self.info, self.proc.pid.map(|p| p.as_raw()), self.proc.restarts)
     }
 
     /// A line of the child: counters are kept, the rest logged. False if not the gateway's.
     pub(super) fn on_line(&mut self, pid: Pid, stream: Stream, line: &str) -> bool {
-        if self.pid != Some(pid) {
+        if self.proc.pid != Some(pid) {
             return false;
         }
         match (stream, line.strip_prefix("stats ").or_else(|| line.strip_prefix("stats-final "))) {
@@ -120,58 +102,22 @@ impl GatewayProc {
 
     /// The child exited: restart it after the back-off. False if not the gateway's pid.
     pub(super) fn on_exit(&mut self, sv: &mut Supervisor, pid: Pid, status: nix::sys::wait::WaitStatus) -> bool {
-        if self.pid != Some(pid) {
+        if self.proc.pid != Some(pid) {
             return false;
         }
-        self.pid = None;
         // Its counters died with it; the next process starts from zero.
         self.stats = None;
-        let delay = self.backoff.next_delay(self.started.elapsed());
-        log::error!(
-            "gateway: the gateway process exited ({}); restarting it in {:.1}s (PID 1 is unaffected)",
-            crate::supervisor::describe_wait_status(status),
-            delay.as_secs_f64()
-        );
-        self.restart = Some(sv.set_timer(Instant::now() + delay));
+        self.proc.on_exit(sv, status, "the gateway process");
         true
-    }
-
-    /// The restart timer fired: start it again (or schedule another try).
-    pub(super) fn on_restart(&mut self, sv: &mut Supervisor) {
-        self.restart = None;
-        self.restarts += 1;
-        match self.spawn(sv) {
-            Ok(pid) => log::info!("gateway: restarted (pid {pid})"),
-            Err(e) => {
-                let delay = self.backoff.next_delay(Duration::ZERO);
-                log::error!("gateway: restart failed: {e}; next try in {:.1}s", delay.as_secs_f64());
-                self.restart = Some(sv.set_timer(Instant::now() + delay));
-            }
-        }
     }
 
     /// Re-read the certificate (SIGHUP); a gateway being restarted reads the new files anyway.
     pub(super) fn reload(&self) {
-        if let Some(pid) = self.pid {
+        if let Some(pid) = self.proc.pid {
             if let Err(e) = kill(pid, Signal::SIGHUP) {
                 log::error!("gateway: SIGHUP to pid {pid}: {e}");
             }
         }
-    }
-
-    /// Shutdown: SIGTERM, wait up to [`STOP_GRACE`], then SIGKILL.
-    pub(super) fn stop(&mut self, sv: &mut Supervisor) {
-        if let Some(t) = self.restart.take() {
-            sv.cancel_timer(t);
-        }
-        let Some(pid) = self.pid.take() else { return };
-        let _ = kill(pid, Signal::SIGTERM);
-        if sv.wait_exit(pid, Some(Instant::now() + STOP_GRACE)).is_none() {
-            log::warn!("gateway: still running {}s after SIGTERM: SIGKILL", STOP_GRACE.as_secs());
-            let _ = kill(pid, Signal::SIGKILL);
-            let _ = sv.wait_exit(pid, Some(Instant::now() + Duration::from_secs(5)));
-        }
-        log::info!("gateway: stopped");
     }
 }
 
@@ -215,17 +161,8 @@ pub(super) fn start(boot: &mut Boot, node: &mut Node) -> std::result::Result<(),
             "upstream_tls": cfg.upstream_ca.is_some(),
             "control_allow": cfg.control.as_ref().map(|c| c.allow.iter().map(Cidr::to_string).collect::<Vec<_>>()),
         });
-        let mut g = GatewayProc {
-            argv: gateway_argv(&cfg),
-            pid: None,
-            backoff: Backoff::default(),
-            started: Instant::now(),
-            restart: None,
-            restarts: 0,
-            stats: None,
-            info,
-        };
-        let pid = g.spawn(&mut b.sv)?;
+        let mut g = GatewayProc { proc: Helper::new("gateway", gateway_argv(&cfg), STOP_GRACE), stats: None, info };
+        let pid = g.proc.spawn(&mut b.sv)?;
         // Bound, or exited: read its first lines without taking them (the loop logs them).
         let listening = |sv: &Supervisor| {
             sv.pending().filter(|e| matches!(e, Event::Line { pid: p, stream: Stream::Stdout, line, .. } if *p == pid && line.starts_with("listening "))).count()

@@ -75,34 +75,34 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
         let Some(ev) = b.sv.next_event(None) else { continue };
         match ev {
             Event::Shutdown(_) => break,
-            Event::Line { pid, stream, ref line, .. } if node.gateway.as_ref().is_some_and(|g| g.pid == Some(pid)) => {
+            Event::Line { pid, stream, ref line, .. } if node.gateway.as_ref().is_some_and(|g| g.proc.pid == Some(pid)) => {
                 if let Some(g) = node.gateway.as_mut() {
                     g.on_line(pid, stream, line);
                 }
             }
-            Event::Exited { pid, status, .. } if node.gateway.as_ref().is_some_and(|g| g.pid == Some(pid)) => {
+            Event::Exited { pid, status, .. } if node.gateway.as_ref().is_some_and(|g| g.proc.pid == Some(pid)) => {
                 if let Some(g) = node.gateway.as_mut() {
                     g.on_exit(&mut b.sv, pid, status);
                 }
             }
-            Event::Timer(t) if node.gateway.as_ref().is_some_and(|g| g.restart == Some(t)) => {
+            Event::Timer(t) if node.gateway.as_ref().is_some_and(|g| g.proc.restart == Some(t)) => {
                 if let Some(g) = node.gateway.as_mut() {
-                    g.on_restart(&mut b.sv);
+                    g.proc.on_restart(&mut b.sv);
                 }
             }
-            Event::Line { pid, stream, ref line, .. } if node.admit.as_ref().is_some_and(|a| a.pid == Some(pid)) => {
+            Event::Line { pid, stream, ref line, .. } if node.admit.as_ref().is_some_and(|a| a.proc.pid == Some(pid)) => {
                 if let Some(a) = node.admit.as_mut() {
                     a.on_line(stream, line);
                 }
             }
-            Event::Exited { status, pid, .. } if node.admit.as_ref().is_some_and(|a| a.pid == Some(pid)) => {
+            Event::Exited { status, pid, .. } if node.admit.as_ref().is_some_and(|a| a.proc.pid == Some(pid)) => {
                 if let Some(a) = node.admit.as_mut() {
-                    a.on_exit(&mut b.sv, status);
+                    a.proc.on_exit(&mut b.sv, status, "the key registrar");
                 }
             }
-            Event::Timer(t) if node.admit.as_ref().is_some_and(|a| a.restart == Some(t)) => {
+            Event::Timer(t) if node.admit.as_ref().is_some_and(|a| a.proc.restart == Some(t)) => {
                 if let Some(a) = node.admit.as_mut() {
-                    a.on_restart(&mut b.sv);
+                    a.proc.on_restart(&mut b.sv);
                 }
             }
             Event::Exited { pid, status, .. } if Some(pid) == node.pid => {
@@ -196,10 +196,10 @@ pub(super) fn supervise(mut b: Boot, mut node: Node) -> i32 {
     let admit = node.admit.take();
     b.finish(move |sv, grace| {
         if let Some(mut a) = admit {
-            a.stop(sv);
+            a.proc.stop(sv);
         }
         if let Some(mut g) = gateway {
-            g.stop(sv);
+            g.proc.stop(sv);
         }
         workload::stop(sv, &runc, &id, pid, grace)
     })
