@@ -13,7 +13,7 @@ mod resolve;
 mod reader;
 pub mod values;
 
-pub use join::{Join, on_own_network, own_networks};
+pub use join::{Join, on_own_network, own_networks, sha256};
 pub use model::{
     Address, Checkpoint, Common, Config, CudaDevices, Database, Endpoint, Gpu, Host, Isolation, OneGate, RoleConfig,
     SuperLink, SuperNode, Tls,

@@ -64,8 +64,9 @@ struct Wire {
     auth: Option<bool>,
 }
 
-/// SHA-256 of `der` (rustls's ring provider, as `tls::fingerprint` does).
-fn sha256(der: &[u8]) -> Vec<u8> {
+/// SHA-256 of `der` (rustls's ring provider, as `tls::fingerprint` does); the SuperNode
+/// key's fingerprint uses it too (`tls::nodekey`).
+pub fn sha256(der: &[u8]) -> Vec<u8> {
     let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
     // Invariant: a TLS13_* suite is a TLS 1.3 suite.
     let Some(tls13) = suite.tls13() else {

@@ -90,6 +90,13 @@ impl Curve {
         }
     }
 
+    /// The AlgorithmIdentifier of an EC key on this curve (RFC 5480): SEQUENCE {
+    /// id-ecPublicKey, the curve's OID }.
+    fn algorithm_der(self) -> Vec<u8> {
+        let ec_public_key: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+        der(0x30, &[ec_public_key, self.oid_der()].concat())
+    }
+
     fn from_key_type(t: &str) -> Option<Curve> {
         [Curve::P256, Curve::P384, Curve::P521].into_iter().find(|c| c.key_type() == t)
     }
@@ -187,11 +194,12 @@ impl NodePublicKey {
 
     /// DER SubjectPublicKeyInfo (RFC 5480): id-ecPublicKey, the curve, the point.
     pub fn spki_der(&self) -> Vec<u8> {
-        let ec_public_key: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-        let alg = der(0x30, &[ec_public_key, self.curve.oid_der()].concat());
-        let mut bits = vec![0u8];
-        bits.extend_from_slice(&self.point);
-        der(0x30, &[alg, der(0x03, &bits)].concat())
+        der(0x30, &[self.curve.algorithm_der(), self.point_bit_string()].concat())
+    }
+
+    /// The point as a DER BIT STRING (no unused bits), as SPKI and ECPrivateKey hold it.
+    fn point_bit_string(&self) -> Vec<u8> {
+        der(0x03, &[&[0u8][..], &self.point].concat())
     }
 
     /// PEM SubjectPublicKeyInfo, 64 columns: what Flower's RegisterNode takes and ListNodes
@@ -214,7 +222,7 @@ impl NodePublicKey {
 
     /// `SHA256:…` as `ssh-keygen -l` prints it: base64 without padding of the blob's SHA-256.
     pub fn fingerprint(&self) -> String {
-        format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha256(&self.blob())))
+        format!("SHA256:{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(crate::config::sha256(&self.blob())))
     }
 }
 
@@ -489,12 +497,8 @@ fn scalar_matches(d: &[u8], public: &NodePublicKey) -> bool {
 /// PKCS#8 PrivateKeyInfo of an EC key: SEQUENCE { 0, SEQUENCE { id-ecPublicKey, curve },
 /// OCTET STRING { ECPrivateKey SEQUENCE { 1, OCTET STRING d, [1] BIT STRING Q } } }.
 fn pkcs8_of(d: &[u8], public: &NodePublicKey) -> Vec<u8> {
-    let ec_public_key: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-    let alg = der(0x30, &[ec_public_key, public.curve.oid_der()].concat());
-    let mut bits = vec![0u8];
-    bits.extend_from_slice(&public.point);
-    let ec = der(0x30, &[der(0x02, &[1]), der(0x04, d), der(0xa1, &der(0x03, &bits))].concat());
-    der(0x30, &[der(0x02, &[0]), alg, der(0x04, &ec)].concat())
+    let ec = der(0x30, &[der(0x02, &[1]), der(0x04, d), der(0xa1, &public.point_bit_string())].concat());
+    der(0x30, &[der(0x02, &[0]), public.curve.algorithm_der(), der(0x04, &ec)].concat())
 }
 
 // ---- Is a point on its curve? ----------------------------------------------------------------
@@ -646,16 +650,6 @@ fn private_scalar_of_pkcs8(pkcs8: &[u8]) -> Option<Vec<u8>> {
     let (0x02, _, rest) = tlv(ec)? else { return None };
     let (0x04, d, _) = tlv(rest)? else { return None };
     Some(d.to_vec())
-}
-
-/// SHA-256 (rustls's ring provider, as `tls::fingerprint` does).
-fn sha256(data: &[u8]) -> Vec<u8> {
-    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
-    // Invariant: a TLS13_* suite is a TLS 1.3 suite.
-    let Some(tls13) = suite.tls13() else {
-        return Vec::new();
-    };
-    tls13.common.hash_provider.hash(data).as_ref().to_vec()
 }
 
 /// Four random bytes: the private section's check value.
