@@ -79,19 +79,17 @@ pub(super) fn wait_healthy(boot: &mut Boot, node: &mut Node) -> std::result::Res
             let until = Instant::now() + PROBE_EVERY;
             while let Some(ev) = b.sv.next_event(Some(until)) {
                 match ev {
-                    Event::Exited { pid, .. } if Some(pid) == node.pid && super::admit::refused_now(node).is_some() => {
-                        // Not registered yet (the SuperLink registers the service's keys
-                        // every few seconds): not a failed attempt; wait, and try again.
-                        node.pid = None;
-                        if let Some(why) = super::admit::refused_now(node) {
-                            super::admit::report_refusal(b, &why);
-                        }
-                        deadline = Instant::now() + FLOWER_READY_TIMEOUT;
-                        b.sv.sleep(super::admit::REFUSED_RETRY);
-                        restart(b, node)?;
-                    }
                     Event::Exited { pid, status, .. } if Some(pid) == node.pid => {
                         node.pid = None;
+                        if let Some(why) = super::admit::refused_now(node) {
+                            // Not registered yet (the SuperLink registers the service's keys
+                            // every few seconds): not a failed attempt; wait, and try again.
+                            super::admit::report_refusal(b, &why);
+                            deadline = Instant::now() + FLOWER_READY_TIMEOUT;
+                            b.sv.sleep(super::admit::REFUSED_RETRY);
+                            restart(b, node)?;
+                            continue;
+                        }
                         let why = format!("the container exited ({}) before /health answered{}", supervisor::describe_wait_status(status), last_lines(&node.ring, 5));
                         attempts += 1;
                         if attempts >= BOOT_ATTEMPTS {
