@@ -23,11 +23,26 @@ Run `flower-init COMMAND --help` for a command's options.";
 /// Subcommands; anything else given to PID 1 is a kernel command-line word and is ignored.
 const COMMANDS: &[&str] = &["boot", "check", "gateway", "gpu", "join", "node-auth", "oneflow-template", "vm-template", "marketplace", "supervise", "version", "help", "--help", "-h"];
 
+/// Commands that only print (to a terminal, a file or `| head`); the others own sockets or
+/// children and keep SIGPIPE ignored, as Rust starts every program.
+const PRINTERS: &[&str] = &["check", "gpu", "join", "oneflow-template", "vm-template", "marketplace", "version", "help", "--help", "-h"];
+
+/// A printing command whose reader went away (`flower-init check … | head`) ends as every Unix
+/// filter does, silently by SIGPIPE, instead of Rust's "failed printing to stdout" panic.
+fn quiet_on_closed_pipe() {
+    // SAFETY: SIG_DFL installs no handler, so nothing runs in signal context; this runs before
+    // any thread is started.
+    let _ = unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+}
+
 /// Parse `argv` and run; returns the process exit code.
 pub fn run(argv: Vec<String>) -> i32 {
     let sub = argv.get(1).cloned();
     if nix::unistd::getpid().as_raw() == 1 && !sub.as_deref().is_some_and(|s| COMMANDS.contains(&s)) {
         crate::pid1::run(argv); // never returns
+    }
+    if sub.as_deref().is_some_and(|s| PRINTERS.contains(&s)) {
+        quiet_on_closed_pipe();
     }
     let mut args = Args::new(argv.into_iter().skip(2).collect());
     match sub.as_deref() {

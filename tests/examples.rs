@@ -119,3 +119,38 @@ fn operator_certificate_must_cover_the_nic_address() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.starts_with("FL_SSL_CERTFILE: ") && stderr.contains("10.0.0.99"), "{stderr}");
 }
+
+#[test]
+fn a_printing_command_whose_reader_goes_away_ends_quietly() {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::process::ExitStatusExt;
+    // `flower-init oneflow-template | head -c 1`: the reader closes the pipe after one byte; the
+    // writer must end by SIGPIPE like any filter, not panic with "failed printing to stdout".
+    // The pipe holds one page and the template is about 8 KB, so a write meets the closed pipe.
+    // The pipe is made and shrunk before the child exists (shrinking a pipe that already
+    // holds more than the new size fails with EBUSY).
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that this test then owns (wrapped just below).
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both descriptors were just created and are owned by nothing else.
+    let (read_end, write_end) = unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a pipe descriptor this test owns; F_SETPIPE_SZ takes an int.
+    let size = unsafe { libc::fcntl(read_end.as_raw_fd(), libc::F_SETPIPE_SZ, 4096) };
+    assert!(size >= 4096, "F_SETPIPE_SZ: {}", std::io::Error::last_os_error());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flower-init"))
+        .arg("oneflow-template")
+        .stdout(std::process::Stdio::from(write_end))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::fs::File::from(read_end);
+    let mut one = [0u8; 1];
+    out.read_exact(&mut one).unwrap();
+    drop(out);
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?}: {err}");
+}
