@@ -404,7 +404,7 @@ fn superlink(r: &mut Reader, onegate: &OneGate) -> Option<SuperLink> {
     let node_keys = r.value("FL_SUPERNODE_KEYS", |v| Ok(split_keys(v)), |k| json!(format!("{} key(s)", k.len()))).map(Option::unwrap_or_default);
     if !onegate.is_usable() {
         r.warn(format!(
-            "OneGate is not usable ({}): the SuperLink cannot publish FL_ENDPOINT and FL_CA_CERT, so every SuperNode needs FL_SUPERLINK_ADDRESS (and FL_SSL_CA_CERTFILE for TLS)",
+            "OneGate is not usable ({}): the SuperLink cannot publish FL_ENDPOINT and FL_CA_CERT, so every SuperNode needs FL_JOIN (this SuperLink's join value, in /status) or FL_SUPERLINK_ADDRESS (and FL_SSL_CA_CERTFILE for TLS)",
             missing_onegate(onegate)
         ));
     }
