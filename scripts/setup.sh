@@ -17,6 +17,8 @@ pkgs=(
     mmdebstrap        # the Debian base of the container rootfs
     runc              # the OCI runtime flower-init drives
     iproute2          # network namespaces and veth pairs for host tests
+    nftables          # make multisite: the sites' routers (NAT, a port-forward)
+    ethtool           # make multisite: offloads off on the WAN link's interfaces
     util-linux        # unshare and nsenter: PID/mount namespaces of host tests, joining a netns
     openssl           # the e2e wrong-CA drill makes a CA flower-init never saw
     kmod              # depmod: modules.dep/modules.alias of the pinned kernel package

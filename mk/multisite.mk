@@ -1,0 +1,8 @@
+# Multi-site federation (issue #20): a SuperLink at one site, SuperNodes at another, joined by
+# FL_JOIN alone across two NATs and a WAN with delay and loss, the WAN cut for 30 s mid-run.
+
+.PHONY: multisite
+## multisite        SuperLink in site A, 2 SuperNodes in site B (FL_JOIN + keys only), NAT both sides, WAN 80 ms RTT + 1% loss, cut 30 s mid-run
+multisite: build image
+	$(PYTHON) tests/e2e/multisite.py --rounds 3
+TEST_TARGETS += multisite
