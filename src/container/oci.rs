@@ -128,11 +128,25 @@ pub fn mem_total_at(root: &Path) -> Option<u64> {
     kb.checked_mul(1024)
 }
 
-/// The `linux.seccomp` object of [`SECCOMP_PROFILE`].
+/// The seccomp architectures of the machine this binary runs on: dockerd's archMap entry for
+/// it (x86_64 with its x86 and x32 sub-architectures). On aarch64 only the native one: the
+/// image holds no 32-bit ARM code, and Docker's ARM-only rules are not in the amd64 rendering.
+/// The rules are by syscall name; runc skips a name its architecture does not have
+/// (`arch_prctl`, `open`, … on aarch64), so the one allow list serves both.
+#[cfg(target_arch = "x86_64")]
+pub const SECCOMP_ARCHITECTURES: &[&str] = &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"];
+#[cfg(target_arch = "aarch64")]
+pub const SECCOMP_ARCHITECTURES: &[&str] = &["SCMP_ARCH_AARCH64"];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("flower-init is built for x86_64 and aarch64 (the container's seccomp architectures)");
+
+/// The `linux.seccomp` object of [`SECCOMP_PROFILE`], for this machine's architecture.
 pub fn seccomp_profile() -> Value {
     // Invariant: the embedded file is valid JSON with a "seccomp" object (unit-tested).
     let doc: Value = serde_json::from_str(SECCOMP_PROFILE).expect("src/container/seccomp.json is valid JSON");
-    doc["seccomp"].clone()
+    let mut profile = doc["seccomp"].clone();
+    profile["architectures"] = Value::from(SECCOMP_ARCHITECTURES);
+    profile
 }
 
 impl Limits {
