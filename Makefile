@@ -1,9 +1,21 @@
 # flower-init: build, image, tests. `make help` lists the targets.
 # Every target that needs tools runs `setup` first, so a fresh Debian machine needs nothing else.
 
-TARGET   := x86_64-unknown-linux-musl
+# ARCH=aarch64 cross-builds the binary (issue #22): `make build ARCH=aarch64` writes
+# build/aarch64/flower-init; the VM and image targets are x86_64 only for now.
+ARCH     ?= x86_64
+ifeq ($(filter $(ARCH),x86_64 aarch64),)
+$(error ARCH=$(ARCH): must be x86_64 or aarch64)
+endif
+TARGET   := $(ARCH)-unknown-linux-musl
 BIN      := target/$(TARGET)/release/flower-init
 BUILD    := build
+OUT      := $(if $(filter x86_64,$(ARCH)),$(BUILD),$(BUILD)/$(ARCH))
+ifneq ($(ARCH),x86_64)
+ifneq ($(filter-out build setup help,$(MAKECMDGOALS)),)
+$(error ARCH=$(ARCH) builds the binary only (make build ARCH=$(ARCH)); the initramfs, image, qcow2 and VM targets are x86_64 for now (issue #22))
+endif
+endif
 PYTHON   ?= python3
 export CARGO_TERM_COLOR ?= never
 
@@ -22,10 +34,10 @@ setup:
 # The static binary. `file` must say "statically linked" (asserted here, like catatonit's CI).
 build: setup
 	cargo build --release --locked --target $(TARGET)
-	@mkdir -p $(BUILD)
-	cp --remove-destination $(BIN) $(BUILD)/flower-init
-	@file $(BUILD)/flower-init | grep -q 'statically linked' || { file $(BUILD)/flower-init; echo "not static"; exit 1; }
-	@echo "build/flower-init: $$(stat -c %s $(BUILD)/flower-init) bytes, $$(file -b $(BUILD)/flower-init | cut -d, -f1-5)"
+	@mkdir -p $(OUT)
+	cp --remove-destination $(BIN) $(OUT)/flower-init
+	@file $(OUT)/flower-init | grep -q 'statically linked' || { file $(OUT)/flower-init; echo "not static"; exit 1; }
+	@echo "$(OUT)/flower-init: $$(stat -c %s $(OUT)/flower-init) bytes, $$(file -b $(OUT)/flower-init | cut -d, -f1-5)"
 
 # Pinned Flower + scikit-learn + pytest for host tests (real flwr on loopback).
 venv: $(BUILD)/venv/.done

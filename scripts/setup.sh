@@ -4,6 +4,9 @@
 set -euo pipefail
 pkgs=(
     musl-tools        # musl-gcc: ring's C code for the static binary
+    gcc-aarch64-linux-gnu  # ring's C and assembly for the aarch64 binary (make build ARCH=aarch64)
+    libc6-dev-arm64-cross  # the C headers that compiler looks for (ring includes a few)
+    qemu-user-static  # runs the aarch64 binary and its unit tests here (make cross-test)
     file              # checks that the binary is statically linked
     python3-yaml      # the marketplace metadata test reads back the YAML it generates
     cpio              # the initramfs archive
@@ -42,7 +45,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-if ! rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl; then
-    echo "setup: adding the musl target"
-    rustup target add x86_64-unknown-linux-musl
-fi
+for t in x86_64-unknown-linux-musl aarch64-unknown-linux-musl; do
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$t"; then
+        echo "setup: adding the $t target"
+        rustup target add "$t"
+    fi
+done
