@@ -6,3 +6,9 @@
 multisite: build image
 	$(PYTHON) tests/e2e/multisite.py --rounds 3
 TEST_TARGETS += multisite
+
+.PHONY: wg-vm-test
+## wg-vm-test       WireGuard over netlink on the pinned kernel (wireguard.ko): two devices, TCP between two namespaces through the tunnel
+wg-vm-test: kernel
+	$(PYTHON) tests/vm/in_guest.py wg
+TEST_TARGETS += wg-vm-test

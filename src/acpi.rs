@@ -227,7 +227,7 @@ pub enum Reply {
 }
 
 /// One netlink message: (type, seq, payload).
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+pub(crate) fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     let mut rest = buf;
     std::iter::from_fn(move || {
         if rest.len() < NLMSG_HDRLEN {
@@ -246,7 +246,7 @@ fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
 }
 
 /// Attributes: (type without flag bits, value).
-fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     let mut rest = buf;
     std::iter::from_fn(move || {
         if rest.len() < NLA_HDRLEN {

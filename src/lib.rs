@@ -50,3 +50,4 @@ pub mod supervisor;
 pub mod tls;
 pub mod vars;
 pub mod vocab;
+pub mod wg;

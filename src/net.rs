@@ -106,6 +106,11 @@ const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_LINK: u8 = 253;
 const RTN_UNICAST: u8 = 1;
 const IFF_UP: u32 = 0x1;
+const NLM_F_EXCL: u16 = 0x200;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_NET_NS_FD: u16 = 28;
 
 /// Append an attribute (`struct rtattr` + payload), keeping 4-byte alignment (RTA_ALIGN).
 fn add_rtattr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
@@ -137,6 +142,31 @@ pub fn msg_link_up(seq: u32, ifindex: u32, mtu: Option<u32>) -> Vec<u8> {
     if let Some(mtu) = mtu {
         add_rtattr(&mut b, IFLA_MTU, &mtu.to_ne_bytes());
     }
+    nl_msg(RTM_NEWLINK, 0, seq, &b)
+}
+
+/// RTM_NEWLINK creating a virtual link (`ip link add NAME type KIND`), down.
+pub fn msg_new_link(seq: u32, name: &str, kind: &str) -> Vec<u8> {
+    let mut b = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+    b.extend_from_slice(&0i32.to_ne_bytes()); // ifi_index: the kernel picks
+    b.extend_from_slice(&0u32.to_ne_bytes()); // ifi_flags
+    b.extend_from_slice(&0u32.to_ne_bytes()); // ifi_change
+    let mut n = name.as_bytes().to_vec();
+    n.push(0);
+    add_rtattr(&mut b, IFLA_IFNAME, &n);
+    let mut info = Vec::new();
+    add_rtattr(&mut info, IFLA_INFO_KIND, kind.as_bytes());
+    add_rtattr(&mut b, IFLA_LINKINFO, &info);
+    nl_msg(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, seq, &b)
+}
+
+/// RTM_NEWLINK moving link `ifindex` into the network namespace that `ns_fd` refers to.
+pub fn msg_link_netns(seq: u32, ifindex: u32, ns_fd: i32) -> Vec<u8> {
+    let mut b = vec![libc::AF_UNSPEC as u8, 0, 0, 0];
+    b.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    b.extend_from_slice(&0u32.to_ne_bytes());
+    add_rtattr(&mut b, IFLA_NET_NS_FD, &(ns_fd as u32).to_ne_bytes());
     nl_msg(RTM_NEWLINK, 0, seq, &b)
 }
 

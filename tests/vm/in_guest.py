@@ -14,12 +14,15 @@ variable set, prints IN-GUEST-RESULT=<exit code> and powers off.
            virtual IOMMU (intel-iommu, intel_iommu=on), an emulated ATI VGA (vendor AMD,
            1002:5046) and an HD-audio controller as functions 0 and 1 of one slot (one IOMMU
            group), both held by pci-stub first; QEMU's standard VGA (1234:1111) must be ignored.
+  wg       wg::tests::vm_two_devices_talk_through_the_tunnel: wireguard.ko and its dependencies;
+           two devices configured over netlink, one moved to a network namespace of its own,
+           TCP between the namespaces through the tunnel, the handshake read back.
   acpi     acpi::tests::vm_power_button_is_a_shutdown_request: button.ko loaded, the supervisor
            loop watching the acpi_event genetlink group; the host presses the ACPI power button
            (system_powerdown on qemu's monitor, what `onevm terminate` does) once the test
            prints ACPI-VM-READY.
 
-    tests/vm/in_guest.py context|gpu|acpi
+    tests/vm/in_guest.py context|gpu|acpi|wg
 
 Console logs: build/vm-logs/in-guest-<case>.log. The accelerator: see tests/vm/qemu.py.
 """
@@ -91,6 +94,7 @@ CASES = {
                                     "-device", "intel-hda,bus=pcie.0,addr=05.1"]),
     "acpi": Case("vm_power_button_is_a_shutdown_request", "FI_ACPI_VM", modules=["button"],
                  ready="ACPI-VM-READY"),
+    "wg": Case("vm_two_devices_talk_through_the_tunnel", "FI_WG_VM", modules=["wireguard"]),
 }
 
 
