@@ -8,6 +8,7 @@
 //! | `steps.rs` | the recorder ([`Boot::step`]), [`Layout`], staying up failed |
 //! | `inputs.rs` | `context`, `validate` (both boot scripts) |
 //! | `network.rs` | `network` |
+//! | `overlay.rs` | `wireguard` (FL_WG_*: the overlay between sites) |
 //! | `publication.rs`, `publish.rs` | OneGate: the publisher held to power-off; started early, `publish` (READY), FL_ERROR of any failure |
 //! | `trust.rs` | `tls` (SuperLink), `discovery` and `tls` (SuperNode) |
 //! | `spec.rs`, `workload.rs` | `container`, `flower` (`/health`), restart, stop |
@@ -33,6 +34,7 @@ mod expose;
 mod helper;
 mod inputs;
 mod network;
+mod overlay;
 mod publication;
 mod publish;
 mod renew;
@@ -123,7 +125,14 @@ fn steps(boot: &mut Boot, cfg: Config) -> std::result::Result<Node, Failed> {
         Ok((m, Note::Ok(note)))
     })?;
     // Network first: certificates and the published endpoint need the addresses.
-    let addrs = network::addresses(boot, &cfg.network)?;
+    let mut addrs = network::addresses(boot, &cfg.network)?;
+    if let Some(wg) = &cfg.wireguard {
+        if boot.pid1.is_some() || boot.layout.configure_network {
+            addrs.push(overlay::step(boot, wg)?);
+        } else {
+            log::warn!("FL_WG_* is ignored: service mode without --configure-network leaves the host's network as it is");
+        }
+    }
     // OneGate from the start, so a later failure can be published too.
     publish::start(boot, &cfg.onegate, "ONEGATE_ENDPOINT, VMID or the token is missing", Some(role), Some(&cfg.common.flower_version));
     let mut node = new_node(boot, cfg, manifest, addrs);

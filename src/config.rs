@@ -11,6 +11,7 @@ mod nodeconfig;
 mod pem;
 mod resolve;
 mod reader;
+mod wireguard;
 pub mod values;
 
 pub use join::{Join, on_own_network, own_networks, sha256};
@@ -22,6 +23,7 @@ pub use nodeconfig::{NodeConfig, NodeValue};
 pub use pem::{OperatorPem, OperatorVar, decode_base64_pem, operator_value};
 pub use resolve::{Rejected, Resolved, plaintext_refusal, resolve};
 pub use reader::{Problem, Source, show_value};
+pub use wireguard::{WireGuard, peers as wireguard_peers};
 
 use crate::vocab::{Framework, Role, UseCase};
 use serde::{Deserialize, Serialize};

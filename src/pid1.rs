@@ -101,6 +101,14 @@ fn machine_steps(boot: &mut Boot) -> std::result::Result<Option<Config>, Failed>
         return Ok(None);
     };
     gpu_step(boot, &cfg, &index)?;
+    if cfg.wireguard.is_some() {
+        // The overlay comes up after the root switch, when the initramfs' modules are gone.
+        let mut loader = kmod::Coldplug::new(&index, kmod::Finit);
+        loader.load("wireguard");
+        if let Some(why) = loader.failed.get("wireguard") {
+            log::warn!("wireguard.ko: {why}");
+        }
+    }
     boot.step("root", |b| {
         let newroot = Path::new(NEWROOT);
         let note = if image.image.is_some() {

@@ -107,6 +107,13 @@ pub enum Rule {
     CidrList,
     /// OpenSSH ECDSA public keys (NIST curves), one per line or separated by commas.
     PublicKeys,
+    /// An IPv4 address with its prefix length (`10.99.0.1/24`).
+    Ipv4Cidr,
+    /// A WireGuard key: 32 bytes in base64, as `wg genkey` / `wg pubkey` print them.
+    WgKey,
+    /// WireGuard peers, one per line or separated by `;`: a public key, then `allowed=`,
+    /// `endpoint=`, `keepalive=` (`config::wireguard`).
+    WgPeers,
     /// `all` or a comma list of GPU indices.
     CudaDevices,
     /// An absolute path on the state disk (under `/var/lib/flower`).
@@ -171,6 +178,9 @@ impl Rule {
             Rule::SanList => "IP addresses and DNS names, separated by commas or spaces".into(),
             Rule::PublicKeys => "OpenSSH ECDSA public keys on a NIST curve (`ecdsa-sha2-nistp256 AAAA… comment`, as `ssh-keygen` writes them; the base64 blob alone, as SuperNodes publish it in FL_NODE_PUBKEY, works too), one per line or separated by commas".into(),
             Rule::CidrList => "IPv4/IPv6 networks in CIDR notation (or single addresses), separated by commas or spaces".into(),
+            Rule::Ipv4Cidr => "an IPv4 address with its prefix length, 1-32 (10.99.0.1/24)".into(),
+            Rule::WgKey => "a WireGuard key: 32 bytes in base64, 44 characters (as `wg genkey` prints it)".into(),
+            Rule::WgPeers => "WireGuard peers, one per line or separated by `;`: the peer's public key, then `allowed=NET[,NET…]` (required: the addresses routed to it, CIDR), `endpoint=IP:PORT` (where it listens; IPv6 in brackets) and `keepalive=SECONDS` (1-65535), each optional".into(),
             Rule::CudaDevices => "all, or a comma-separated list of GPU indices (0,1)".into(),
             Rule::StatePath => "an absolute path under /var/lib/flower (the state disk)".into(),
             Rule::Database => "a file path under /var/lib/flower (absolute, or relative to it), or :flwr-in-memory:".into(),
@@ -332,6 +342,15 @@ pub const VARS: &[Var] = &[
        "Which GPUs the container sees (`CUDA_VISIBLE_DEVICES`)."),
     v!("FL_GPU_MEMORY_FRACTION", ["ONEAPP_FL_GPU_MEMORY_FRACTION"], SuperNode, Value("1.0"), Rule::Float { lo: Bound::Excl(0.0), hi: Bound::Incl(1.0) }, Gpu,
        "Fraction of each GPU's memory the framework may use."),
+    // WireGuard overlay (issue #20, docs/multisite.md).
+    v!("FL_WG_ADDRESS", ["ONEAPP_FL_WG_ADDRESS"], Both, Unset("no WireGuard overlay"), Rule::Ipv4Cidr, Network,
+       "This VM's address in a WireGuard overlay between the sites (interface `wg0`, set up before Flower starts). The SuperLink is the hub: its tunnel address joins its certificate's SANs and its join value; a SuperNode then uses it as FL_SUPERLINK_ADDRESS (TLS stays on inside the tunnel). Every other FL_WG_* variable needs this one."),
+    v!("FL_WG_PRIVATE_KEY", ["ONEAPP_FL_WG_PRIVATE_KEY"], Both, Unset("made at first boot, kept on the state disk"), Rule::WgKey, Network, secret,
+       "The overlay's private key. Unset: flower-init makes one at first boot and keeps it on the state disk; either way the public key is in `/status` (`wireguard.public_key`) and the console, to give to the peers."),
+    v!("FL_WG_LISTEN_PORT", ["ONEAPP_FL_WG_LISTEN_PORT"], Both, Value("51820"), int(1, 65535), Network,
+       "UDP port of the overlay (the hub's must be reachable by the peers: forward it through NAT)."),
+    v!("FL_WG_PEERS", ["ONEAPP_FL_WG_PEERS"], Both, Unset("none"), Rule::WgPeers, Network,
+       "The overlay's peers. The SuperLink lists each SuperNode (`allowed=` its tunnel address/32); a SuperNode lists the SuperLink with `endpoint=` its public address and port, `allowed=` the overlay's network, and `keepalive=25` when it is behind NAT."),
     // Network.
     v!("NETWORK", [], Both, Unset("no ETH<n>_* keys"), Rule::YesNo, Network,
        "OpenNebula writes the ETH<n>_* keys only with NETWORK=YES; flower-init uses whatever ETH<n>_* keys are present."),

@@ -407,6 +407,7 @@ impl Genl {
 pub fn create_link(nl: &mut dyn Netlink, seq: u32, name: &str) -> Result<()> {
     match nl.request(&crate::net::msg_new_link(seq, name, "wireguard"), seq)? {
         0 | libc::EEXIST => Ok(()),
+        libc::EOPNOTSUPP => Err(Error::msg(format!("create WireGuard interface {name}"), "this kernel has no WireGuard (wireguard.ko not loaded, or not built)")),
         errno => Err(Errno::from_raw(errno)).with_ctx(|| format!("create WireGuard interface {name}")),
     }
 }

@@ -1,6 +1,7 @@
 //! `/status`'s sections as one typed document: each concern's part is a field, filled by the
 //! step that learns it and served whole by [`super::Boot::show`]. The JSON keys are the field
-//! names (`container`, `gateway`, `gpu`, `init`, `join`, `network`, `onegate`, `run`, `tls`); absent
+//! names (`container`, `gateway`, `gpu`, `init`, `join`, `network`, `onegate`, `run`, `tls`,
+//! `wireguard`); absent
 //! parts are left out.
 
 use super::Node;
@@ -36,6 +37,22 @@ pub struct Report {
     pub supernode: Option<Participation>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    /// The FL_WG_* overlay: the public key to give to peers, and the peers as the kernel sees
+    /// them now (last handshake, bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wireguard: Option<WireGuard>,
+}
+
+/// `/status`'s `wireguard` (overlay.rs fills it; the peers are read again at each refresh).
+#[derive(Debug, Clone, Serialize)]
+pub struct WireGuard {
+    pub interface: &'static str,
+    pub address: String,
+    pub public_key: String,
+    pub listen_port: u16,
+    /// Where the private key came from (never the key).
+    pub private_key: &'static str,
+    pub peers: Vec<crate::wg::ShownPeer>,
 }
 
 /// `/status`'s `node_auth` (admit.rs fills it): SuperNode authentication.
@@ -241,6 +258,11 @@ impl Report {
         });
         if node.role() == crate::vocab::Role::SuperNode {
             self.supernode = Some(node.participation.clone());
+        }
+        if let Some(w) = self.wireguard.as_mut() {
+            if let Some(peers) = super::overlay::peers_now() {
+                w.peers = peers;
+            }
         }
         if let Ok(text) = std::fs::read_to_string("/proc/self/status") {
             let kib = |key: &str| text.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok());

@@ -21,6 +21,8 @@ pub struct Config {
     pub gpu: Gpu,
     /// Addresses, routes, DNS and host name (applied by `net`).
     pub network: net::Plan,
+    /// FL_WG_*: the WireGuard overlay, when FL_WG_ADDRESS is set.
+    pub wireguard: Option<super::WireGuard>,
     pub onegate: OneGate,
 }
 

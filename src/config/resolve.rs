@@ -81,6 +81,7 @@ pub fn resolve(ctx: &Context, image: &ImageFacts, role_override: Option<Role>) -
         _ => Some(Gpu { enabled: false, devices: CudaDevices::All, memory_fraction: 1.0 }),
     };
     let network = super::network::plan(&mut r, onegate.endpoint.as_ref());
+    let wireguard = super::wireguard::wireguard(&mut r);
     let mut role_config = role_config;
     if let (Some(RoleConfig::SuperLink(sl)), Some(tls)) = (&mut role_config, &tls) {
         node_auth_needs_tls(&mut r, sl, tls);
@@ -105,12 +106,24 @@ pub fn resolve(ctx: &Context, image: &ImageFacts, role_override: Option<Role>) -
         "image": image,
         "values": r.values_json(),
         "network": &network,
+        "wireguard": wireguard.as_ref().ok().and_then(Option::as_ref).map(|w| json!({
+            "interface": "wg0",
+            "address": format!("{}/{}", w.address, w.prefix),
+            "listen_port": w.listen_port,
+            "private_key": if w.private_key.is_some() { "FL_WG_PRIVATE_KEY" } else { "the state disk's (made at first boot)" },
+            "peers": w.peers.iter().map(|p| json!({
+                "public_key": p.public_key.to_base64(),
+                "allowed_ips": p.allowed_ips.iter().map(|(ip, n)| format!("{ip}/{n}")).collect::<Vec<_>>(),
+                "endpoint": p.endpoint.map(|e| e.to_string()),
+                "keepalive": p.keepalive,
+            })).collect::<Vec<_>>(),
+        })),
         "onegate": onegate_json,
         "warnings": &r.warnings,
     });
-    match (role_config, common, tls, gpu) {
-        (Some(role), Some(common), Some(tls), Some(gpu)) if r.problems.is_empty() => {
-            Ok(Resolved { config: Config { common, role, tls, gpu, network, onegate }, warnings: r.warnings, plan })
+    match (role_config, common, tls, gpu, wireguard) {
+        (Some(role), Some(common), Some(tls), Some(gpu), Ok(wireguard)) if r.problems.is_empty() => {
+            Ok(Resolved { config: Config { common, role, tls, gpu, network, wireguard, onegate }, warnings: r.warnings, plan })
         }
         _ => {
             if r.problems.is_empty() {

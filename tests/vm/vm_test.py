@@ -15,7 +15,9 @@ FL_STATE. Checked from outside, as a tenant or OpenNebula would see it:
   broken (q35 machine, CD on the SATA controller): a context with bad values stays up, /health
       says 503 naming each variable, the value and the rule; power button still powers off.
   supernode (pc, FL_GPU_ENABLED=YES, no GPU): the GPU step falls back to CPU with a warning
-      and the SuperNode container starts (its SuperLink is not there: it keeps retrying).
+      and the SuperNode container starts (its SuperLink is not there: it keeps retrying); a
+      WireGuard overlay from FL_WG_* is up before it, with the public key the kernel derived
+      from RFC 7748's test key, the peer as given, and the private key in no output.
 
     tests/vm/vm_test.py [--only superlink,broken,supernode] [--keep]
 
@@ -25,6 +27,7 @@ prints nothing on its console within qemu.SILENT_WITHIN seconds ends the test at
 root: qemu's user-mode network needs no privileges.
 """
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -213,11 +216,21 @@ def test_broken():
         vm.kill()
 
 
+# RFC 7748 section 6.1: Alice's private key and Bob's public key (Alice's public key is what the
+# kernel must derive): the WireGuard overlay's keys in the supernode test.
+WG_PRIVATE = base64.b64encode(bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")).decode()
+WG_PUBLIC = base64.b64encode(bytes.fromhex("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")).decode()
+WG_PEER = base64.b64encode(bytes.fromhex("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")).decode()
+
+
 def test_supernode():
-    log("supernode: boot (FL_GPU_ENABLED=YES on a VM without a GPU, static SuperLink address)")
+    log("supernode: boot (FL_GPU_ENABLED=YES on a VM without a GPU, static SuperLink address, a WireGuard overlay)")
     ctx = context_iso("supernode", {**NET, "FL_ROLE": "supernode", "FL_GPU_ENABLED": "YES",
                                     "FL_SUPERLINK_ADDRESS": "192.168.150.20:9092", "FL_TLS_ENABLED": "NO",
-                                    "FL_NODE_CONFIG": "partition-id=0 num-partitions=2"})
+                                    "FL_NODE_CONFIG": "partition-id=0 num-partitions=2",
+                                    "FL_STATUS_ALLOW": "192.168.150.0/24",
+                                    "FL_WG_ADDRESS": "10.99.0.2/24", "FL_WG_PRIVATE_KEY": WG_PRIVATE,
+                                    "FL_WG_PEERS": f"{WG_PEER} allowed=10.99.0.0/24,172.31.7.0/24 endpoint=192.168.150.2:51820 keepalive=25"})
     vm = new_vm("supernode", ctx)
     vm.start()
     try:
@@ -225,8 +238,21 @@ def test_supernode():
         log(f"  {line.strip()}")
         text = vm.text()
         check("no GPU" in text or "CPU" in text, "supernode: the GPU step says it falls back to CPU")
+        t, line, _ = vm.wait_for(r"step wireguard: ", HEALTHY_WITHIN)
+        log(f"  {line.strip()}")
+        check("step wireguard: ok" in line and WG_PUBLIC in line,
+              "supernode: the wireguard step brought wg0 up, with the public key the kernel derived (RFC 7748's)")
         t, line, _ = vm.wait_for(r"step container: ok", HEALTHY_WITHIN)
         check(True, f"supernode: the SuperNode container started {t:.1f}s after qemu started")
+        status, body = http_get("127.0.0.1", vm.ports[8081], "/status")
+        wg = (json.loads(body) if status == 200 else {}).get("sections", {}).get("wireguard", {})
+        peers = wg.get("peers") or [{}]
+        check(wg.get("public_key") == WG_PUBLIC and wg.get("address") == "10.99.0.2/24" and wg.get("listen_port") == 51820,
+              f"supernode: /status wireguard: wg0 10.99.0.2/24, port 51820, the derived public key ({ {k: v for k, v in wg.items() if k != 'peers'} })")
+        check(peers[0].get("public_key") == WG_PEER and peers[0].get("endpoint") == "192.168.150.2:51820"
+              and peers[0].get("allowed_ips") == ["10.99.0.0/24", "172.31.7.0/24"],
+              f"supernode: /status wireguard: the peer as the kernel holds it ({peers[0]})")
+        check(WG_PRIVATE not in vm.text() and WG_PRIVATE not in body, "supernode: the private key is in no console line and not in /status")
         power_off(vm)
     finally:
         vm.kill()
