@@ -69,7 +69,13 @@ pub fn run(value: &str, ca_pem: bool, endpoints: &[String]) -> Result<String, St
             list.push(values::host_port(e).map_err(|why| format!("--endpoint {e:?}: {why}"))?);
         }
         let pem = j.ca_pem();
+        let auth = j.node_auth;
         j = Join::new(list, pem.as_deref())?;
+        // What the SuperLink says about SuperNode authentication travels with the value: without
+        // it a re-pointed value would read as "no authentication" and its SuperNodes be refused.
+        if let Some(on) = auth {
+            j = j.with_node_auth(on);
+        }
         return Ok(j.encode());
     }
     if ca_pem {
@@ -101,6 +107,11 @@ mod tests {
         let j = Join::decode(&moved).unwrap();
         assert_eq!(j.address().unwrap().to_string(), "203.0.113.7:18000");
         assert_eq!(j.ca_der, Join::decode(&v).unwrap().ca_der, "the CA stays");
+        assert_eq!(j.node_auth, None, "a value without the auth word stays without it");
+        // A SuperLink with SuperNode authentication says so in its value; re-pointing keeps it.
+        let with_auth = Join::new(vec![values::host_port("10.0.0.5:8000").unwrap()], Some(CA)).unwrap().with_node_auth(true).encode();
+        let moved = run(&with_auth, false, &["10.99.0.1:8000".into()]).unwrap();
+        assert_eq!(Join::decode(&moved).unwrap().node_auth, Some(true), "the auth word survives --endpoint");
     }
 
     #[test]
