@@ -728,3 +728,26 @@ fn supernode_keys_are_split_on_newlines_and_commas_with_their_positions() {
     let want: Vec<(usize, String)> = vec![(1, "ecdsa-sha2-nistp256 AAAA a".into()), (2, "ecdsa-sha2-nistp384 BBBB b".into()), (3, "x".into())];
     assert_eq!(keys, &want);
 }
+
+/// FL_WG_*: the overlay typed, its keys parsed; the other variables without FL_WG_ADDRESS are
+/// each named, and the private key's value is never shown.
+#[test]
+fn wireguard_overlay() {
+    const PRIV: &str = "dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=";
+    const PEER: &str = "3p7bfXt9wbTTW2HC7OQ1Nz+DQ8hbeGdNrfx+FG+IK08=";
+    let r = ok(&[SL, ("FL_WG_ADDRESS", "10.99.0.1/24"), ("FL_WG_PRIVATE_KEY", PRIV), ("FL_WG_PEERS", &format!("{PEER} allowed=10.99.0.2/32"))]);
+    let w = r.config.wireguard.as_ref().unwrap();
+    assert_eq!((w.address, w.prefix, w.listen_port), (Ipv4Addr::new(10, 99, 0, 1), 24, 51820));
+    assert_eq!(w.private_key.as_ref().unwrap().to_base64(), PRIV);
+    assert_eq!(w.peers[0].allowed_ips, [(IpAddr::V4(Ipv4Addr::new(10, 99, 0, 2)), 32)]);
+    let plan = r.plan.to_string();
+    assert!(!plan.contains(PRIV) && plan.contains(PEER), "the plan shows the peer's public key, never the private one");
+    assert!(ok(&[SL]).config.wireguard.is_none());
+    let p = problems(&[SN, ADDR, ("FL_WG_PRIVATE_KEY", PRIV), ("FL_WG_LISTEN_PORT", "51821")]);
+    assert!(has(&p, "FL_WG_PRIVATE_KEY: is set but FL_WG_ADDRESS is not") || has(&p, "FL_WG_PRIVATE_KEY") && has(&p, "FL_WG_ADDRESS is not"), "{p:#?}");
+    assert!(has(&p, "FL_WG_LISTEN_PORT='51821': is set but FL_WG_ADDRESS is not"), "{p:#?}");
+    assert!(!p.iter().any(|l| l.contains(PRIV)), "the key's value in a problem: {p:#?}");
+    let p = problems(&[SN, ADDR, ("FL_WG_ADDRESS", "10.99.0.2"), ("FL_WG_LISTEN_PORT", "0")]);
+    assert!(has(&p, "FL_WG_ADDRESS='10.99.0.2': has no /PREFIX"), "{p:#?}");
+    assert!(has(&p, "FL_WG_LISTEN_PORT='0'"), "{p:#?}");
+}

@@ -23,11 +23,16 @@ const OTHERS: [&str; 3] = ["FL_WG_PRIVATE_KEY", "FL_WG_LISTEN_PORT", "FL_WG_PEER
 /// The overlay, `Ok(None)` when FL_WG_ADDRESS is unset; `Err(())` when a problem was recorded.
 pub fn wireguard(r: &mut Reader) -> Result<Option<WireGuard>, ()> {
     let mut ok = true;
-    let address = r.value("FL_WG_ADDRESS", ipv4_cidr, |(a, p)| json!(format!("{a}/{p}"))).map_err(|()| ok = false).ok().flatten();
+    let address = r.value("FL_WG_ADDRESS", ipv4_cidr, |(a, p)| json!(format!("{a}/{p}")));
+    let address_invalid = address.is_err();
+    let address = address.map_err(|()| ok = false).ok().flatten();
     let private_key = r.value("FL_WG_PRIVATE_KEY", Key::from_base64, |_| json!(null)).map_err(|()| ok = false).ok().flatten();
     let port = r.int("FL_WG_LISTEN_PORT").map_err(|()| ok = false).ok().flatten();
     let peers = r.value("FL_WG_PEERS", peers, |p| json!(format!("{} peer(s)", p.len()))).map_err(|()| ok = false).ok().flatten();
     let Some((address, prefix)) = address else {
+        if address_invalid {
+            return Err(()); // FL_WG_ADDRESS's own problem says it all
+        }
         for name in OTHERS {
             if let Some((text, _)) = r.lookup(name) {
                 // The key is a secret: named, never shown.
