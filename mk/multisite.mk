@@ -12,3 +12,8 @@ TEST_TARGETS += multisite
 wg-vm-test: kernel
 	$(PYTHON) tests/vm/in_guest.py wg
 TEST_TARGETS += wg-vm-test
+
+.PHONY: multisite-wg
+## multisite-wg     the same sites and WAN, SuperLink and SuperNode as qemu VMs joined by a WireGuard overlay (FL_WG_*): only UDP 51820 forwarded, TLS and keys inside the tunnel (~8 min, not in make test)
+multisite-wg: build initramfs image kernel venv
+	$(PYTHON) tests/e2e/multisite_wg.py --rounds 2

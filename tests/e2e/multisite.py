@@ -57,10 +57,10 @@ PORT = 8000  # the SuperLink's Fleet endpoint (flower::SUPERLINK_PORT)
 FIRST_VMID = 301  # apart from make e2e's 100+, whose temporary veth names share the host namespace
 
 
-def router_rules(forward_to=None):
+def router_rules(forward_to=None, proto="tcp", port=PORT):
     """nftables for a site's router: masquerade out of the WAN; from the WAN only replies and
     (site A) the one port forwarded to the SuperLink."""
-    dnat = f'iifname "wan0" tcp dport {PORT} dnat to {forward_to}:{PORT}' if forward_to else ""
+    dnat = f'iifname "wan0" {proto} dport {port} dnat to {forward_to}:{port}' if forward_to else ""
     return f"""
 table ip fi_router {{
   chain prerouting {{
@@ -85,7 +85,8 @@ class Sites:
     """Two sites (netns.Topology each: a bridge namespace that is also the site's router) and a
     WAN namespace between the routers, where wan.py carries the frames."""
 
-    def __init__(self, prefix, net, delay_ms, loss):
+    def __init__(self, prefix, net, delay_ms, loss, forward=("tcp", PORT)):
+        self.forward = forward  # what router A forwards to the SuperLink (.10)
         self.wan_ns = f"{prefix}-wan"
         self.wan = self.a = self.b = None
         sh("ip", "netns", "del", self.wan_ns, check=False)
@@ -126,7 +127,8 @@ class Sites:
             # wan.py forwards frames as read: whole, checksummed, at most the MTU.
             sh("ip", "netns", "exec", n, "ethtool", "-K", i, "tx", "off", "tso", "off", "gso", "off", "gro", "off")
         sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=router_rules(forward_to), text=True,
+        rules = router_rules(forward_to, *self.forward) if forward_to else router_rules()
+        subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, text=True,
                        check=True, capture_output=True)
 
     def site(self, ip):
