@@ -60,11 +60,6 @@ pub fn step(boot: &mut Boot, cfg: &WireGuard) -> std::result::Result<IpAddr, Fai
     })
 }
 
-/// The kernel's view now (handshakes, bytes), for `/status`; `None` when it cannot be read.
-pub fn peers_now() -> Option<Vec<wg::ShownPeer>> {
-    wg::Genl::open().and_then(|mut g| g.show(INTERFACE)).ok().map(|s| s.peers)
-}
-
 /// `wireguard.ko` from the initramfs unless the kernel has it already (built in, loaded, or a
 /// host in service mode: its own modules). A failure shows later, as the family being absent.
 fn load_module() {

@@ -260,8 +260,9 @@ impl Report {
             self.supernode = Some(node.participation.clone());
         }
         if let Some(w) = self.wireguard.as_mut() {
-            if let Some(peers) = super::overlay::peers_now() {
-                w.peers = peers;
+            // The kernel's view now (handshakes, bytes); kept as it was when it cannot be read.
+            if let Ok(shown) = crate::wg::Genl::open().and_then(|mut g| g.show(w.interface)) {
+                w.peers = shown.peers;
             }
         }
         if let Ok(text) = std::fs::read_to_string("/proc/self/status") {
