@@ -335,11 +335,15 @@ struct Requester<'a> {
 impl Requester<'_> {
     fn send(&mut self, what: impl Fn() -> String, build: impl FnOnce(u32) -> Vec<u8>) -> Result<()> {
         self.seq += 1;
-        let msg = build(self.seq);
-        match self.nl.request(&msg, self.seq)? {
-            0 => Ok(()),
-            errno => Err(nix::errno::Errno::from_raw(errno)).with_ctx(what),
-        }
+        request(self.nl, &build(self.seq), self.seq, what)
+    }
+}
+
+/// Send one request; the kernel's errno becomes an error naming `what` was being done.
+pub fn request(nl: &mut dyn Netlink, msg: &[u8], seq: u32, what: impl Fn() -> String) -> Result<()> {
+    match nl.request(msg, seq)? {
+        0 => Ok(()),
+        errno => Err(nix::errno::Errno::from_raw(errno)).with_ctx(what),
     }
 }
 

@@ -6,7 +6,7 @@ use super::report::WireGuard as Section;
 use super::steps::{Boot, Failed, Note};
 use crate::config::WireGuard;
 use crate::error::{Ctx, Error, Result};
-use crate::net::{self, Netlink, RouteSpec};
+use crate::net::{self, RouteSpec};
 use crate::wg::{self, Device, Key};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -29,14 +29,10 @@ pub fn step(boot: &mut Boot, cfg: &WireGuard) -> std::result::Result<IpAddr, Fai
         let mut g = wg::Genl::open()?;
         g.set(&Device { name: INTERFACE.into(), private_key: key, listen_port: cfg.listen_port, peers: cfg.peers.clone() })?;
         let index = ifindex(INTERFACE)?;
-        let ok = |errno: i32, what: &str| match errno {
-            0 => Ok(()),
-            e => Err(nix::errno::Errno::from_raw(e)).ctx(what),
-        };
-        ok(nl.request(&net::msg_addr(2, index, IpAddr::V4(cfg.address), cfg.prefix), 2)?, "add the wg0 address")?;
-        ok(nl.request(&net::msg_link_up(3, index, None), 3)?, "set wg0 up")?;
+        net::request(&mut nl, &net::msg_addr(2, index, IpAddr::V4(cfg.address), cfg.prefix), 2, || "add the wg0 address".into())?;
+        net::request(&mut nl, &net::msg_link_up(3, index, None), 3, || "set wg0 up".into())?;
         for (seq, r) in (4..).zip(routes(cfg, index)) {
-            ok(nl.request(&net::msg_route(seq, &r), seq)?, &format!("route {}/{} over wg0", r.dst, r.dst_len))?;
+            net::request(&mut nl, &net::msg_route(seq, &r), seq, || format!("route {}/{} over wg0", r.dst, r.dst_len))?;
         }
         let shown = g.show(INTERFACE)?;
         let note = format!(
