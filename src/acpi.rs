@@ -24,11 +24,11 @@ pub const MCAST_GROUP_NAME: &str = "acpi_mc_group";
 pub const POWER_BUTTON_CLASS: &str = "button/power";
 
 // As defined in the Linux UAPI: <linux/netlink.h>, <linux/genetlink.h>.
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 1;
-const GENL_HDRLEN: usize = 4;
+pub(crate) const NLMSG_HDRLEN: usize = 16;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
+pub(crate) const NLM_F_REQUEST: u16 = 1;
+pub(crate) const GENL_HDRLEN: usize = 4;
 const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;
 const CTRL_ATTR_FAMILY_ID: u16 = 1;

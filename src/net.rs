@@ -113,7 +113,7 @@ const IFLA_INFO_KIND: u16 = 1;
 const IFLA_NET_NS_FD: u16 = 28;
 
 /// Append an attribute (`struct rtattr` + payload), keeping 4-byte alignment (RTA_ALIGN).
-fn add_rtattr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
+pub(crate) fn add_rtattr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     let len = 4 + payload.len();
     buf.extend_from_slice(&(len as u16).to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());

@@ -7,9 +7,9 @@
 //! The private key is a [`Key`] whose `Debug` shows nothing; the kernel derives the public key,
 //! which [`show`] reads back.
 
-use crate::acpi::{Reply, attrs, build_get_family, messages, parse_family_reply};
+use crate::acpi::{GENL_HDRLEN, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_HDRLEN, Reply, attrs, build_get_family, messages, parse_family_reply};
 use crate::error::{Ctx, Error, Result};
-use crate::net::Netlink;
+use crate::net::{Netlink, add_rtattr as attr};
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType};
 use std::fmt;
@@ -43,15 +43,10 @@ const WGPEER_F_REPLACE_ALLOWEDIPS: u32 = 2;
 const WGALLOWEDIP_A_FAMILY: u16 = 1;
 const WGALLOWEDIP_A_IPADDR: u16 = 2;
 const WGALLOWEDIP_A_CIDR_MASK: u16 = 3;
-// <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_link.h>
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
+// <linux/netlink.h> (the header constants both netlink users share come from `acpi`)
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLA_F_NESTED: u16 = 0x8000;
-const GENL_HDRLEN: usize = 4;
 
 /// A Curve25519 key (private or public), 32 bytes; base64 in the context, as `wg` prints it.
 #[derive(Clone, PartialEq, Eq)]
@@ -142,14 +137,6 @@ pub struct ShownPeer {
     pub last_handshake_unix: Option<i64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
-}
-
-/// Append a netlink attribute (`struct nlattr`), 4-byte aligned.
-fn attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    buf.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(payload);
-    buf.resize(buf.len().next_multiple_of(4), 0);
 }
 
 /// Append a nested attribute built by `f`.
