@@ -41,6 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
 import federation as fe  # noqa: E402
+import demo  # noqa: E402  (before the globals below: it sets its own)
 import multisite as ms  # noqa: E402
 import one  # noqa: E402
 from qemu import PINNED_KERNEL_DIR, Disk, Nic, Vm, accelerator, kernel_path, make_ext4, make_iso  # noqa: E402
@@ -72,14 +73,14 @@ def wg_keys():
     return b64, pub
 
 
-class VmNode:
-    """One appliance VM (qemu -kernel/-initrd, the image and a state disk) on its site's bridge."""
+class VmNode(demo.VmNode):
+    """One appliance VM (qemu -kernel/-initrd, the image and a state disk) on its site's bridge;
+    the demo's power-off by the ACPI button (`stop`), `kill` and `/status` address."""
 
     def __init__(self, fed, vm, site, state_files=None):
-        self.fed, self.vm, self.site = fed, vm, site
-        self.name = vm.name.split("_(")[0].replace("_", "-")
+        super().__init__(fed, vm)
+        self.site = site
         self.dir = os.path.join(BUILD, self.name)
-        self.tap = f"tap{vm.vmid}"
         os.makedirs(self.dir, exist_ok=True)
         ctx = os.path.join(self.dir, "context")
         os.makedirs(ctx, exist_ok=True)
@@ -96,11 +97,6 @@ class VmNode:
                 os.chmod(p, mode)
         self.state = make_ext4(os.path.join(self.dir, "state.img"), "FL_STATE", 512, src_dir=src)
         site.add_tap(self.tap)
-        self.qemu = self.proc = None
-
-    @property
-    def url(self):
-        return f"http://{self.vm.ip}:{fe.HEALTH}"
 
     def start(self):
         self.qemu = Vm(self.name, kernel_path(PINNED_KERNEL_DIR), INITRD, "console=ttyS0 panic=-1",
@@ -110,23 +106,6 @@ class VmNode:
         self.qemu.start()
         self.proc, self.t_start = self.qemu.proc, self.qemu.t0
         log(f"{self.name}: qemu started ({self.qemu.accel_used}, {self.vm.ip}; console {self.qemu.log_path})")
-
-    def stop(self, timeout=90):
-        if not self.proc or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        try:
-            self.qemu.powerdown()
-        except OSError:
-            pass
-        rc = self.qemu.wait_exit(timeout)
-        if rc is None:
-            self.qemu.kill()
-            raise AssertionError(f"{self.name}: did not power off within {timeout}s of the power button")
-        return rc
-
-    def kill(self):
-        if self.qemu:
-            self.qemu.kill()
 
 
 class WgSites(ms.MultiSite):
@@ -232,22 +211,6 @@ class WgSites(ms.MultiSite):
         for (rid, rnd), r in sorted(self.rounds_seen.items()):
             print(f"round {rnd}: accuracy {r.get('accuracy')} (+{self.round_times[(rid, rnd)]:.0f}s)")
         print(f"final: {final['status']} after round {final['round']}; logs in {BUILD}/")
-
-    def shutdown(self, check=True):
-        problems = []
-        for n in reversed(self.nodes):
-            try:
-                rc = n.stop()
-                if check and rc not in (0, None):
-                    problems.append(f"{n.name}: qemu exit {rc}")
-            except AssertionError as e:
-                problems.append(str(e))
-        for n in self.nodes:
-            n.kill()
-        if self.sites:
-            self.wan_counters = self.sites.destroy(keep=self.args.keep)
-            log(f"WAN counters: {self.wan_counters}")
-        return problems
 
 
 def main():
