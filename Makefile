@@ -1,8 +1,9 @@
 # flower-init: build, image, tests. `make help` lists the targets.
 # Every target that needs tools runs `setup` first, so a fresh Debian machine needs nothing else.
 
-# ARCH=aarch64 cross-builds the binary (issue #22): `make build ARCH=aarch64` writes
-# build/aarch64/flower-init; the VM and image targets are x86_64 only for now.
+# ARCH=aarch64 (issue #22): `make build|kernel|initramfs|image ARCH=aarch64` cross-build the
+# arm64 binary, kernel, initramfs and SuperNode image into build/aarch64/; `make edge-test` and
+# `make edge` boot them (mk/edge.mk). The other targets are x86_64's.
 ARCH     ?= x86_64
 ifeq ($(filter $(ARCH),x86_64 aarch64),)
 $(error ARCH=$(ARCH): must be x86_64 or aarch64)
@@ -12,8 +13,8 @@ BIN      := target/$(TARGET)/release/flower-init
 BUILD    := build
 OUT      := $(if $(filter x86_64,$(ARCH)),$(BUILD),$(BUILD)/$(ARCH))
 ifneq ($(ARCH),x86_64)
-ifneq ($(filter-out build setup help,$(MAKECMDGOALS)),)
-$(error ARCH=$(ARCH) builds the binary only (make build ARCH=$(ARCH)); the initramfs, image, qcow2 and VM targets are x86_64 for now (issue #22))
+ifneq ($(filter-out build setup help kernel initramfs image,$(MAKECMDGOALS)),)
+$(error ARCH=$(ARCH) builds build, kernel, initramfs and image; the other targets are x86_64 (the arm64 VM tests: make edge-test, make edge))
 endif
 endif
 PYTHON   ?= python3

@@ -4,7 +4,11 @@
 # Flower + the framework, the bundled Flower app, user app (49999), the mountpoints the VM and
 # the container need, a manifest /etc/flower-init/image.json; then a read-only disk image.
 #
-#   image/build.sh FRAMEWORK APP_DIR OUT_DIR
+#   [ARCH=x86_64|aarch64] image/build.sh FRAMEWORK APP_DIR OUT_DIR
+#
+# ARCH=aarch64 (issue #22) builds the arm64 image on this x86_64 machine: mmdebstrap --arch arm64
+# and the chroot steps run their arm64 programs through qemu-user-static (binfmt_misc,
+# scripts/binfmt-aarch64.sh), the wheels are PyPI's manylinux aarch64 ones.
 #
 # Inputs only from the checkout, Debian (deb.debian.org) and PyPI (wheels cached in $WHEELS).
 # Runs as root (mmdebstrap, chroot); every chroot runs in a private mount namespace, so nothing
@@ -13,13 +17,19 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 framework=$1; app=$(cd "$2" && pwd); out=$3
-wheels=${WHEELS:-$root/build/wheels}
-base=${IMAGE_BASE:-$root/build/image/base}
+arch=${ARCH:-x86_64}
+case $arch in
+    x86_64) darch=amd64; abuild=$root/build ;;
+    aarch64) darch=arm64; abuild=$root/build/aarch64 ;;
+    *) echo "image/build.sh: ARCH=$arch: x86_64 or aarch64"; exit 1 ;;
+esac
+wheels=${WHEELS:-$abuild/wheels}
+base=${IMAGE_BASE:-$abuild/image/base}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 formats=${IMAGE_FORMATS:-squashfs}
 suite=bookworm
 t0=$(date +%s)
-say() { echo "image[$framework] +$(( $(date +%s) - t0 ))s: $*"; }
+say() { echo "image[$framework/$arch] +$(( $(date +%s) - t0 ))s: $*"; }
 
 [ "$(id -u)" -eq 0 ] || { echo "image/build.sh: must run as root (mmdebstrap, chroot)"; exit 1; }
 [ -f "$app/pyproject.toml" ] || { echo "image/build.sh: APP=$app has no pyproject.toml"; exit 1; }
@@ -32,12 +42,17 @@ case $framework in   # the use cases this variant can run; mirrors UseCase::fram
     *) echo "image/build.sh: no use-case list for FRAMEWORK=$framework"; exit 1 ;;
 esac
 
+# Another architecture's programs run through qemu-user: registered with binfmt_misc first.
+if [ "$arch" != "$(uname -m)" ]; then
+    "$root/scripts/binfmt-$arch.sh"
+fi
+
 # 1. Debian base, shared by every variant; rebuilt only when the package list changes.
 debs=$(grep -v '^#' "$here/debian-packages.txt" | xargs | tr ' ' ,)
-if [ "$(cat "$base/.packages" 2>/dev/null)" != "$suite $debs" ]; then
+if [ "$(cat "$base/.packages" 2>/dev/null)" != "$suite $darch $debs" ]; then
     say "mmdebstrap $suite minbase + $debs"
     rm -rf "$base"; mkdir -p "$base"
-    mmdebstrap --quiet --variant=minbase --include="$debs" \
+    mmdebstrap --quiet --variant=minbase --architectures="$darch" --include="$debs" \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
         --dpkgopt='path-exclude=/usr/share/locale/*' \
@@ -46,7 +61,7 @@ if [ "$(cat "$base/.packages" 2>/dev/null)" != "$suite $debs" ]; then
         "deb $mirror $suite main" "deb $mirror $suite-updates main" \
         "deb ${mirror%/debian}/debian-security $suite-security main"
     rm -rf "$base"/rootfs/var/lib/apt/lists/* "$base"/rootfs/var/cache/apt/*
-    echo "$suite $debs" > "$base/.packages"
+    echo "$suite $darch $debs" > "$base/.packages"
 fi
 
 # The build machine's pip (Debian's python3 has none unless python3-pip is installed: then a
@@ -58,17 +73,19 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
 fi
 
 # 2. Wheels: the pinned closure (flwr's deps + the framework's), downloaded once for the
-# rootfs's Python (cp311, manylinux x86_64); flwr itself without deps (see python/install.sh).
+# rootfs's Python (cp311, manylinux of the architecture); flwr itself without deps (see
+# python/install.sh).
 pyver=$(chroot "$base/rootfs" python3 -c 'import sys; print("%d%d" % sys.version_info[:2])')
 mkdir -p "$wheels"
 say "wheels for cp$pyver in $wheels"
 rargs=(); for r in "${reqs[@]}"; do rargs+=(-r "$r"); done
+# bookworm's glibc is 2.36: every manylinux tag up to it (aarch64 wheels start at 2_17).
+plats=(); for t in 2_36 2_35 2_34 2_28 2_27 2_24 2_17 2014 1 2_5; do
+    case $t in 2014|1) plats+=(--platform "manylinux${t}_$arch") ;; *) plats+=(--platform "manylinux_${t}_$arch") ;; esac
+done
 "${hostpip[@]}" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
     --python-version "$pyver" --implementation cp --abi "cp$pyver" --abi abi3 --abi none \
-    --platform manylinux_2_36_x86_64 --platform manylinux_2_35_x86_64 --platform manylinux_2_34_x86_64 \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
-    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
-    --platform manylinux_2_5_x86_64 --platform any \
+    "${plats[@]}" --platform any \
     -d "$wheels" "${rargs[@]}" "$(cat "$root/python/flwr-version.txt")"
 
 # 3. The app as a wheel, built from a copy (the build backend must not write into the checkout);

@@ -7,9 +7,12 @@
     /dev/console, /dev/null        (the kernel opens /dev/console for init before devtmpfs exists)
     /proc /sys /dev /run /tmp /newroot   empty mountpoints
 
-usage: initramfs/mkinitramfs.py --kernel build/kernel --init build/flower-init --out FILE [--compress none|gzip]
+usage: initramfs/mkinitramfs.py --kernel build/kernel --init build/flower-init --out FILE
+                                [--arch x86_64|aarch64] [--compress none|gzip]
 
-The module list is initramfs/modules.txt (one name per line, `#` comments). Compression: none
+The module list is initramfs/modules.txt (one name per line, `#` comments; a line ending in
+`[ARCH ...]` is for those architectures only). A listed module the kernel has built in is
+skipped; one it has neither built in nor as a file is an error. Compression: none
 by default — under TCG the kernel's decompressor runs emulated and costs more than copying the
 few extra megabytes through fw_cfg (measured in BENCHMARKS.md).
 """
@@ -18,12 +21,23 @@ import argparse, gzip, io, os, stat, sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def read_list(path):
+ARCHES = ("x86_64", "aarch64")
+
+
+def read_list(path, arch="x86_64"):
+    """Module names of modules.txt for one architecture: `name` (every one) or `name [a b]`."""
     names = []
-    for line in open(path):
+    for no, line in enumerate(open(path), 1):
         line = line.split("#", 1)[0].strip()
-        if line:
-            names.append(line.replace("-", "_"))
+        if not line:
+            continue
+        name, _, tag = line.partition("[")
+        only = tag.rstrip("]").split() if tag else list(ARCHES)
+        bad = [a for a in only if a not in ARCHES] + ([] if not tag or tag.endswith("]") else ["(no closing ])"])
+        if bad or len(name.split()) != 1:
+            sys.exit(f"mkinitramfs: {path}:{no}: {line!r}: expected `module` or `module [arch ...]` with arch in {', '.join(ARCHES)}")
+        if arch in only:
+            names.append(name.strip().replace("-", "_"))
     return names
 
 
@@ -100,12 +114,13 @@ def main():
     ap.add_argument("--init", required=True, help="the static flower-init binary")
     ap.add_argument("--out", required=True)
     ap.add_argument("--modules", default=os.path.join(HERE, "modules.txt"))
+    ap.add_argument("--arch", choices=ARCHES, default="x86_64", help="the kernel's architecture (modules.txt tags)")
     ap.add_argument("--compress", choices=["none", "gzip"], default="none")
     a = ap.parse_args()
     mroot = os.path.join(a.kernel, "lib", "modules")
     (ver,) = os.listdir(mroot)
     moddir = os.path.join(mroot, ver)
-    mods, paths, deps, builtin, missing = closure(moddir, read_list(a.modules))
+    mods, paths, deps, builtin, missing = closure(moddir, read_list(a.modules, a.arch))
     if missing:
         sys.exit(f"mkinitramfs: modules not in {moddir}/modules.dep: {', '.join(missing)}")
     c = Cpio()

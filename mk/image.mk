@@ -7,7 +7,7 @@
 FRAMEWORK     ?= sklearn
 APP           ?= apps/appliance
 IMAGE_FORMATS ?= squashfs
-IMAGE_DIR     := $(BUILD)/image/$(FRAMEWORK)
+IMAGE_DIR     := $(OUT)/image/$(FRAMEWORK)
 IMAGE_ROOTFS  := $(IMAGE_DIR)/rootfs
 IMAGE_ARGS    := $(FRAMEWORK) $(abspath $(APP)) $(IMAGE_FORMATS)
 IMAGE_INPUTS  := $(wildcard image/* image/appstart/*) python/flwr-version.txt python/requirements-flwr-deps.txt \
@@ -15,7 +15,7 @@ IMAGE_INPUTS  := $(wildcard image/* image/appstart/*) python/flwr-version.txt py
                  $(shell find $(APP) -type f -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
 
 .PHONY: image image-test image-timings FORCE
-## image            Debian rootfs + Flower venv + app for FRAMEWORK (sklearn|pytorch|tensorflow) in build/image/FRAMEWORK/{rootfs,image.squashfs}
+## image            Debian rootfs + Flower venv + app for FRAMEWORK (sklearn|pytorch|tensorflow) in build/image/FRAMEWORK/{rootfs,image.squashfs} (ARCH=aarch64: build/aarch64/image/…)
 image: $(IMAGE_DIR)/.stamp
 
 # Rewritten only when the arguments differ from the last build's, so a new APP or format rebuilds.
@@ -25,7 +25,7 @@ $(IMAGE_DIR)/.args: FORCE
 
 $(IMAGE_DIR)/.stamp: $(IMAGE_INPUTS) $(IMAGE_DIR)/.args | setup
 	@test -f $(APP)/pyproject.toml || { echo "make image: APP=$(APP) has no pyproject.toml (the bundled Flower app)"; exit 1; }
-	IMAGE_FORMATS="$(IMAGE_FORMATS)" image/build.sh $(FRAMEWORK) $(APP) $(IMAGE_DIR)
+	ARCH=$(ARCH) IMAGE_FORMATS="$(IMAGE_FORMATS)" image/build.sh $(FRAMEWORK) $(APP) $(IMAGE_DIR)
 	@touch $@
 
 # The host tests run as PID 1 of a new PID and mount namespace (the container inits re-parent

@@ -1,15 +1,18 @@
-# The VM: pinned kernel, initramfs, and the qemu boot test (issue #3).
+# The VM: pinned kernel, initramfs, and the qemu boot test (issue #3). ARCH=aarch64: the same
+# for arm64 (issue #22), in build/aarch64/.
 
+KERNEL_DIR := $(OUT)/kernel
+INITRAMFS  := $(OUT)/initramfs.cpio
 .PHONY: kernel initramfs
-## kernel           the pinned Debian kernel package, extracted into build/kernel
-kernel: build/kernel/.done
-build/kernel/.done: scripts/fetch-kernel.sh | setup
-	scripts/fetch-kernel.sh
+## kernel           the pinned Debian kernel package, extracted into build/kernel (ARCH=aarch64: build/aarch64/kernel)
+kernel: $(KERNEL_DIR)/.done
+$(KERNEL_DIR)/.done: scripts/fetch-kernel.sh | setup
+	ARCH=$(ARCH) scripts/fetch-kernel.sh
 
-## initramfs        build/initramfs.cpio: /init = flower-init + the needed modules
-initramfs: build/initramfs.cpio
-build/initramfs.cpio: build/kernel/.done initramfs/mkinitramfs.py initramfs/modules.txt build
-	$(PYTHON) initramfs/mkinitramfs.py --kernel build/kernel --init build/flower-init --out $@
+## initramfs        build/initramfs.cpio: /init = flower-init + the needed modules (ARCH=aarch64: build/aarch64/initramfs.cpio)
+initramfs: $(INITRAMFS)
+$(INITRAMFS): $(KERNEL_DIR)/.done initramfs/mkinitramfs.py initramfs/modules.txt build
+	$(PYTHON) initramfs/mkinitramfs.py --arch $(ARCH) --kernel $(KERNEL_DIR) --init $(OUT)/flower-init --out $@
 
 .PHONY: net-test
 ## net-test         apply a network plan over real netlink inside a network namespace (root)

@@ -1,29 +1,46 @@
 #!/usr/bin/env bash
 # Fetch the pinned Debian kernel package, extract it with dpkg -x and index its modules with
-# depmod, into build/kernel/:
-#   build/kernel/vmlinuz, build/kernel/lib/modules/<version>/
-# Pinned: linux-image-6.1.0-56-amd64 (bookworm-security; also the kernel of the systemd
-# baseline in BENCHMARKS.md). Debian's mirror keeps only current packages: if the pinned one is
-# gone, the one linux-image-amd64 depends on now is used, with a warning.
+# depmod:
+#   ARCH=x86_64 (default): build/kernel/{vmlinuz,lib/modules/<version>/}
+#   ARCH=aarch64:          build/aarch64/kernel/… (the same kernel release built for arm64)
+# Pinned: linux-image-6.1.0-56-amd64 / -arm64 (bookworm-security; the amd64 one is also the kernel
+# of the systemd baseline in BENCHMARKS.md). Debian's mirror keeps only current packages: if the
+# pinned one is gone, the one linux-image-<arch> depends on now is used, with a warning.
+# The arm64 package comes through a private apt state (build/aarch64/apt: lists for arm64 only,
+# from this machine's sources), so the host's dpkg architectures are left as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PINNED=${KERNEL_PACKAGE:-linux-image-6.1.0-56-amd64}
-out=build/kernel
+ARCH=${ARCH:-x86_64}
+case $ARCH in
+    x86_64) darch=amd64; out=build/kernel; apt=() ;;
+    aarch64) darch=arm64; out=build/aarch64/kernel
+        st=$PWD/build/aarch64/apt
+        apt=(-o APT::Architecture=arm64 -o APT::Architectures::=arm64 -o Dir::State::Lists="$st/lists"
+             -o Dir::Cache="$st/cache" -o Dir::State::status=/dev/null) ;;
+    *) echo "fetch-kernel: ARCH=$ARCH: x86_64 or aarch64" >&2; exit 1 ;;
+esac
+PINNED=${KERNEL_PACKAGE:-linux-image-6.1.0-56-$darch}
 [ -f "$out/.done" ] && exit 0
 rm -rf "$out" && mkdir -p "$out"
-pkg=$PINNED
-if ! apt-cache show "$pkg" >/dev/null 2>&1; then
-    apt-get update -qq || true
+if [ ${#apt[@]} -gt 0 ]; then
+    mkdir -p "$st/lists/partial" "$st/cache/archives/partial"
+    [ -n "$(ls "$st/lists" | grep -v partial)" ] || apt-get "${apt[@]}" update -qq
 fi
-if ! apt-cache show "$pkg" >/dev/null 2>&1; then
-    pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+pkg=$PINNED
+if ! apt-cache "${apt[@]}" show "$pkg" >/dev/null 2>&1; then
+    apt-get "${apt[@]}" update -qq || true
+fi
+if ! apt-cache "${apt[@]}" show "$pkg" >/dev/null 2>&1; then
+    pkg=$(apt-cache "${apt[@]}" depends "linux-image-$darch" | awk '/Depends: linux-image-/{print $2; exit}')
     echo "fetch-kernel: WARNING: $PINNED is no longer on the mirror; using $pkg" >&2
 fi
-(cd "$out" && apt-get download -q "$pkg" >/dev/null && dpkg -x ./"$pkg"_*.deb . && rm -f ./*.deb)
+# apt-get download writes as _apt where it can; the output directory is root's.
+(cd "$out" && apt-get "${apt[@]}" -o APT::Sandbox::User=root download -q "$pkg" >/dev/null \
+    && dpkg -x ./"$pkg"_*.deb . && rm -f ./*.deb)
 ver=${pkg#linux-image-}
 # The package ships no modules.dep/modules.alias: depmod makes them at install time.
 depmod -b "$out" "$ver"
 cp "$out/boot/vmlinuz-$ver" "$out/vmlinuz"
 echo "$ver" > "$out/version"
 touch "$out/.done"
-echo "fetch-kernel: $pkg -> $out ($(du -sh "$out/lib/modules" | cut -f1) of modules)"
+echo "fetch-kernel: $pkg ($darch) -> $out ($(du -sh "$out/lib/modules" | cut -f1) of modules)"

@@ -6,7 +6,9 @@ pkgs=(
     musl-tools        # musl-gcc: ring's C code for the static binary
     gcc-aarch64-linux-gnu  # ring's C and assembly for the aarch64 binary (make build ARCH=aarch64)
     libc6-dev-arm64-cross  # the C headers that compiler looks for (ring includes a few)
-    qemu-user-static  # runs the aarch64 binary and its unit tests here (make cross-test)
+    qemu-user-static  # runs the aarch64 binary and its unit tests here (make cross-test), and the arm64 image's build steps
+    qemu-system-arm   # the aarch64 VM (make edge-test, make edge): qemu-system-aarch64 -M virt
+    qemu-efi-aarch64  # its UEFI firmware (AAVMF), as OpenNebula boots aarch64 VMs
     file              # checks that the binary is statically linked
     python3-yaml      # the marketplace metadata test reads back the YAML it generates
     cpio              # the initramfs archive
@@ -18,6 +20,7 @@ pkgs=(
     squashfs-tools    # the read-only appliance image
     erofs-utils       # (alternative image format, measured in BENCHMARKS.md)
     mmdebstrap        # the Debian base of the container rootfs
+    arch-test         # mmdebstrap --arch arm64 checks with it that arm64 programs run here
     runc              # the OCI runtime flower-init drives
     iproute2          # network namespaces and veth pairs for host tests
     nftables          # make multisite: the sites' routers (NAT, a port-forward)

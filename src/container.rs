@@ -67,5 +67,11 @@ pub const VENV_BIN: &str = "/opt/flower/venv/bin";
 /// Flower's status. Debian's `tini` package, in the image.
 pub const CONTAINER_INIT: &str = "/usr/bin/tini";
 
+/// The container's cgroup (`linux.cgroupsPath`): `/flower-init/<id>` under the cgroup root, where
+/// `/status` reads its memory use.
+pub fn cgroup_path(id: &str) -> String {
+    format!("/flower-init/{id}")
+}
+
 #[cfg(test)]
 mod tests;

@@ -20,8 +20,12 @@ use std::path::{Path, PathBuf};
 /// CD (isofs), the image (squashfs, erofs), the state and data disks (ext4) and overlay; the
 /// crc32c implementations ext4 and erofs ask the crypto API for (the kernel would run
 /// /sbin/modprobe for them, which does not exist here); and the ACPI button for
-/// `onevm terminate`, in case the firmware describes no button device.
+/// `onevm terminate`, in case the firmware describes no button device (Debian's arm64 kernel
+/// has it built in). crc32c_intel is x86's; arm64 has no separate crc32c module.
+#[cfg(target_arch = "x86_64")]
 pub const EXPLICIT: &[&str] = &["isofs", "squashfs", "erofs", "ext4", "overlay", "crc32c_intel", "crc32c_generic", "button"];
+#[cfg(not(target_arch = "x86_64"))]
+pub const EXPLICIT: &[&str] = &["isofs", "squashfs", "erofs", "ext4", "overlay", "crc32c_generic", "button"];
 
 /// `modules.dep`, `modules.alias` and `modules.builtin` of one kernel.
 #[derive(Debug, Default)]

@@ -1,7 +1,7 @@
 //! `/status`'s sections as one typed document: each concern's part is a field, filled by the
 //! step that learns it and served whole by [`super::Boot::show`]. The JSON keys are the field
-//! names (`container`, `gateway`, `gpu`, `init`, `join`, `network`, `onegate`, `run`, `tls`,
-//! `wireguard`); absent
+//! names (`container`, `gateway`, `gpu`, `init`, `join`, `machine`, `network`, `onegate`, `run`,
+//! `tls`, `wireguard`); absent
 //! parts are left out.
 
 use super::Node;
@@ -23,6 +23,9 @@ pub struct Report {
     /// SuperLink: the join value for SuperNodes at other sites (FL_JOIN), and what it says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join: Option<Join>,
+    /// The machine: its architecture and memory (the edge profile's numbers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<Machine>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<net::Applied>,
     /// SuperNode authentication: the node's key, or the SuperLink's registrar.
@@ -87,6 +90,34 @@ pub struct Container {
     pub last_exit: Option<LastExit>,
     /// Its last output lines.
     pub output: Vec<String>,
+    /// Memory its cgroup uses now and at most so far (Flower and the apps it starts: cgroup
+    /// v2's memory.current / memory.peak); absent where the kernel does not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_kib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_peak_kib: Option<u64>,
+}
+
+/// `/status`'s `machine`: what flower-init runs on.
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    /// `x86_64` or `aarch64` (the binary's, which is the machine's).
+    pub arch: &'static str,
+    /// /proc/meminfo's MemTotal and MemAvailable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_total_kib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_available_kib: Option<u64>,
+}
+
+/// The value of `key` (e.g. `VmHWM:`) in a /proc file of `Key:   value kB` lines, in KiB.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
+}
+
+/// A cgroup v2 file holding one byte count, in KiB.
+fn cgroup_kib(dir: &std::path::Path, file: &str) -> Option<u64> {
+    std::fs::read_to_string(dir.join(file)).ok()?.trim().parse::<u64>().ok().map(|b| b / 1024)
 }
 
 /// How a process ended: its exit code, or the signal that killed it.
@@ -248,6 +279,7 @@ impl Report {
         if let (Some(a), Some(s)) = (&node.admit, self.node_auth.as_mut()) {
             s.registrar = Some(a.section());
         }
+        let cgroup = std::path::Path::new("/sys/fs/cgroup").join(crate::container::cgroup_path(&node.id).trim_start_matches('/'));
         self.container = Some(Container {
             id: node.id.clone(),
             pid: node.pid.map(|p| p.as_raw()),
@@ -255,6 +287,14 @@ impl Report {
             restarts: node.restarts,
             last_exit: node.last_exit,
             output: node.ring.lines().map(str::to_string).collect(),
+            memory_kib: cgroup_kib(&cgroup, "memory.current"),
+            memory_peak_kib: cgroup_kib(&cgroup, "memory.peak"),
+        });
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        self.machine = Some(Machine {
+            arch: std::env::consts::ARCH,
+            mem_total_kib: kib_field(&meminfo, "MemTotal:"),
+            mem_available_kib: kib_field(&meminfo, "MemAvailable:"),
         });
         if node.role() == crate::vocab::Role::SuperNode {
             self.supernode = Some(node.participation.clone());
@@ -266,14 +306,39 @@ impl Report {
             }
         }
         if let Ok(text) = std::fs::read_to_string("/proc/self/status") {
-            let kib = |key: &str| text.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok());
-            self.init = Some(Init { version: crate::args::version(), role: node.role().as_str(), peak_rss_kib: kib("VmHWM:"), rss_kib: kib("VmRSS:"), orphans_reaped: sv.orphans_reaped() });
+            self.init = Some(Init {
+                version: crate::args::version(),
+                role: node.role().as_str(),
+                peak_rss_kib: kib_field(&text, "VmHWM:"),
+                rss_kib: kib_field(&text, "VmRSS:"),
+                orphans_reaped: sv.orphans_reaped(),
+            });
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    /// The edge profile's numbers (issue #22): /proc fields and cgroup v2 byte counts in KiB;
+    /// anything missing or unreadable is absent, never 0.
+    #[test]
+    fn memory_numbers_come_from_proc_and_the_containers_cgroup() {
+        let status = "Name:\tflower-init\nVmHWM:\t    2840 kB\nVmRSS:\t    2512 kB\n";
+        assert_eq!(super::kib_field(status, "VmHWM:"), Some(2840));
+        assert_eq!(super::kib_field(status, "VmSwap:"), None);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("memory.peak"), "314572800\n").unwrap();
+        std::fs::write(dir.path().join("memory.current"), "max\n").unwrap();
+        assert_eq!(super::cgroup_kib(dir.path(), "memory.peak"), Some(307200));
+        assert_eq!(super::cgroup_kib(dir.path(), "memory.current"), None);
+        assert_eq!(super::cgroup_kib(dir.path(), "memory.stat"), None);
+        let m = super::Machine { arch: std::env::consts::ARCH, mem_total_kib: Some(1_000_000), mem_available_kib: None };
+        let v = serde_json::to_value(super::Report { machine: Some(m), ..Default::default() }).unwrap();
+        assert_eq!(v["machine"]["arch"], std::env::consts::ARCH);
+        assert!(v["machine"].get("mem_available_kib").is_none(), "{v}");
+        assert_eq!(crate::container::cgroup_path("flower-supernode"), "/flower-init/flower-supernode");
+    }
+
     /// Issue #13 point 5: /status says why READY=YES was not reported, only when it was asked for.
     #[test]
     fn onegate_off_says_why_ready_was_not_reported() {
@@ -362,6 +427,8 @@ mod tests {
             restarts,
             last_exit,
             output: vec!["INFO :      Starting Flower".into()],
+            memory_kib: Some(180_000),
+            memory_peak_kib: Some(240_000),
         };
         let mut pages = Vec::new();
 

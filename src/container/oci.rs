@@ -369,7 +369,7 @@ pub fn config_json(spec: &Spec) -> Value {
             // with the VM's host name, which the container cannot change.
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}, {"type": "cgroup"}, {"type": "uts"}],
             "seccomp": seccomp_profile(),
-            "cgroupsPath": format!("/flower-init/{}", spec.id),
+            "cgroupsPath": super::cgroup_path(&spec.id),
             "devices": device_nodes,
             "resources": resources,
             "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",

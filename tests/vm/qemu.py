@@ -37,6 +37,9 @@ from mkinitramfs import Cpio  # noqa: E402
 
 QEMU = "qemu-system-x86_64"
 PINNED_KERNEL_DIR = os.path.join(ROOT, "build", "kernel")  # scripts/fetch-kernel.sh (make kernel)
+# arm64 guests (issue #22): qemu's `virt` machine, always under TCG on this x86_64 machine.
+QEMU_AARCH64 = "qemu-system-aarch64"
+PINNED_KERNEL_DIR_AARCH64 = os.path.join(ROOT, "build", "aarch64", "kernel")  # make kernel ARCH=aarch64
 ACCEL_ENV = "FLOWER_INIT_ACCEL"
 # Under a working KVM the probe guest prints its marker well under a second after qemu starts;
 # under TCG it takes 10-25 s on the shared 2-core machine (load 5-8). 10 s leaves a working
@@ -212,6 +215,11 @@ class Disk:
 # OpenNebula's OS/FIRMWARE=UEFI picks on Debian/Ubuntu hosts.
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+# Debian's qemu-efi-aarch64 (AAVMF, 64 MiB flash images): the UEFI that OpenNebula's aarch64 KVM
+# hosts boot every VM with (libvirt's loader for `virt`). Linux then uses ACPI, so the power
+# button of `onevm terminate` arrives as an ACPI event, as on x86_64.
+AAVMF_CODE = "/usr/share/AAVMF/AAVMF_CODE.fd"
+AAVMF_VARS = "/usr/share/AAVMF/AAVMF_VARS.fd"
 
 
 class Nic:
@@ -228,12 +236,21 @@ class Vm:
 
     def __init__(self, name, kernel, initrd, append, disks=(), cdrom=None, nics=(), machine="pc",
                  memory=2048, smp=1, accel="auto", logdir="build/vm-logs", netns=None, extra=(),
-                 silent_within=SILENT_WITHIN, firmware="bios"):
+                 silent_within=SILENT_WITHIN, firmware="bios", arch="x86_64"):
         """kernel=None: no -kernel/-initrd/-append; the firmware boots the disk marked boot.
-        firmware: "bios" (qemu's SeaBIOS) or "uefi" (OVMF, with a per-VM copy of its
-        variable store in logdir)."""
+        firmware: "bios" (qemu's SeaBIOS; on aarch64 no firmware: the kernel boots with a
+        device tree) or "uefi" (OVMF / AAVMF, with a per-VM copy of its variable store in
+        logdir). arch="aarch64": qemu-system-aarch64 -M virt (machine "pc" becomes "virt"),
+        TCG with -cpu max, the CD on virtio-scsi as OpenNebula attaches it on Arm."""
         if firmware not in ("bios", "uefi"):
             raise ValueError(f"firmware {firmware!r}: bios or uefi")
+        if arch not in ("x86_64", "aarch64"):
+            raise ValueError(f"arch {arch!r}: x86_64 or aarch64")
+        self.arch = arch
+        if arch == "aarch64":
+            machine = "virt" if machine == "pc" else machine
+            if accel == "auto":
+                accel = "tcg"  # another architecture: there is nothing to accelerate with
         self.name, self.kernel, self.initrd, self.append = name, kernel, initrd, append
         self.firmware = firmware
         self.logdir = logdir
@@ -256,16 +273,20 @@ class Vm:
         self.log = None
 
     def command(self):
+        arm = self.arch == "aarch64"
         accel, self.accel_used, self.accel_why = accel_args(self.accel)
-        cmd = [QEMU, *accel, "-M", self.machine, "-m", str(self.memory), "-smp", str(self.smp),
+        if arm and self.accel == "tcg":
+            self.accel_why = "an aarch64 guest on this x86_64 machine"
+        cmd = [QEMU_AARCH64 if arm else QEMU, *accel, "-M", self.machine, "-m", str(self.memory), "-smp", str(self.smp),
                "-display", "none", "-vga", "none", "-nodefaults", "-no-reboot",
                "-serial", "stdio", "-monitor", f"unix:{self.monitor_path},server,nowait"]
         if self.kernel:
             cmd += ["-kernel", self.kernel, "-initrd", self.initrd, "-append", self.append]
         if self.firmware == "uefi":
-            vars_copy = os.path.join(self.logdir, f"{self.name}.OVMF_VARS.fd")
-            shutil.copyfile(OVMF_VARS, vars_copy)
-            cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            code, vars_ = (AAVMF_CODE, AAVMF_VARS) if arm else (OVMF_CODE, OVMF_VARS)
+            vars_copy = os.path.join(self.logdir, f"{self.name}.{os.path.basename(vars_)}")
+            shutil.copyfile(vars_, vars_copy)
+            cmd += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                     "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}"]
         for i, d in enumerate(self.disks):
             ro = ",readonly=on" if d.readonly else ""
@@ -275,7 +296,12 @@ class Vm:
             else:
                 cmd += ["-drive", f"file={d.path},format={d.fmt},if=virtio{ro}"]
         if self.cdrom:
-            if self.machine.startswith("q35"):
+            if arm:
+                # OpenNebula's aarch64 VMs: the CD on a virtio-scsi controller (libvirt's bus='scsi').
+                cmd += ["-device", "virtio-scsi-pci,id=scsi0",
+                        "-drive", f"file={self.cdrom},if=none,id=ctx,media=cdrom,readonly=on",
+                        "-device", "scsi-cd,drive=ctx,bus=scsi0.0"]
+            elif self.machine.startswith("q35"):
                 # q35: the CD on the ICH9 AHCI (SATA) controller, as OpenNebula attaches it there.
                 cmd += ["-drive", f"file={self.cdrom},if=none,id=ctx,media=cdrom,readonly=on",
                         "-device", "ide-cd,drive=ctx,bus=ide.0"]
@@ -378,7 +404,8 @@ class Vm:
                 r.join(2)  # qemu's last stderr lines say why it stopped
         with self.lock:
             n, last = len(self.lines), (self.lines[-1][1] if self.lines else None)
-            said = " / ".join(l.replace(f"{QEMU}: ", "") for _, l in self.qemu_lines[-2:])
+            binary = os.path.basename(self.command_line[0]) if self.command_line else QEMU
+            said = " / ".join(l.replace(f"{binary}: ", "") for _, l in self.qemu_lines[-2:])
         printed = f"the guest printed {n} lines, the last {last!r}" if self.console_bytes else "the guest printed nothing"
         said = f"; qemu said: {said}" if said else ""
         log = f"; console log {self.log_path}" if with_log else ""
