@@ -23,7 +23,12 @@ A VM that prints nothing on its console within qemu.SILENT_WITHIN seconds stops 
 once, naming the accelerator and the console log. Ctrl-C stops everything (the VMs are powered off with the ACPI button, then killed) and removes
 the namespace.
 
-    tests/e2e/demo.py [--rounds 3] [--keep]
+With --edge N (`make edge`, issue #22) the last N SuperNodes are aarch64 VMs: qemu's `virt`
+machine under TCG, UEFI (AAVMF) loading Debian's arm64 kernel and build/aarch64/initramfs.cpio,
+the arm64 image and a fresh FL_STATE as separate disks, the context CD on virtio-scsi, 1 GiB
+(--edge-memory): a cross-architecture federation, x86_64 SuperLink and aarch64 SuperNode.
+
+    tests/e2e/demo.py [--rounds 3] [--keep] [--edge N [--edge-memory 1024]]
 """
 import argparse
 import os
@@ -39,7 +44,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
 import contextsh  # noqa: E402
 import federation  # noqa: E402
 from federation import log, wait  # noqa: E402
-from qemu import PINNED_KERNEL_DIR, Disk, Nic, Vm, accelerator, kernel_path, make_ext4, make_iso  # noqa: E402
+from qemu import PINNED_KERNEL_DIR, PINNED_KERNEL_DIR_AARCH64, Disk, Nic, Vm, accelerator, kernel_path, make_ext4, make_iso  # noqa: E402
 
 # A namespace and subnet of its own: `make e2e` may run beside it.
 federation.TAG = "demo"
@@ -52,6 +57,12 @@ INITRD = os.path.join(ROOT, "build", "initramfs.cpio")
 IMAGE = os.path.join(ROOT, "build", "image", "sklearn", "image.squashfs")
 APPLIANCE = os.path.join(ROOT, "build", "appliance", "flower-sklearn.qcow2")
 BOOT = "qcow2"  # or "direct" (--boot)
+# The aarch64 SuperNodes of --edge (make build kernel initramfs image ARCH=aarch64).
+A64 = os.path.join(ROOT, "build", "aarch64")
+INITRD_AARCH64 = os.path.join(A64, "initramfs.cpio")
+IMAGE_AARCH64 = os.path.join(A64, "image", "sklearn", "image.squashfs")
+EDGE = 0  # --edge: how many of the SuperNodes are aarch64
+EDGE_MEMORY = 1024
 READY_WITHIN = 900  # TCG, three VMs on two cores
 
 
@@ -67,6 +78,7 @@ class VmNode:
         self.proc = None
         self.t_start = None
         self.seen = None
+        self.arch = "x86_64"  # Demo.boot makes the last EDGE SuperNodes aarch64
 
     @property
     def url(self):
@@ -82,7 +94,12 @@ class VmNode:
                 os.unlink(os.path.join(ctx, f))
         contextsh.write(ctx, self.vm.context, token=self.vm.token)
         self.iso = make_iso(ctx, os.path.join(self.dir, "context.iso"))
-        if BOOT == "qcow2":
+        if self.arch == "aarch64":
+            self.state = make_ext4(os.path.join(self.dir, "state.img"), "FL_STATE", 512)
+            self.firmware = "uefi"
+            self.booted = (f"aarch64 virt, UEFI (AAVMF) -> Debian's arm64 kernel + build/aarch64/initramfs.cpio, "
+                           f"arm64 image and FL_STATE disks, {EDGE_MEMORY} MiB")
+        elif BOOT == "qcow2":
             # The VM's own disk: a qcow2 overlay on the imported image (non-persistent image).
             self.disk = os.path.join(self.dir, "disk.qcow2")
             if os.path.exists(self.disk):
@@ -99,7 +116,12 @@ class VmNode:
     def start(self):
         common = dict(cdrom=self.iso, nics=[Nic(self.vm.mac, tap=self.tap)], memory=2048, logdir=LOGS,
                       netns=self.fed.topo.bridge_ns)
-        if BOOT == "qcow2":
+        if self.arch == "aarch64":
+            common["memory"] = EDGE_MEMORY
+            self.qemu = Vm(self.name, kernel_path(PINNED_KERNEL_DIR_AARCH64), INITRD_AARCH64, "console=ttyAMA0 panic=-1",
+                           disks=[Disk(IMAGE_AARCH64, readonly=True), Disk(self.state)], arch="aarch64",
+                           firmware="uefi", **common)
+        elif BOOT == "qcow2":
             # q35 (the context CD on SATA): OVMF on machine pc leaves Linux no IDE CD (docs/image.md).
             self.qemu = Vm(self.name, None, None, None, disks=[Disk(self.disk, fmt="qcow2", boot=True)],
                            firmware=self.firmware, machine="q35", **common)
@@ -109,7 +131,7 @@ class VmNode:
         self.qemu.start()
         self.proc = self.qemu.proc
         self.t_start = self.qemu.t0
-        log(f"{self.name}: qemu started ({self.qemu.accel_used}; VM {self.vm.vmid}, {self.vm.ip}; console {self.qemu.log_path})")
+        log(f"{self.name}: qemu started ({self.arch}, {self.qemu.accel_used}; VM {self.vm.vmid}, {self.vm.ip}; console {self.qemu.log_path})")
 
     def stop(self, timeout=90):
         """The ACPI power button, as `onevm terminate` sends it; flower-init powers off."""
@@ -141,6 +163,9 @@ class Demo(federation.Federation):
     def boot(self):
         _, vms = self.service()
         self.nodes = [VmNode(self, vm) for vm in vms]
+        supernodes = [n for n in self.nodes if n.vm.role == "supernode"]
+        for n in supernodes[len(supernodes) - EDGE:] if EDGE else []:
+            n.arch = "aarch64"
         for n in self.nodes:
             n.prepare(self.topo)
         t0 = time.monotonic()
@@ -202,7 +227,7 @@ class Demo(federation.Federation):
                   f" after qemu start ({n.qemu.accel_used})")
             print(f"{'':12} booted from {n.booted}: kernel at {at(r'Linux version')}")
             print(f"{'':12} {steps}")
-            print(f"{'':12} flower-init peak RSS {self.peak_rss(n)}")
+            print(f"{'':12} flower-init peak RSS {self.peak_rss(n)}{self.memory(n)}")
         print("rounds:")
         for (rid, rnd), r in sorted(self.rounds_seen.items()):
             print(f"  run {rid} round {rnd}: loss={r.get('loss'):.4f} accuracy={r.get('accuracy'):.4f}"
@@ -211,6 +236,23 @@ class Demo(federation.Federation):
         print("phases: " + phases(self.phase_times))
         print(f"consoles: {LOGS}/<vm>.log  contexts: {BUILD}/<vm>/context/  stand-in: {BUILD}/standin.log")
         self.write_report(final, "flower-init federation (qemu VMs)")
+
+
+    def memory(self, n):
+        """', Flower's container peak …, machine …' from the node's /status now, after the rounds
+        (the edge numbers), or as it was at READY."""
+        try:
+            doc = self.status(n)
+        except Exception:
+            doc = getattr(n, "status_doc", {})
+        sec = doc.get("sections", {})
+        c, m = sec.get("container", {}), sec.get("machine", {})
+        out = ""
+        if c.get("memory_peak_kib"):
+            out += f"; Flower's container: peak {c['memory_peak_kib'] // 1024} MiB (cgroup)"
+        if m.get("mem_total_kib"):
+            out += f"; {m.get('arch')} machine: {m['mem_total_kib'] // 1024} MiB, {m.get('mem_available_kib', 0) // 1024} MiB available"
+        return out
 
 
 def phases(t):
@@ -234,18 +276,24 @@ def main():
     ap.add_argument("--use-case", default="tabular-classification")
     ap.add_argument("--strategy", default="FedAvg")
     ap.add_argument("--keep", action="store_true", help="keep the network namespace for inspection")
+    ap.add_argument("--edge", type=int, default=0, metavar="N",
+                    help="the last N SuperNodes are aarch64 VMs (virt, UEFI, TCG; make edge)")
+    ap.add_argument("--edge-memory", type=int, default=1024, metavar="MIB", help="memory of each aarch64 VM (default 1024)")
     ap.add_argument("--boot", choices=["qcow2", "direct"], default="qcow2",
                     help="qcow2: each VM boots an overlay of build/appliance/flower-sklearn.qcow2 through its firmware "
                          "(the product); direct: qemu -kernel/-initrd with separate image and state disks")
     args = ap.parse_args()
-    global BOOT
-    BOOT = args.boot
+    global BOOT, EDGE, EDGE_MEMORY
+    BOOT, EDGE, EDGE_MEMORY = args.boot, args.edge, args.edge_memory
     args.drills = False
     if os.geteuid() != 0:
         raise SystemExit("demo: needs root (a network namespace with a bridge and tap devices)")
     for p in (APPLIANCE,) if BOOT == "qcow2" else (INITRD, IMAGE, PINNED_KERNEL_DIR):
         if not os.path.exists(p):
             raise SystemExit(f"demo: {p} is missing: run `make demo` (it builds everything first)")
+    for p in (INITRD_AARCH64, IMAGE_AARCH64, PINNED_KERNEL_DIR_AARCH64) if EDGE else ():
+        if not os.path.exists(p):
+            raise SystemExit(f"demo: {p} is missing: run `make edge` (it builds everything first)")
     try:
         accelerator()  # prints which and why
     except ValueError as e:
