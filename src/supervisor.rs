@@ -497,8 +497,10 @@ impl Supervisor {
         if let Some(h) = self.health.as_mut() {
             h.expire(now);
         }
-        let (due, rest): (Vec<_>, Vec<_>) = self.timers.drain(..).partition(|(t, _)| *t <= now);
+        let (mut due, rest): (Vec<_>, Vec<_>) = self.timers.drain(..).partition(|(t, _)| *t <= now);
         self.timers = rest;
+        // In the order they were due (not set): a loop that woke late finds several at once.
+        due.sort_by_key(|(t, _)| *t);
         self.events.extend(due.into_iter().map(|(_, id)| Event::Timer(id)));
     }
 
