@@ -108,17 +108,40 @@ cp -a "$stage/app" "$new/opt/flower/app"
 cp "$here/in-rootfs.sh" "$here/manifest.py" "$root/python/flwr-version.txt" "${reqs[@]}" \
     "$stage"/appwheel/*.whl "$new/tmp/build/"
 cp -r "$here/appstart" "$new/tmp/build/appstart"
-say "venv, app, user, mountpoints, manifest (chroot)"
-unshare --mount --fork --propagation private /bin/sh -ec '
+# Bytecode for another architecture's image: Debian's python3 here when it is the image's
+# version (the same bytes, without emulating the compiler); else inside, emulated.
+compile=here
+if [ "$arch" != "$(uname -m)" ] && [ "$(/usr/bin/python3 -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null)" = "$pyver" ]; then
+    compile=host
+fi
+say "venv, app, user, mountpoints, manifest (chroot; bytecode: $compile)"
+COMPILE=$compile unshare --mount --fork --propagation private /bin/sh -ec '
     mount --bind "$2" "$1/tmp/build/wheels"
     mount -t proc proc "$1/proc"
     mount --bind /dev "$1/dev"
     shift 2
-    exec chroot "$0" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+    exec chroot "$0" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 COMPILE="$COMPILE" \
         /bin/sh /tmp/build/in-rootfs.sh "$@"' \
     "$new" "$new" "$wheels" "$framework" "$use_cases" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
     "$(basename "${reqs[0]}")" "$(basename "${reqs[1]}")" < /dev/null
 rm -rf "$new/tmp/build" "$new/root/.cache"
+if [ "$compile" = host ]; then
+    say "bytecode with $(/usr/bin/python3 --version) here, paths as in the image"
+    r=$(realpath "$new")
+    /usr/bin/python3 -m compileall -q -j0 -s "$r" -p / "$r/usr/lib/python3" "$r/usr/lib/python3.$(echo "$pyver" | cut -c2-)" "$r/opt/flower" >/dev/null
+    # The manifest's sizes were measured inside, before the bytecode: measure again.
+    /usr/bin/python3 - "$r" <<'PY'
+import json, os, subprocess, sys
+root = sys.argv[1]
+du = lambda p: int(subprocess.run(["du", "-sbx", p], capture_output=True, text=True, check=True).stdout.split()[0])
+path = os.path.join(root, "etc/flower-init/image.json")
+m = json.load(open(path))
+m["sizes"] = {"rootfs_bytes": du(root), "venv_bytes": du(os.path.join(root, "opt/flower/venv"))}
+with open(path, "w") as f:
+    json.dump(m, f, indent=2)
+    f.write("\n")
+PY
+fi
 dpkg-query --admindir="$new/var/lib/dpkg" -W -f='${Package}=${Version}\n' > "$out/debian-packages.lock"
 
 # 5. Swap the finished tree in, then pack it read-only.

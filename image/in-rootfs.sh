@@ -7,6 +7,10 @@ framework=$1; use_cases=$2; build_date=$3; shift 3
 venv=/opt/flower/venv
 b=/tmp/build
 pip="$venv/bin/python -m pip -q --disable-pip-version-check --no-cache-dir --no-input"
+# COMPILE=host (image/build.sh, for another architecture's image): no bytecode here, where
+# every Python instruction is emulated; the build machine's python3 of the same version writes
+# it afterwards (bytecode does not depend on the architecture).
+nocompile=; [ "${COMPILE:-here}" = host ] && nocompile=--no-compile
 
 # The venv: pinned Flower dependencies + framework, then flwr itself without its deps (it pins a
 # certifi newer than PyPI serves here; python/install.sh), then the app, also without deps so
@@ -14,9 +18,9 @@ pip="$venv/bin/python -m pip -q --disable-pip-version-check --no-cache-dir --no-
 python3 -m venv "$venv"
 reqs=""; for r in "$@"; do reqs="$reqs -r $b/$r"; done
 # shellcheck disable=SC2086
-$pip install --no-index --no-deps --find-links "$b/wheels" $reqs
-$pip install --no-index --no-deps --find-links "$b/wheels" "$(cat $b/flwr-version.txt)"
-$pip install --no-index --no-deps "$b"/*.whl
+$pip install $nocompile --no-index --no-deps --find-links "$b/wheels" $reqs
+$pip install $nocompile --no-index --no-deps --find-links "$b/wheels" "$(cat $b/flwr-version.txt)"
+$pip install $nocompile --no-index --no-deps "$b"/*.whl
 # Dependency check; the one known mismatch is flwr's certifi pin (see above).
 problems=$($venv/bin/python -m pip --disable-pip-version-check check 2>&1 | grep -v '^flwr .* has requirement certifi' | grep -v '^No broken' || true)
 [ -z "$problems" ] || { echo "in-rootfs: pip check: $problems"; exit 1; }
@@ -66,7 +70,7 @@ chmod 0644 /opt/flower/app.fab
 
 # Python cannot write bytecode at run time on a read-only root: compile it all now. pip already
 # compiled what it installed; this adds Debian's stdlib and the app's source copy.
-python3 -m compileall -q -j0 /usr/lib/python3 /usr/lib/python3.11 /opt/flower >/dev/null
+[ "${COMPILE:-here}" = host ] || python3 -m compileall -q -j0 /usr/lib/python3 /usr/lib/python3.11 /opt/flower >/dev/null
 
 # The manifest flower-init reads (src/image.rs), with sizes measured just before it is written.
 rm -rf /var/cache/* /var/log/* /var/lib/apt/lists/* /root/.cache
