@@ -104,7 +104,11 @@ pub(super) fn spec(boot: &Boot, node: &Node, id: &str, args: Vec<String>, rootfs
     }
     let mut limits = s.limits;
     // Memory: the VM's less a reserve for the kernel and flower-init (container::memory_limit).
-    limits.memory = container::mem_total_at(Path::new("/")).map(container::memory_limit);
+    let mem_total = container::mem_total_at(Path::new("/"));
+    limits.memory = mem_total.map(container::memory_limit);
+    if let Some(why) = mem_total.and_then(too_little_memory) {
+        log::warn!("{why}");
+    }
     for c in limits.restrict_to(container::Controllers::detect()) {
         log::info!("container: no {c} cgroup controller here: that limit is not set");
     }
@@ -113,6 +117,24 @@ pub(super) fn spec(boot: &Boot, node: &Node, id: &str, args: Vec<String>, rootfs
     }
     s.limits = limits;
     s
+}
+
+/// MemTotal of a 512 MiB VM less what the kernel keeps (arm64's 64 MiB CMA among it): the
+/// smallest VM in which a SuperNode of the sklearn image was seen to reach READY (docs/edge.md).
+const MEMORY_FLOOR: u64 = 448 << 20;
+
+/// A warning when the VM has less memory than Flower was ever seen to start in: below it the
+/// page cache of the image is evicted as fast as Python reads it and Flower may never answer
+/// (a 384 MiB VM did not within 10 minutes), which the `flower` step alone would report only
+/// as "no 200 within 600s".
+fn too_little_memory(mem_total: u64) -> Option<String> {
+    (mem_total < MEMORY_FLOOR).then(|| {
+        format!(
+            "this VM has {} MiB of memory (MemTotal) and Flower's container gets {} MiB of it: below a 512 MiB VM Flower may start very slowly or never (docs/edge.md, the floor); give the VM more memory",
+            mem_total >> 20,
+            container::memory_limit(mem_total) >> 20
+        )
+    })
 }
 
 /// The image tree for runc's root: `/` bound read-only under /run in a VM, the unpacked
@@ -128,6 +150,14 @@ pub(super) fn container_rootfs(b: &Boot) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn too_little_memory_is_said_with_the_numbers() {
+        // A 512 MiB arm64 VM: MemTotal 467 MiB: no warning; a 384 MiB one: 336 MiB.
+        assert_eq!(too_little_memory(467 << 20), None);
+        let w = too_little_memory(336 << 20).unwrap();
+        assert!(w.contains("336 MiB of memory") && w.contains("container gets 168 MiB") && w.contains("512 MiB"), "{w}");
+    }
 
     #[test]
     fn flower_runs_behind_the_warm_start_launcher_only_when_the_image_has_it() {
