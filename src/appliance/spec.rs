@@ -156,7 +156,7 @@ mod tests {
         // A 512 MiB arm64 VM: MemTotal 467 MiB: no warning; a 384 MiB one: 336 MiB.
         assert_eq!(too_little_memory(467 << 20), None);
         let w = too_little_memory(336 << 20).unwrap();
-        assert!(w.contains("336 MiB of memory") && w.contains("container gets 168 MiB") && w.contains("512 MiB"), "{w}");
+        assert!(w.contains("336 MiB of memory") && w.contains("container gets 208 MiB") && w.contains("512 MiB"), "{w}");
     }
 
     #[test]

@@ -21,8 +21,10 @@ const SMALL_SIZE: &str = "size=1m";
 /// runc compiles it to BPF and installs it just before it executes the container's init.
 const SECCOMP_PROFILE: &str = include_str!("seccomp.json");
 /// Memory the VM keeps outside the container: the kernel, flower-init (PID 1, the gateway
-/// and its buffers, the health server) and the /run tmpfs. See [`memory_limit`].
-const RESERVE_MIN: u64 = 256 << 20;
+/// and its buffers, bounded at 64 MiB; the health server) and the /run tmpfs. See
+/// [`memory_limit`]. 128 MiB, not more: with 256 MiB a 512 MiB edge VM gave Flower 233 MiB,
+/// where its SuperNode thrashed at the limit on its first round with 200 MiB free beside it.
+const RESERVE_MIN: u64 = 128 << 20;
 const RESERVE_MAX: u64 = 1 << 30;
 
 /// Everything that varies between containers; the rest of config.json is fixed policy.
@@ -111,9 +113,10 @@ pub fn nofile_hard() -> Option<u64> {
 }
 
 /// The container's memory limit for a VM with `mem_total` bytes (MemTotal): everything but a
-/// reserve for the kernel and flower-init of one eighth of the memory, at least 256 MiB and at
+/// reserve for the kernel and flower-init of one eighth of the memory, at least 128 MiB and at
 /// most 1 GiB; and never less than half of the memory (a tiny VM still runs Flower, which
-/// then competes with the init like any process). 2 GiB → 1.75 GiB, 16 GiB → 15 GiB.
+/// then competes with the init like any process). 512 MiB → 384 MiB, 2 GiB → 1.75 GiB,
+/// 16 GiB → 15 GiB.
 pub fn memory_limit(mem_total: u64) -> i64 {
     let reserve = (mem_total / 8).clamp(RESERVE_MIN, RESERVE_MAX);
     let limit = mem_total.saturating_sub(reserve).max(mem_total / 2);

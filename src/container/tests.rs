@@ -190,10 +190,12 @@ fn memory_limit_leaves_room_for_the_init() {
     use super::oci::{mem_total_at, memory_limit};
     const MIB: u64 = 1 << 20;
     let mib = |m: u64| i64::try_from(m * MIB).unwrap();
-    assert_eq!(memory_limit(2048 * MIB), mib(2048 - 256), "2 GiB: the 256 MiB floor");
+    assert_eq!(memory_limit(2048 * MIB), mib(2048 - 256), "2 GiB: one eighth");
+    assert_eq!(memory_limit(512 * MIB), mib(512 - 128), "512 MiB: the 128 MiB floor");
+    assert_eq!(memory_limit(467 * MIB), mib(467 - 128), "an arm64 512 MiB VM's MemTotal");
     assert_eq!(memory_limit(4096 * MIB), mib(4096 - 512), "4 GiB: one eighth");
     assert_eq!(memory_limit(16384 * MIB), mib(16384 - 1024), "16 GiB: the 1 GiB cap");
-    assert_eq!(memory_limit(256 * MIB), mib(128), "a tiny VM: never under half");
+    assert_eq!(memory_limit(200 * MIB), mib(100), "a tiny VM: never under half");
     assert_eq!(memory_limit(u64::MAX), i64::MAX);
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(d.path().join("proc")).unwrap();
