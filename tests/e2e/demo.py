@@ -318,6 +318,11 @@ def main():
         fed.phase_times.update(trained=time.monotonic(), rounds=final["round"])
         accs = [r["accuracy"] for _, r in sorted(fed.rounds_seen.items()) if r.get("accuracy") is not None]
         assert final["status"] == "completed" and final["round"] == args.rounds, final
+        # Flower aggregates what arrives: a SuperNode whose replies never came would not fail
+        # the run. Each one must have sent its training reply in every round (its /status).
+        took = {n.name: fed.status(n)["sections"]["supernode"]["rounds_participated"] for n in fed.supernodes()}
+        assert all(t >= args.rounds for t in took.values()), f"not every SuperNode trained in every round: {took}"
+        log(f"every SuperNode sent its training reply in every round ({', '.join(f'{n.name} ({n.arch}): {took[n.name]}' for n in fed.supernodes())})")
         fed.summary(final)
         if len(accs) >= 2:
             assert accs[-1] >= accs[0], f"accuracy did not improve: {accs}"
