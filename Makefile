@@ -1,8 +1,8 @@
 # flower-init: build, image, tests. `make help` lists the targets.
 # Every target that needs tools runs `setup` first, so a fresh Debian machine needs nothing else.
 
-# ARCH=aarch64 (issue #22): `make build|kernel|initramfs|image ARCH=aarch64` cross-build the
-# arm64 binary, kernel, initramfs and SuperNode image into build/aarch64/; `make edge-test` and
+# ARCH=aarch64 (issue #22): `make build|kernel|initramfs|image|appliance ARCH=aarch64` cross-build
+# the arm64 binary, kernel, initramfs, SuperNode image and disk into build/aarch64/; `make edge-test` and
 # `make edge` boot them (mk/edge.mk). The other targets are x86_64's.
 ARCH     ?= x86_64
 ifeq ($(filter $(ARCH),x86_64 aarch64),)
@@ -13,10 +13,13 @@ BIN      := target/$(TARGET)/release/flower-init
 BUILD    := build
 OUT      := $(if $(filter x86_64,$(ARCH)),$(BUILD),$(BUILD)/$(ARCH))
 ifneq ($(ARCH),x86_64)
-ifneq ($(filter-out build setup help kernel initramfs image,$(MAKECMDGOALS)),)
-$(error ARCH=$(ARCH) builds build, kernel, initramfs and image; the other targets are x86_64 (the arm64 VM tests: make edge-test, make edge))
+ifneq ($(filter-out build setup help kernel initramfs image appliance,$(MAKECMDGOALS)),)
+$(error ARCH=$(ARCH) builds build, kernel, initramfs, image and appliance; the other targets are x86_64 (the arm64 VM tests: make edge-test, make edge))
 endif
 endif
+# The pinned kernel and the initramfs of ARCH (mk/vm.mk builds them).
+KERNEL_DIR := $(OUT)/kernel
+INITRAMFS  := $(OUT)/initramfs.cpio
 PYTHON   ?= python3
 export CARGO_TERM_COLOR ?= never
 

@@ -22,9 +22,16 @@ state filesystem in a file, and the BIOS loader is installed by this script (wha
 grub-bios-setup does, which Debian ships only in grub-pc, a package that installs GRUB on the
 host's own disk). docs/image.md has the reasons.
 
+--arch aarch64 (issue #22) makes the arm64 disk: the same layout, UEFI only (every aarch64 VM
+OpenNebula starts boots through UEFI): /EFI/BOOT/BOOTAA64.EFI is GRUB for arm64-efi, built here
+by the host's grub-mkimage from Debian's grub-efi-arm64-bin modules (--grub-dir; the package is
+arm64's, fetched and unpacked by scripts/fetch-grub-arm64.sh), the console is the PL011
+(ttyAMA0), and p1 stays an empty BIOS boot partition so the partitions are where flower-init
+finds them on x86_64.
+
 usage: appliance/mkdisk.py --kernel build/kernel/vmlinuz --initrd build/initramfs.cpio \\
            --image build/image/sklearn/image.squashfs --out build/appliance/flower-sklearn.qcow2 \\
-           [--state-mb 1024] [--keep-raw]
+           [--state-mb 1024] [--keep-raw] [--arch aarch64 --grub-dir build/aarch64/grub/arm64-efi]
 """
 import argparse
 import json
@@ -48,17 +55,19 @@ STATE_LABEL = "FL_STATE"  # src/mount.rs STATE_LABEL
 # serial port (ttyS0, last: /dev/console, what OpenNebula's serial log and the tests read);
 # panic=-1: a panicking VM reboots instead of hanging (there is nobody at its console).
 CMDLINE = "console=tty0 console=ttyS0,115200n8 panic=-1"
+# arm64 `virt`: the PL011 UART is the serial console.
+CMDLINE_AARCH64 = "console=tty0 console=ttyAMA0 panic=-1"
 # Modules built into both GRUB images. No network modules: the boot reads only this disk.
 GRUB_MODULES = ["part_gpt", "fat", "normal", "linux", "configfile", "echo", "test", "search",
                 "search_fs_uuid", "minicmd"]
 GRUB_PC_MODULES = ["biosdisk"]
 GRUB_EFI_MODULES = ["efi_gop"]
-GRUB_CFG = f"""# flower-init appliance (appliance/mkdisk.py). Read by GRUB for BIOS and for UEFI.
+GRUB_CFG = """# flower-init appliance (appliance/mkdisk.py). Read by GRUB for BIOS and for UEFI.
 set timeout=0
 set default=0
 menuentry "flower-init" {{
     echo "flower-init: loading the kernel and the initramfs"
-    linux /boot/vmlinuz {CMDLINE}
+    linux /boot/vmlinuz {cmdline}
     initrd /boot/initramfs.cpio
 }}
 """
@@ -99,10 +108,15 @@ def write_at(disk, offset, src):
                 d.write(chunk)
 
 
-def grub_images(tmp):
+def grub_images(tmp, arch="x86_64", grub_dir=None):
     """(core.img for BIOS, BOOTX64.EFI): single images with their modules built in. The BIOS
     one finds its config on the boot drive's second GPT partition (the ESP); the UEFI one on
-    the partition it was loaded from."""
+    the partition it was loaded from. aarch64: (None, BOOTAA64.EFI)."""
+    if arch == "aarch64":
+        efi = os.path.join(tmp, "BOOTAA64.EFI")
+        run("grub-mkimage", "-O", "arm64-efi", "-d", grub_dir, "-o", efi, "-p", "/boot/grub",
+            *GRUB_MODULES, *GRUB_EFI_MODULES)
+        return None, efi
     core = os.path.join(tmp, "core.img")
     run("grub-mkimage", "-O", "i386-pc", "-d", GRUB_PC, "-o", core, "-p", "(,gpt2)/boot/grub",
         *GRUB_MODULES, *GRUB_PC_MODULES)
@@ -143,7 +157,7 @@ def install_bios_grub(disk, core_img, first_sector, max_sectors):
     return nsec
 
 
-def make_esp(path, kernel, initrd, efi):
+def make_esp(path, kernel, initrd, efi, arch="x86_64"):
     """The FAT32 ESP: GRUB for UEFI at the removable-media path, grub.cfg, kernel, initramfs."""
     with open(path, "wb") as f:
         f.truncate(ESP_MB * MIB)
@@ -151,10 +165,10 @@ def make_esp(path, kernel, initrd, efi):
     run("mkfs.vfat", "-F", "32", "-n", ESP_LABEL, "-i", "f10e1417", path)
     cfg = os.path.join(os.path.dirname(path), "grub.cfg")
     with open(cfg, "w") as f:
-        f.write(GRUB_CFG)
+        f.write(GRUB_CFG.format(cmdline=CMDLINE_AARCH64 if arch == "aarch64" else CMDLINE))
     env = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
     run("mmd", "-i", path, "::/EFI", "::/EFI/BOOT", "::/boot", "::/boot/grub", env=env)
-    for src, dst in ((efi, "::/EFI/BOOT/BOOTX64.EFI"), (cfg, "::/boot/grub/grub.cfg"),
+    for src, dst in ((efi, "::/EFI/BOOT/" + os.path.basename(efi)), (cfg, "::/boot/grub/grub.cfg"),
                      (kernel, "::/boot/vmlinuz"), (initrd, "::/boot/initramfs.cpio")):
         run("mcopy", "-i", path, src, dst, env=env)
 
@@ -167,9 +181,11 @@ def make_state(path, size_mb):
 
 
 def assemble(args):
-    for p, hint in ((args.kernel, "make kernel"), (args.initrd, "make initramfs"), (args.image, "make image"),
-                    (os.path.join(GRUB_PC, "boot.img"), "apt install grub-pc-bin (scripts/setup.sh)"),
-                    (GRUB_EFI, "apt install grub-efi-amd64-bin (scripts/setup.sh)")):
+    arm = args.arch == "aarch64"
+    grub = [(os.path.join(args.grub_dir or "", "linux.mod"), "scripts/fetch-grub-arm64.sh (make appliance ARCH=aarch64)")] if arm else [
+        (os.path.join(GRUB_PC, "boot.img"), "apt install grub-pc-bin (scripts/setup.sh)"),
+        (GRUB_EFI, "apt install grub-efi-amd64-bin (scripts/setup.sh)")]
+    for p, hint in ((args.kernel, "make kernel"), (args.initrd, "make initramfs"), (args.image, "make image"), *grub):
         need(p, hint)
     t0 = time.monotonic()
     out = os.path.abspath(args.out)
@@ -196,16 +212,16 @@ def assemble(args):
         for i, (name, off, size, code, label) in enumerate(layout, 1):
             sg += [f"-n{i}:{off // SECTOR}:{(off + size) // SECTOR - 1}", f"-t{i}:{code}", f"-c{i}:{label}"]
         run(*sg, raw)
-        core, efi = grub_images(tmp)
+        core, efi = grub_images(tmp, args.arch, args.grub_dir)
         esp = os.path.join(tmp, "esp.img")
-        make_esp(esp, args.kernel, args.initrd, efi)
+        make_esp(esp, args.kernel, args.initrd, efi, args.arch)
         state = os.path.join(tmp, "state.img")
         make_state(state, args.state_mb)
         at = {name: (off, size) for name, off, size, _, _ in layout}
         write_at(raw, at["esp"][0], esp)
         write_at(raw, at["image"][0], args.image)
         write_at(raw, at["state"][0], state)
-        core_sectors = install_bios_grub(raw, core, at["bios"][0] // SECTOR, at["bios"][1] // SECTOR)
+        core_sectors = install_bios_grub(raw, core, at["bios"][0] // SECTOR, at["bios"][1] // SECTOR) if core else 0
         run("sgdisk", "-v", raw)  # the table as written is consistent
         tmp_out = os.path.join(tmp, "out.qcow2")
         # Compressed clusters (zlib: every qemu reads it); squashfs data does not shrink further.
@@ -221,6 +237,8 @@ def assemble(args):
             "partitions": {name: {"offset": off, "bytes": size, "type": code} for name, off, size, code, _ in layout},
             "grub_core_sectors": core_sectors,
             "state_mb": args.state_mb,
+            "arch": args.arch,
+            "firmware": ["uefi"] if arm else ["bios", "uefi"],
             "seconds": round(time.monotonic() - t0, 1),
         }
         with open(out[:-len(".qcow2")] + ".json" if out.endswith(".qcow2") else out + ".json", "w") as f:
@@ -239,6 +257,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--state-mb", type=int, default=1024)
     ap.add_argument("--keep-raw", action="store_true", help="also leave the raw disk next to the qcow2")
+    ap.add_argument("--arch", choices=["x86_64", "aarch64"], default="x86_64")
+    ap.add_argument("--grub-dir", help="aarch64: GRUB's arm64-efi module directory (build/aarch64/grub/arm64-efi)")
     assemble(ap.parse_args())
 
 

@@ -1,17 +1,18 @@
 # The deliverable disk (issue #15): one GPT qcow2 per framework that boots under SeaBIOS and
 # UEFI with no -kernel (GRUB from Debian's grub-pc-bin / grub-efi-amd64-bin), the pinned
 # kernel and the initramfs on its ESP, the read-only image and the FL_STATE partition.
+# ARCH=aarch64: build/aarch64/appliance/flower-FRAMEWORK.qcow2, UEFI only (issue #22).
 # See docs/image.md ("The appliance disk"). After image.mk, whose FRAMEWORK it shares.
 
 STATE_MB      ?= 1024
-APPLIANCE_DIR := $(BUILD)/appliance
+APPLIANCE_DIR := $(OUT)/appliance
 APPLIANCE     := $(APPLIANCE_DIR)/flower-$(FRAMEWORK).qcow2
 APPLIANCE_ARGS := $(FRAMEWORK) $(STATE_MB)
 
 .PHONY: appliance appliance-vm-test appliance-vm-test-matrix
 ## appliance        build/appliance/flower-FRAMEWORK.qcow2 (+ .json: sizes, layout): boots under BIOS and UEFI; STATE_MB (default 1024) sizes FL_STATE
 appliance: $(APPLIANCE)
-	@$(MAKE) --no-print-directory appliance-meta
+	@$(if $(filter x86_64,$(ARCH)),$(MAKE) --no-print-directory appliance-meta,echo "appliance: no marketplace metadata for ARCH=$(ARCH) yet")
 
 # mk/appliance-meta.mk (read before this file) measures the built disks.
 appliance-meta: $(APPLIANCE)
@@ -20,9 +21,16 @@ $(APPLIANCE_DIR)/.args-$(FRAMEWORK): FORCE
 	@mkdir -p $(@D)
 	@[ "$$(cat $@ 2>/dev/null)" = "$(APPLIANCE_ARGS)" ] || echo "$(APPLIANCE_ARGS)" > $@
 
-$(APPLIANCE): appliance/mkdisk.py $(BUILD)/initramfs.cpio $(BUILD)/kernel/.done $(IMAGE_DIR)/.stamp $(APPLIANCE_DIR)/.args-$(FRAMEWORK) | setup
-	$(PYTHON) appliance/mkdisk.py --kernel $(BUILD)/kernel/vmlinuz --initrd $(BUILD)/initramfs.cpio \
-	    --image $(IMAGE_DIR)/image.squashfs --state-mb $(STATE_MB) --out $@
+# ARCH=aarch64: UEFI only, GRUB's arm64-efi modules from Debian's arm64 package.
+GRUB_ARM64    := $(BUILD)/aarch64/grub
+APPLIANCE_ARCH_DEPS := $(if $(filter aarch64,$(ARCH)),$(GRUB_ARM64)/.done)
+APPLIANCE_ARCH_ARGS := $(if $(filter aarch64,$(ARCH)),--arch aarch64 --grub-dir $(GRUB_ARM64)/arm64-efi)
+$(GRUB_ARM64)/.done: scripts/fetch-grub-arm64.sh | setup
+	scripts/fetch-grub-arm64.sh
+
+$(APPLIANCE): appliance/mkdisk.py $(INITRAMFS) $(KERNEL_DIR)/.done $(IMAGE_DIR)/.stamp $(APPLIANCE_DIR)/.args-$(FRAMEWORK) $(APPLIANCE_ARCH_DEPS) | setup
+	$(PYTHON) appliance/mkdisk.py --kernel $(KERNEL_DIR)/vmlinuz --initrd $(INITRAMFS) \
+	    --image $(IMAGE_DIR)/image.squashfs --state-mb $(STATE_MB) $(APPLIANCE_ARCH_ARGS) --out $@
 
 ## appliance-vm-test  the FRAMEWORK (default sklearn) qcow2 as OpenNebula starts it: SeaBIOS/pc boot, disk-resize, OVMF/q35 reboot (state kept, FL_STATE grown), ACPI power-off (part of vm-test)
 appliance-vm-test: appliance

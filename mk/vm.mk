@@ -1,8 +1,6 @@
 # The VM: pinned kernel, initramfs, and the qemu boot test (issue #3). ARCH=aarch64: the same
 # for arm64 (issue #22), in build/aarch64/.
 
-KERNEL_DIR := $(OUT)/kernel
-INITRAMFS  := $(OUT)/initramfs.cpio
 .PHONY: kernel initramfs
 ## kernel           the pinned Debian kernel package, extracted into build/kernel (ARCH=aarch64: build/aarch64/kernel)
 kernel: $(KERNEL_DIR)/.done

@@ -15,7 +15,11 @@ SuperNode does not need its SuperLink for that, it keeps dialling it); `/status`
 flower-init's peak RSS, the container's memory (cgroup memory.peak) and the machine's; the
 ACPI power button (`onevm terminate`: on `virt` with UEFI an ACPI GED event) powers it off.
 
-    tests/vm/edge_test.py [--memory 1024] [--json FILE]
+--boot qcow2 boots the arm64 appliance disk instead (build/aarch64/appliance/flower-sklearn.qcow2,
+`make appliance ARCH=aarch64`): a qcow2 overlay on it as the VM's only disk, AAVMF -> GRUB
+(BOOTAA64.EFI) -> kernel, no -kernel; flower-init finds the image and FL_STATE partitions on it.
+
+    tests/vm/edge_test.py [--memory 1024] [--boot direct|qcow2] [--json FILE]
 
 Prints one summary line of numbers (qemu start -> READY, the step split, memory) and with
 --json writes them to FILE (bench/edge.sh collects them for BENCHMARKS.md).
@@ -23,6 +27,7 @@ Prints one summary line of numbers (qemu start -> READY, the step split, memory)
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -37,6 +42,7 @@ A64 = os.path.join(ROOT, "build", "aarch64")
 BUILD = os.path.join(A64, "edge-test")
 INITRD = os.path.join(A64, "initramfs.cpio")
 IMAGE = os.path.join(A64, "image", "sklearn", "image.squashfs")
+APPLIANCE = os.path.join(A64, "appliance", "flower-sklearn.qcow2")
 GUEST_IP = "192.168.150.10"
 GUEST_MAC = "02:00:c0:a8:96:0a"  # OpenNebula's MAC for 192.168.150.10
 NET = {"ETH0_IP": GUEST_IP, "ETH0_MAC": GUEST_MAC, "ETH0_MASK": "255.255.255.0",
@@ -66,28 +72,38 @@ def status(vm):
     return json.loads(body) if code == 200 else None
 
 
-def boot(memory):
+def boot(memory, how="direct"):
     os.makedirs(BUILD, exist_ok=True)
     d = os.path.join(BUILD, "context")
     contextsh.write(d, {**NET, "FL_ROLE": "supernode", "FL_SUPERLINK_ADDRESS": "192.168.150.20:9092",
                         "FL_TLS_ENABLED": "NO", "FL_NODE_CONFIG": "partition-id=0 num-partitions=2",
                         "FL_STATUS_ALLOW": "192.168.150.0/24"})
     iso = make_iso(d, os.path.join(BUILD, "context.iso"))
-    state = make_ext4(os.path.join(BUILD, "state.img"), "FL_STATE", 256)
     port = free_port()
-    vm = Vm("edge-supernode", kernel_path(PINNED_KERNEL_DIR_AARCH64), INITRD, APPEND, arch="aarch64",
-            firmware="uefi", memory=memory, smp=1, disks=[Disk(IMAGE, readonly=True), Disk(state)], cdrom=iso,
-            nics=[Nic(GUEST_MAC, user_net="192.168.150.0/24", hostfwd=[(port, GUEST_IP, 8081)])],
-            logdir=os.path.join(ROOT, "build", "vm-logs"))
+    nics = [Nic(GUEST_MAC, user_net="192.168.150.0/24", hostfwd=[(port, GUEST_IP, 8081)])]
+    common = dict(arch="aarch64", firmware="uefi", memory=memory, smp=1, cdrom=iso, nics=nics,
+                  logdir=os.path.join(ROOT, "build", "vm-logs"))
+    if how == "qcow2":
+        # The VM's own disk: a qcow2 overlay on the imported image (OpenNebula's non-persistent image).
+        disk = os.path.join(BUILD, "disk.qcow2")
+        if os.path.exists(disk):
+            os.unlink(disk)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", APPLIANCE, disk], check=True)
+        vm = Vm("edge-supernode-qcow2", None, None, None, disks=[Disk(disk, fmt="qcow2", boot=True)], **common)
+    else:
+        state = make_ext4(os.path.join(BUILD, "state.img"), "FL_STATE", 256)
+        vm = Vm("edge-supernode", kernel_path(PINNED_KERNEL_DIR_AARCH64), INITRD, APPEND,
+                disks=[Disk(IMAGE, readonly=True), Disk(state)], **common)
     vm.ports = {8081: port}
     return vm
 
 
-def run(memory, out):
-    vm = boot(memory)
-    log(f"boot: aarch64 SuperNode, virt + UEFI (AAVMF), {memory} MiB, TCG; console {vm.log_path}")
+def run(memory, out, how="direct"):
+    vm = boot(memory, how)
+    via = "its qcow2 disk: AAVMF -> GRUB -> kernel" if how == "qcow2" else "-kernel/-initrd through AAVMF"
+    log(f"boot: aarch64 SuperNode, virt + UEFI, {via}, {memory} MiB, TCG; console {vm.log_path}")
     vm.start()
-    numbers = {"memory_mib": memory}
+    numbers = {"memory_mib": memory, "boot": how}
     try:
         t, line, _ = vm.wait_for(r"flower-init: info: flower-init .* starting as PID 1", READY_WITHIN)
         numbers["init_started_s"] = round(t, 1)
@@ -154,13 +170,15 @@ def run(memory, out):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--memory", type=int, default=1024, help="MiB of guest memory (default 1024: the edge profile)")
+    ap.add_argument("--boot", choices=["direct", "qcow2"], default="direct",
+                    help="direct: -kernel/-initrd with image and state disks; qcow2: the arm64 appliance disk")
     ap.add_argument("--json", help="write the numbers to this file")
     args = ap.parse_args()
-    for p in (INITRD, IMAGE, PINNED_KERNEL_DIR_AARCH64):
+    for p in (APPLIANCE,) if args.boot == "qcow2" else (INITRD, IMAGE, PINNED_KERNEL_DIR_AARCH64):
         if not os.path.exists(p):
             sys.exit(f"edge-test: {p} missing (make build kernel initramfs image ARCH=aarch64; `make edge-test` does it)")
     t0 = time.monotonic()
-    run(args.memory, args.json)
+    run(args.memory, args.json, args.boot)
     if FAILURES:
         log(f"{len(FAILURES)} check(s) failed:")
         for f in FAILURES:
