@@ -7,11 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=build/aarch64/grub
 [ -f "$out/.done" ] && exit 0
-st=$PWD/build/aarch64/apt
-apt=(-o APT::Architecture=arm64 -o APT::Architectures::=arm64 -o Dir::State::Lists="$st/lists"
-     -o Dir::Cache="$st/cache" -o Dir::State::status=/dev/null -o APT::Sandbox::User=root)
-mkdir -p "$st/lists/partial" "$st/cache/archives/partial"
-[ -n "$(ls "$st/lists" | grep -v partial)" ] || apt-get "${apt[@]}" update -qq
+. scripts/apt-arm64.sh
+apt=("${APT_ARM64[@]}")
 # The same version as this machine's grub-mkimage, when the mirror has it.
 ver=$(dpkg-query -W -f='${Version}' grub-common)
 pkg=grub-efi-arm64-bin

@@ -6,25 +6,22 @@
 # Pinned: linux-image-6.1.0-56-amd64 / -arm64 (bookworm-security; the amd64 one is also the kernel
 # of the systemd baseline in BENCHMARKS.md). Debian's mirror keeps only current packages: if the
 # pinned one is gone, the one linux-image-<arch> depends on now is used, with a warning.
-# The arm64 package comes through a private apt state (build/aarch64/apt: lists for arm64 only,
-# from this machine's sources), so the host's dpkg architectures are left as they are.
+# The arm64 package comes through a private apt state (scripts/apt-arm64.sh), so the host's
+# dpkg architectures are left as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARCH=${ARCH:-x86_64}
 case $ARCH in
     x86_64) darch=amd64; out=build/kernel; apt=() ;;
-    aarch64) darch=arm64; out=build/aarch64/kernel
-        st=$PWD/build/aarch64/apt
-        apt=(-o APT::Architecture=arm64 -o APT::Architectures::=arm64 -o Dir::State::Lists="$st/lists"
-             -o Dir::Cache="$st/cache" -o Dir::State::status=/dev/null) ;;
+    aarch64) darch=arm64; out=build/aarch64/kernel ;;
     *) echo "fetch-kernel: ARCH=$ARCH: x86_64 or aarch64" >&2; exit 1 ;;
 esac
 PINNED=${KERNEL_PACKAGE:-linux-image-6.1.0-56-$darch}
 [ -f "$out/.done" ] && exit 0
 rm -rf "$out" && mkdir -p "$out"
-if [ ${#apt[@]} -gt 0 ]; then
-    mkdir -p "$st/lists/partial" "$st/cache/archives/partial"
-    [ -n "$(ls "$st/lists" | grep -v partial)" ] || apt-get "${apt[@]}" update -qq
+if [ "$ARCH" = aarch64 ]; then
+    . scripts/apt-arm64.sh
+    apt=("${APT_ARM64[@]}")
 fi
 pkg=$PINNED
 if ! apt-cache "${apt[@]}" show "$pkg" >/dev/null 2>&1; then

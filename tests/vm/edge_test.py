@@ -37,17 +37,13 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 import contextsh  # noqa: E402
 from qemu import PINNED_KERNEL_DIR_AARCH64, Disk, GuestSilent, Nic, Vm, free_port, http_get, kernel_path, make_ext4, make_iso  # noqa: E402
+from vm_test import GUEST_IP, GUEST_MAC, NET  # noqa: E402  (the x86_64 VMs' static address, as OpenNebula gives it)
 
 A64 = os.path.join(ROOT, "build", "aarch64")
 BUILD = os.path.join(A64, "edge-test")
 INITRD = os.path.join(A64, "initramfs.cpio")
 IMAGE = os.path.join(A64, "image", "sklearn", "image.squashfs")
 APPLIANCE = os.path.join(A64, "appliance", "flower-sklearn.qcow2")
-GUEST_IP = "192.168.150.10"
-GUEST_MAC = "02:00:c0:a8:96:0a"  # OpenNebula's MAC for 192.168.150.10
-NET = {"ETH0_IP": GUEST_IP, "ETH0_MAC": GUEST_MAC, "ETH0_MASK": "255.255.255.0",
-       "ETH0_NETWORK": "192.168.150.0", "ETH0_GATEWAY": "192.168.150.2", "ETH0_DNS": "192.168.150.3",
-       "NETWORK": "YES", "ETH0_METHOD": "static"}
 # The PL011 UART is the console of `virt`; panic=-1 reboots (and -no-reboot ends qemu) on a panic.
 APPEND = "console=ttyAMA0 panic=-1"
 # aarch64 under TCG on this 2-core x86_64 machine: measured 150-250 s to READY (BENCHMARKS.md);
