@@ -7,6 +7,6 @@ demo: build initramfs image kernel appliance
 	$(PYTHON) tests/e2e/demo.py --rounds $${ROUNDS:-3}
 
 ## e2e              SuperLink + 2 SuperNodes as flower-init service-mode nodes in network namespaces, TLS, 3 rounds, fault drills
-e2e: build image
+e2e: build image venv
 	$(PYTHON) tests/e2e/federation.py --rounds 3 --drills
 TEST_TARGETS += e2e

@@ -38,16 +38,32 @@ pkgs=(
     prometheus        # promtool: every /metrics page the tests produce is checked (make metrics-test)
     chromium          # headless: the HTML report opens in a real browser with its charts (make report-test)
 )
-missing=()
-for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+missing() {
+    local p
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+    done
+}
+sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
+updated=
+# Twice: installing one package may remove another. On the machines this project is built on,
+# a backported qemu-utils 10.0 is preinstalled, and Debian 12's qemu-system-x86 7.2 removes it
+# (so qemu-img vanished halfway through set-up); the second pass installs the matching 7.2.
+for pass in 1 2; do
+    mapfile -t todo < <(missing)
+    [ ${#todo[@]} -gt 0 ] || break
+    echo "setup: installing ${todo[*]}"
+    [ -n "$updated" ] || { $sudo apt-get update -qq; updated=1; }
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${todo[@]}" >/dev/null
 done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "setup: installing ${missing[*]}"
-    sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+mapfile -t todo < <(missing)
+if [ ${#todo[@]} -gt 0 ]; then
+    echo "setup: still not installed after two passes: ${todo[*]}" >&2
+    exit 1
 fi
+for cmd in qemu-img qemu-system-x86_64 qemu-system-aarch64 runc mmdebstrap mksquashfs xorriso sgdisk; do
+    command -v "$cmd" >/dev/null || { echo "setup: $cmd is missing after installing its package" >&2; exit 1; }
+done
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
     echo "setup: adding the musl target"
     rustup target add x86_64-unknown-linux-musl
