@@ -13,8 +13,8 @@ BIN      := target/$(TARGET)/release/flower-init
 BUILD    := build
 OUT      := $(if $(filter x86_64,$(ARCH)),$(BUILD),$(BUILD)/$(ARCH))
 ifneq ($(ARCH),x86_64)
-ifneq ($(filter-out build setup help kernel initramfs image appliance,$(MAKECMDGOALS)),)
-$(error ARCH=$(ARCH) builds build, kernel, initramfs, image and appliance; the other targets are x86_64 (the arm64 VM tests: make edge-test, make edge))
+ifneq ($(filter-out build setup help kernel initramfs image appliance appliance-meta,$(MAKECMDGOALS)),)
+$(error ARCH=$(ARCH) builds build, kernel, initramfs, image, appliance and appliance-meta; the other targets are x86_64 (the arm64 VM tests: make edge-test, make edge))
 endif
 endif
 # The pinned kernel and the initramfs of ARCH (mk/vm.mk builds them).

@@ -6,15 +6,17 @@
 
 APPLIANCE_URL     ?= https://example.org/flower-init
 APPLIANCE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)-flwr$(shell sed 's/.*==//' python/flwr-version.txt)
-APPLIANCE_META    := $(BUILD)/appliance/marketplace
-APPLIANCE_DISKS    = $(wildcard $(BUILD)/appliance/flower-*.qcow2)
+APPLIANCE_META    := $(OUT)/appliance/marketplace
+APPLIANCE_DISKS    = $(wildcard $(OUT)/appliance/flower-*.qcow2)
 
 .PHONY: appliance-meta appliance-templates appliance-objects-test
 
-## appliance-meta   marketplace YAML of each built build/appliance/flower-*.qcow2 in build/appliance/marketplace/ (APPLIANCE_URL: where you publish the disks)
+## appliance-meta   marketplace YAML of each built build/appliance/flower-*.qcow2 in build/appliance/marketplace/ (APPLIANCE_URL: where you publish the disks; ARCH=aarch64: build/aarch64/appliance's)
+# The YAML is written by the build machine's own flower-init (x86_64), whatever ARCH the disks are.
 appliance-meta: build
-	@[ -n "$(APPLIANCE_DISKS)" ] || { echo "appliance-meta: no build/appliance/flower-*.qcow2: run make appliance first"; exit 1; }
-	appliance/meta.sh $(BUILD)/flower-init $(APPLIANCE_META) $(APPLIANCE_URL) $(APPLIANCE_VERSION) $(APPLIANCE_DISKS)
+	@[ -n "$(APPLIANCE_DISKS)" ] || { echo "appliance-meta: no $(OUT)/appliance/flower-*.qcow2: run make appliance$(if $(filter x86_64,$(ARCH)),, ARCH=$(ARCH)) first"; exit 1; }
+	$(if $(filter x86_64,$(ARCH)),,$(MAKE) --no-print-directory build ARCH=x86_64)
+	appliance/meta.sh --arch $(ARCH) $(BUILD)/flower-init $(APPLIANCE_META) $(APPLIANCE_URL) $(APPLIANCE_VERSION) $(APPLIANCE_DISKS)
 
 ## appliance-templates rewrite appliance/flower-superlink.tpl and flower-supernode.tpl from src/vars.rs (review the diff!)
 appliance-templates:

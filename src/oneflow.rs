@@ -98,11 +98,15 @@ pub fn cli_template(args: &mut Args) -> i32 {
 }
 
 const VM_USAGE: &str = "\
-usage: flower-init vm-template --role superlink|supernode [--image NAME] [--firmware BIOS|UEFI|PATH]
+usage: flower-init vm-template --role superlink|supernode [--arch x86_64|aarch64] [--image NAME]
+                               [--firmware BIOS|UEFI|PATH]
 Print the VM template of a role for `onetemplate create FILE` (appliance/flower-ROLE.tpl is the
-default output). --image: the OpenNebula image of the appliance disk (default flower-sklearn).
---firmware: OS/FIRMWARE, BIOS (default), UEFI (OpenNebula 7.0+) or, on 6.x, the path of a UEFI
-firmware listed in the host's OVMF_UEFIS (/usr/share/OVMF/OVMF_CODE.fd).";
+default output, appliance/flower-supernode-aarch64.tpl the aarch64 one). --arch: the disk's
+architecture (default x86_64); aarch64 is the edge SuperNode's disk (supernode only: OS ARCH
+aarch64, MACHINE virt, UEFI). --image: the OpenNebula image of the appliance disk (default
+flower-sklearn, flower-sklearn-aarch64 with --arch aarch64). --firmware: OS/FIRMWARE, BIOS
+(x86_64's default), UEFI (OpenNebula 7.0+) or the path of a UEFI firmware listed in the host's
+OVMF_UEFIS (/usr/share/OVMF/OVMF_CODE.fd; aarch64's default /usr/share/AAVMF/AAVMF_CODE.fd).";
 
 /// `flower-init vm-template --role ROLE [--image NAME] [--firmware F]`.
 pub fn cli_vm_template(args: &mut Args) -> i32 {
@@ -115,7 +119,19 @@ pub fn cli_vm_template(args: &mut Args) -> i32 {
         if !ROLES.contains(&role.as_str()) {
             return Err(format!("--role {role:?}: must be superlink or supernode"));
         }
-        let mut o = VmOptions::default();
+        let arch = match args.opt("--arch")? {
+            Some(a) => a.parse::<vmtemplate::Arch>().map_err(|e| format!("--arch {e}"))?,
+            None => vmtemplate::Arch::X86_64,
+        };
+        if !arch.roles().contains(&role.as_str()) {
+            return Err(format!(
+                "--role {role} --arch {}: the {} disk is offered for the {} role only (docs/edge.md)",
+                arch.as_str(),
+                arch.as_str(),
+                arch.roles().join(", ")
+            ));
+        }
+        let mut o = VmOptions::for_arch(arch);
         if let Some(i) = args.opt("--image")? {
             o.image = i;
         }
@@ -126,6 +142,9 @@ pub fn cli_vm_template(args: &mut Args) -> i32 {
             if v.is_empty() || v.contains(['"', '\\', '\n']) {
                 return Err(format!("{opt} {v:?}: must be non-empty, without quotes, backslashes or newlines"));
             }
+        }
+        if let Some(p) = o.problem() {
+            return Err(format!("--firmware {}: {p}", o.firmware));
         }
         args.finish()?;
         Ok((role, o))
@@ -145,9 +164,12 @@ pub fn cli_vm_template(args: &mut Args) -> i32 {
 const MARKET_USAGE: &str = "\
 usage: flower-init marketplace --framework F --version V --url URL --virtual-size BYTES
                                --md5 HEX --sha256 HEX --creation-time EPOCH --out DIR
+                               [--arch x86_64|aarch64]
 Write the OpenNebula marketplace metadata (OpenNebula/marketplace appliances/*.yaml format) of
 one built image: DIR/flower-F.yaml (the disk: size and checksums) and DIR/flower-F-superlink.yaml,
-DIR/flower-F-supernode.yaml (the VM templates). `make appliance-meta` measures and calls this.";
+DIR/flower-F-supernode.yaml (the VM templates). --arch aarch64: the arm64 disk, as
+DIR/flower-F-aarch64.yaml and DIR/flower-F-aarch64-supernode.yaml (os-arch aarch64; the SuperNode
+role only). `make appliance-meta` measures and calls this.";
 
 /// `flower-init marketplace ...`: the marketplace apps of one image, written to `--out`.
 pub fn cli_marketplace(args: &mut Args) -> i32 {
@@ -167,7 +189,7 @@ pub fn cli_marketplace(args: &mut Args) -> i32 {
             .parse::<crate::vocab::Framework>()
             .map_err(|e| format!("--framework: {e}"))?
             .to_string();
-        let f = ImageFacts {
+        let mut f = ImageFacts {
             framework,
             version: need("--version")?,
             url: need("--url")?,
@@ -175,8 +197,12 @@ pub fn cli_marketplace(args: &mut Args) -> i32 {
             md5: hex("--md5", need("--md5")?, 32)?,
             sha256: hex("--sha256", need("--sha256")?, 64)?,
             creation_time: number("--creation-time", need("--creation-time")?)?,
+            arch: vmtemplate::Arch::X86_64,
         };
         let out = need("--out")?;
+        if let Some(a) = args.opt("--arch")? {
+            f.arch = a.parse().map_err(|e| format!("--arch {e}"))?;
+        }
         args.finish()?;
         Ok((f, out))
     })();

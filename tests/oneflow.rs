@@ -62,7 +62,15 @@ fn vm_template_prints_the_committed_templates() {
     }
     let out = String::from_utf8(vm(&["--role", "supernode", "--image", "flower-pytorch", "--firmware=UEFI"]).stdout).unwrap();
     assert!(out.contains("  IMAGE = \"flower-pytorch\" ]") && out.contains("  FIRMWARE = \"UEFI\" ]"), "{out}");
+    // Issue #22: the aarch64 SuperNode's template is the committed one.
+    let out = vm(&["--role", "supernode", "--arch", "aarch64"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = std::fs::read_to_string(format!("{}/appliance/flower-supernode-aarch64.tpl", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), want, "aarch64");
     for (args, says) in [
+        (&["--role", "superlink", "--arch", "aarch64"][..], "offered for the supernode role only"),
+        (&["--role", "supernode", "--arch", "aarch64", "--firmware", "BIOS"][..], "UEFI only"),
+        (&["--role", "supernode", "--arch", "mips"][..], "--arch \"mips\": must be x86_64 or aarch64"),
         (&["--role", "worker"][..], "--role \"worker\": must be superlink or supernode"),
         (&[][..], "--role is required"),
         (&["--role", "superlink", "--firmware", "a\"b"][..], "--firmware"),

@@ -4,7 +4,7 @@
 //! `disks:` naming the disk app), the layout of OpenNebula's own multi-VM appliances (OneKE).
 //! `make appliance-meta` measures the built images and calls `flower-init marketplace`.
 
-use super::vmtemplate::{self, ROLES, Value, VmOptions};
+use super::vmtemplate::{self, Arch, Value, VmOptions};
 
 /// Facts about one built image, measured by the caller (`qemu-img info`, `md5sum`,
 /// `sha256sum`).
@@ -22,6 +22,8 @@ pub struct ImageFacts {
     pub sha256: String,
     /// Seconds since the epoch (`creation_time`).
     pub creation_time: u64,
+    /// The disk's architecture (`os-arch`; aarch64: the edge SuperNode's disk, issue #22).
+    pub arch: Arch,
 }
 
 /// OpenNebula versions the templates are for (docs/oneflow.md §5: role inputs since 6.8).
@@ -53,7 +55,7 @@ fn head(f: &ImageFacts, name: &str, short: &str, description: &str, tags: &[&str
         f.creation_time,
         y("Debian"),
         y("12"),
-        y("x86_64"),
+        y(f.arch.as_str()),
         y("KVM"),
         y(OPENNEBULA_VERSIONS)
     );
@@ -62,25 +64,47 @@ fn head(f: &ImageFacts, name: &str, short: &str, description: &str, tags: &[&str
 
 /// The disk app's name: what the VM template apps' `disks:` refer to.
 pub fn disk_app_name(f: &ImageFacts) -> String {
-    format!("Flower {} disk", f.framework)
+    match f.arch {
+        Arch::X86_64 => format!("Flower {} disk", f.framework),
+        a => format!("Flower {} disk ({})", f.framework, a.as_str()),
+    }
+}
+
+/// The file name stem of `f`'s apps: `flower-sklearn`, `flower-sklearn-aarch64`.
+fn stem(f: &ImageFacts) -> String {
+    vmtemplate::default_image(f.arch, &f.framework)
 }
 
 /// The disk app: the qcow2 with its virtual size and checksums.
 pub fn disk_app(f: &ImageFacts) -> String {
-    let image = format!("flower-{}", f.framework);
-    let mut out = head(
-        f,
-        &disk_app_name(f),
-        &format!("Flower federated learning appliance disk ({})", f.framework),
-        &format!(
+    let image = stem(f);
+    let description = match f.arch {
+        Arch::X86_64 => format!(
             "The disk of the Flower appliance for {fw}: a boot loader (BIOS and UEFI), the kernel,\n\
              flower-init as init, the read-only image (Flower, {fw}, the bundled apps) and a state\n\
              partition. No network is needed at boot.\n\nImport it with the two VM templates and the \
              OneFlow service; see docs/appliance.md.",
             fw = f.framework
         ),
-        &["flower", "federated learning", &f.framework, "disk", "service"],
-    );
+        a => format!(
+            "The {a} disk of the Flower appliance for {fw}, for SuperNodes at the edge: a boot loader\n\
+             (UEFI only), the kernel, flower-init as init, the read-only image (Flower, {fw}, the\n\
+             bundled apps) and a state partition. No network is needed at boot. Its SuperNodes join\n\
+             an x86_64 SuperLink.\n\nImport it with its SuperNode VM template on an {a} KVM host; see \
+             docs/appliance.md and docs/edge.md.",
+            a = a.as_str(),
+            fw = f.framework
+        ),
+    };
+    let short = match f.arch {
+        Arch::X86_64 => format!("Flower federated learning appliance disk ({})", f.framework),
+        a => format!("Flower federated learning appliance disk ({}, {})", f.framework, a.as_str()),
+    };
+    let mut tags = vec!["flower", "federated learning", &f.framework, "disk", "service"];
+    if f.arch == Arch::Aarch64 {
+        tags.extend(["aarch64", "edge"]);
+    }
+    let mut out = head(f, &disk_app_name(f), &short, &description, &tags);
     out += &format!(
         "images:\n- name: {}\n  url: {}\n  type: OS\n  dev_prefix: vd\n  driver: qcow2\n  size: {}\n  checksum:\n    md5: {}\n    sha256: {}\n",
         y(&image),
@@ -95,16 +119,29 @@ pub fn disk_app(f: &ImageFacts) -> String {
 /// A VM template app of `role`: `opennebula_template` (the role's template without its DISK,
 /// which the marketplace adds from `disks:`).
 pub fn vm_app(f: &ImageFacts, role: &str) -> String {
-    let opts = VmOptions { image: format!("flower-{}", f.framework), ..VmOptions::default() };
+    let opts = VmOptions { image: stem(f), ..VmOptions::for_arch(f.arch) };
+    let arch = match f.arch {
+        Arch::X86_64 => String::new(),
+        a => format!(", {}", a.as_str()),
+    };
     let mut out = head(
         f,
-        &format!("Flower {role} ({})", f.framework),
-        &format!("Flower {role} VM template ({})", f.framework),
-        &format!(
-            "The {role} VM template of the Flower appliance for {}. Deploy it with the OneFlow\n\
-             service template (one SuperLink, N SuperNodes); see docs/appliance.md.",
-            f.framework
-        ),
+        &format!("Flower {role} ({}{arch})", f.framework),
+        &format!("Flower {role} VM template ({}{arch})", f.framework),
+        &match f.arch {
+            Arch::X86_64 => format!(
+                "The {role} VM template of the Flower appliance for {}. Deploy it with the OneFlow\n\
+                 service template (one SuperLink, N SuperNodes); see docs/appliance.md.",
+                f.framework
+            ),
+            a => format!(
+                "The {role} VM template of the Flower appliance for {fw} on {a} KVM hosts (the `virt`\n\
+                 machine, UEFI from the host's AAVMF). Its SuperNodes join an x86_64 SuperLink; see\n\
+                 docs/appliance.md and docs/edge.md.",
+                a = a.as_str(),
+                fw = f.framework
+            ),
+        },
         &["flower", "federated learning", &f.framework, "service"],
     );
     out = out.replacen("format: qcow2\n", "type: VMTEMPLATE\nformat: qcow2\n", 1);
@@ -132,9 +169,9 @@ pub fn vm_app(f: &ImageFacts, role: &str) -> String {
 
 /// Every app of `f`: `(file name, text)`.
 pub fn apps(f: &ImageFacts) -> Vec<(String, String)> {
-    let mut v = vec![(format!("flower-{}.yaml", f.framework), disk_app(f))];
-    for role in ROLES {
-        v.push((format!("flower-{}-{role}.yaml", f.framework), vm_app(f, role)));
+    let mut v = vec![(format!("{}.yaml", stem(f)), disk_app(f))];
+    for role in f.arch.roles() {
+        v.push((format!("{}-{role}.yaml", stem(f)), vm_app(f, role)));
     }
     v
 }

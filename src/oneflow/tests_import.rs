@@ -200,3 +200,63 @@ fn import_refuses_what_it_cannot_do() {
     assert!(err.contains("onetemplate create 'flower-pytorch-superlink' failed: [one.template.allocate] Parse error"), "{err}");
     assert!(!fe.calls().iter().any(|c| c.starts_with("oneflow-template")));
 }
+
+/// Issue #22: `--arch aarch64` registers the arm64 disk and its SuperNode VM template, and a
+/// service whose SuperLink role is the x86_64 template the first import registered; OneFlow
+/// deploys the SuperLink on the x86_64 disk and the SuperNodes on the arm64 one (OS ARCH
+/// aarch64, `virt`, AAVMF). Without the x86_64 SuperLink, or with BIOS, it refuses and says why.
+#[test]
+fn import_aarch64_registers_the_edge_supernode_beside_the_x86_superlink() {
+    let fe = FrontEnd::new();
+    let arm = fe.path("flower-pytorch-arm.qcow2");
+    std::fs::write(&arm, b"QFI\xfb arm").unwrap();
+    let a = arm.to_str().unwrap();
+    // Refusals first: nothing is registered yet.
+    let out = fe.import(&["-d", "1", "--arch", "aarch64", "--framework", "pytorch", "--firmware", "BIOS", a]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UEFI only"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = fe.import(&["-d", "1", "--arch", "riscv64", "--framework", "pytorch", a]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = fe.import(&["-d", "1", "--arch", "aarch64", "--framework", "pytorch", a]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs the x86_64 SuperLink template 'flower-pytorch-superlink': import the x86_64 disk first"), "{err}");
+    assert!(!fe.calls().iter().any(|c| c.starts_with("oneflow-template create")), "no service without a SuperLink");
+
+    let x86 = fe.path("flower-pytorch.qcow2");
+    let first = fe.import(&["-d", "1", x86.to_str().unwrap()]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let out = fe.import(&["-d", "1", "--arch", "aarch64", "--framework", "pytorch", a]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let image = Template::parse(&fe.created("oneimage", &summary_id(&stdout, "image"))).unwrap();
+    assert_eq!(image.single("NAME"), Some("flower-pytorch-aarch64"));
+    assert_eq!(image.single("PATH"), Some(a));
+    let sn_id = summary_id(&stdout, "VM template flower-pytorch-aarch64-supernode");
+    let sl_id = summary_id(&stdout, "VM template flower-pytorch-superlink");
+    let first_out = String::from_utf8_lossy(&first.stdout).to_string();
+    assert_eq!(sl_id, summary_id(&first_out, "VM template flower-pytorch-superlink"), "the x86_64 SuperLink, reused");
+    let sn = Template::parse(&fe.created("onetemplate", &sn_id)).unwrap();
+    let os = sn.vector("OS").unwrap();
+    assert_eq!((os["ARCH"].as_str(), os["MACHINE"].as_str(), os["FIRMWARE"].as_str()), ("aarch64", "virt", "/usr/share/AAVMF/AAVMF_CODE.fd"));
+    let body: Value = serde_json::from_str(&fe.created("oneflow-template", &summary_id(&stdout, "service template"))).unwrap();
+    assert_eq!(body["name"], "Flower federated learning (pytorch, aarch64 SuperNodes)");
+    let vm_of = |id: u64| Template::parse(&fe.created("onetemplate", &id.to_string())).unwrap();
+    let vms = deploy(&body, One::V7, &vm_of);
+    for (role, vm) in &vms {
+        let (disk, arch) = if role == "superlink" { ("flower-pytorch", "x86_64") } else { ("flower-pytorch-aarch64", "aarch64") };
+        assert_eq!(vm.vector("DISK").unwrap()["IMAGE"], disk, "{role}");
+        assert_eq!(vm.vector("OS").unwrap()["ARCH"], arch, "{role}");
+        assert_eq!(vm_context(vm).unwrap().get("FL_ROLE"), Some(role));
+    }
+    assert_eq!(vms.len(), 2);
+    // --firmware UEFI (OpenNebula 7.0+) replaces the AAVMF path.
+    let fe2 = FrontEnd::new();
+    assert!(fe2.import(&["-d", "1", fe2.path("flower-pytorch.qcow2").to_str().unwrap()]).status.success());
+    std::fs::write(fe2.path("arm.qcow2"), b"x").unwrap();
+    let out = fe2.import(&["-d", "1", "--arch", "aarch64", "--framework", "pytorch", "--firmware", "UEFI", fe2.path("arm.qcow2").to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sn = Template::parse(&fe2.created("onetemplate", &summary_id(&stdout, "VM template flower-pytorch-aarch64-supernode"))).unwrap();
+    assert_eq!(sn.vector("OS").unwrap()["FIRMWARE"], "UEFI");
+}

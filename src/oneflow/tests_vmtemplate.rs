@@ -6,7 +6,7 @@ use super::opennebula::{
     One, Template, cli_merge_template, instantiate_vm, instantiate6, instantiate7, parse_user_inputs_enter, register7,
     role_extra_template6, role_extra_template7, server_check, vm_context,
 };
-use super::vmtemplate::{VmOptions, vm_template};
+use super::vmtemplate::{AAVMF_CODE, Arch, VmOptions, vm_template};
 use super::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -19,6 +19,18 @@ fn repo_file(path: &str) -> String {
 /// The committed VM template of `role`, parsed as oned parses it.
 fn committed_vm(role: &str) -> Template {
     Template::parse(&repo_file(&format!("appliance/flower-{role}.tpl"))).unwrap_or_else(|e| panic!("{role}: {e}"))
+}
+
+/// The committed aarch64 SuperNode template (issue #22), parsed as oned parses it.
+fn committed_vm_aarch64() -> Template {
+    Template::parse(&repo_file("appliance/flower-supernode-aarch64.tpl")).unwrap_or_else(|e| panic!("aarch64: {e}"))
+}
+
+/// The committed templates: `(file, role, options)`.
+fn committed_files() -> Vec<(String, &'static str, VmOptions)> {
+    let mut v: Vec<_> = ROLES.iter().map(|r| (format!("flower-{r}.tpl"), *r, VmOptions::default())).collect();
+    v.push(("flower-supernode-aarch64.tpl".into(), SUPERNODE, VmOptions::for_arch(Arch::Aarch64)));
+    v
 }
 
 /// The inputs (name, default Enter gives) a VM of `role` reads: the service's, then the role's.
@@ -49,20 +61,57 @@ fn assert_accepted(mut ctx: BTreeMap<String, String>, what: &str) {
     }
 }
 
-/// `appliance/flower-superlink.tpl` and `flower-supernode.tpl` are the generator's output
-/// (`make appliance-templates` or FI_BLESS=1 rewrites them).
+/// `appliance/flower-superlink.tpl`, `flower-supernode.tpl` and `flower-supernode-aarch64.tpl`
+/// are the generator's output (`make appliance-templates` or FI_BLESS=1 rewrites them).
 #[test]
 fn committed_vm_templates_are_the_generated_ones() {
-    for role in ROLES {
-        let path = format!("{}/appliance/flower-{role}.tpl", env!("CARGO_MANIFEST_DIR"));
-        let want = vm_template(role, &VmOptions::default());
+    for (file, role, opts) in committed_files() {
+        let path = format!("{}/appliance/{file}", env!("CARGO_MANIFEST_DIR"));
+        let want = vm_template(role, &opts);
         if std::env::var_os("FI_BLESS").is_some() {
             std::fs::write(&path, &want).unwrap();
             continue;
         }
         let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(have == want, "appliance/flower-{role}.tpl is out of date: run `make appliance-templates`");
+        assert!(have == want, "appliance/{file} is out of date: run `make appliance-templates`");
     }
+}
+
+/// Issue #22: the aarch64 SuperNode template is the x86_64 one (same CONTEXT and USER_INPUTS)
+/// on the arm64 disk, with what OpenNebula's KVM guide gives ARM64 VMs: ARCH aarch64, the
+/// `virt` machine, the AAVMF firmware; BIOS is refused, and there is no aarch64 SuperLink.
+#[test]
+fn the_aarch64_supernode_template_is_the_supernode_on_arm() {
+    let (arm, x86) = (committed_vm_aarch64(), committed_vm(SUPERNODE));
+    let os = arm.vector("OS").unwrap();
+    assert_eq!((os["ARCH"].as_str(), os["MACHINE"].as_str(), os["FIRMWARE"].as_str()), ("aarch64", "virt", AAVMF_CODE));
+    assert_eq!(arm.single("NAME"), Some("flower-sklearn-aarch64-supernode"));
+    assert_eq!(arm.vector("DISK").unwrap()["IMAGE"], "flower-sklearn-aarch64");
+    assert_eq!(arm.vector("CPU_MODEL").unwrap()["MODEL"], "host-passthrough");
+    for k in ["CONTEXT", "USER_INPUTS", "NIC_DEFAULT"] {
+        assert_eq!(arm.vector(k), x86.vector(k), "{k}");
+    }
+    assert_eq!(arm.single("INPUTS_ORDER"), x86.single("INPUTS_ORDER"));
+    assert_eq!(x86.vector("OS").unwrap().get("MACHINE"), None, "x86_64 keeps the host's default machine");
+    let bios = VmOptions { firmware: "BIOS".into(), ..VmOptions::for_arch(Arch::Aarch64) };
+    assert!(bios.problem().unwrap().contains("UEFI only"));
+    assert_eq!(VmOptions::default().problem(), None);
+    assert_eq!(Arch::Aarch64.roles(), &[SUPERNODE]);
+    assert_eq!("arm64".parse::<Arch>(), Ok(Arch::Aarch64));
+    assert!("riscv64".parse::<Arch>().unwrap_err().contains("x86_64 or aarch64"));
+    // Instantiated on its own (Enter at every input), flower-init accepts its context.
+    let ui = arm.vector("USER_INPUTS").unwrap();
+    let inputs: serde_json::Map<String, Value> = ui.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let mut extra = String::new();
+    for (k, v) in parse_user_inputs_enter(&inputs).unwrap() {
+        if let Some(v) = v.as_str() {
+            extra += &format!("{k} = \"{}\"\n", v.replace('"', "\\\""));
+        }
+    }
+    extra += "NIC = [ NETWORK_ID = \"5\" ]\n";
+    let t = instantiate_vm(&arm, &extra).unwrap();
+    assert_eq!(t.vector("OS").unwrap()["ARCH"], "aarch64");
+    assert_accepted(vm_context(&t).unwrap(), "aarch64 supernode");
 }
 
 /// Issue #15: disk by image name, virtio NICs, host-passthrough, BIOS firmware, and a CONTEXT
@@ -94,7 +143,7 @@ fn vm_templates_have_what_the_appliance_needs() {
         assert_eq!(t.single("INPUTS_ORDER"), Some(order.join(",").as_str()));
     }
     // The other firmware and image, as `flower-init vm-template` writes them for the operator.
-    let uefi = VmOptions { image: "flower-pytorch".into(), firmware: "UEFI".into() };
+    let uefi = VmOptions { image: "flower-pytorch".into(), firmware: "UEFI".into(), ..VmOptions::default() };
     let t = Template::parse(&vm_template(SUPERNODE, &uefi)).unwrap();
     assert_eq!((t.vector("OS").unwrap()["FIRMWARE"].as_str(), t.vector("DISK").unwrap()["IMAGE"].as_str()), ("UEFI", "flower-pytorch"));
     assert_eq!(t.single("NAME"), Some("flower-pytorch-supernode"));

@@ -22,6 +22,56 @@ pub enum Value {
     Vector(Vec<(String, String)>),
 }
 
+/// The CPU architecture of the disk a template boots (issue #22: the aarch64 SuperNode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Arch {
+    #[default]
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The roles an image of this architecture is offered for: the aarch64 image is the edge
+    /// SuperNode's (docs/edge.md); its SuperLink runs on x86_64.
+    pub fn roles(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &ROLES,
+            Arch::Aarch64 => &[SUPERNODE],
+        }
+    }
+
+    /// `OS/FIRMWARE` when the operator names none: SeaBIOS on x86_64; on aarch64 the AAVMF
+    /// path OpenNebula's KVM guide recommends for ARM64 hosts (it must be in the host's
+    /// `OVMF_UEFIS`; 7.0+ also takes `UEFI`).
+    pub fn default_firmware(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "BIOS",
+            Arch::Aarch64 => AAVMF_CODE,
+        }
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Arch, String> {
+        match s {
+            "x86_64" => Ok(Arch::X86_64),
+            "aarch64" | "arm64" => Ok(Arch::Aarch64),
+            _ => Err(format!("{s:?}: must be x86_64 or aarch64")),
+        }
+    }
+}
+
+/// Debian's (and OpenNebula's ARM64 host guide's) AAVMF firmware: `qemu-efi-aarch64`.
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+
 /// What varies between the templates an operator registers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmOptions {
@@ -30,16 +80,39 @@ pub struct VmOptions {
     /// `OS/FIRMWARE`: `BIOS`, `UEFI` (OpenNebula 7.0+, libvirt picks the OVMF), or the path
     /// of a UEFI firmware listed in the host's `OVMF_UEFIS` (6.x: `/usr/share/OVMF/OVMF_CODE.fd`).
     pub firmware: String,
+    /// The disk's architecture: `OS/ARCH` (and `MACHINE` `virt` on aarch64).
+    pub arch: Arch,
 }
 
 impl Default for VmOptions {
     fn default() -> Self {
-        VmOptions { image: DEFAULT_IMAGE.into(), firmware: "BIOS".into() }
+        VmOptions::for_arch(Arch::X86_64)
     }
 }
 
-/// The image name of the default framework's disk (`build/appliance/flower-sklearn.qcow2`).
-pub const DEFAULT_IMAGE: &str = "flower-sklearn";
+impl VmOptions {
+    /// The defaults for a disk of `arch`: its image name and firmware.
+    pub fn for_arch(arch: Arch) -> VmOptions {
+        VmOptions { image: default_image(arch, "sklearn"), firmware: arch.default_firmware().into(), arch }
+    }
+
+    /// Why these options cannot make a template that boots (`None`: they can).
+    pub fn problem(&self) -> Option<String> {
+        if self.arch == Arch::Aarch64 && self.firmware.eq_ignore_ascii_case("BIOS") {
+            return Some("aarch64 VMs boot with UEFI only (the arm64 disk has no BIOS loader): --firmware UEFI or an AAVMF path".into());
+        }
+        None
+    }
+}
+
+/// The OpenNebula image name of `framework`'s disk for `arch`: `flower-sklearn`, and
+/// `flower-sklearn-aarch64` for the arm64 disk (both may live in one datastore).
+pub fn default_image(arch: Arch, framework: &str) -> String {
+    match arch {
+        Arch::X86_64 => format!("flower-{framework}"),
+        Arch::Aarch64 => format!("flower-{framework}-aarch64"),
+    }
+}
 
 /// The template name for `role` on `image`: `flower-sklearn-superlink`.
 pub fn template_name(image: &str, role: &str) -> String {
@@ -77,13 +150,21 @@ pub fn vm_attrs(role: &str, opts: &VmOptions) -> Attrs {
     let order: Vec<String> = inputs.iter().map(|(k, _)| k.clone()).collect();
     vec![
         ("NAME", s(&template_name(&opts.image, role))),
-        ("DESCRIPTION", s(&format!("{what}, run by flower-init. Deploy both roles with the OneFlow service (docs/appliance.md)."))),
+        ("DESCRIPTION", s(&match opts.arch {
+            Arch::X86_64 => format!("{what}, run by flower-init. Deploy both roles with the OneFlow service (docs/appliance.md)."),
+            a => format!("{what} on {}, run by flower-init; joins an x86_64 SuperLink (docs/edge.md).", a.as_str()),
+        })),
         ("HYPERVISOR", s("kvm")),
         ("CPU", s("1")),
         ("VCPU", s("2")),
-        ("MEMORY", s("2048")),
+        // The edge profile: a SuperNode boots and trains in 1 GiB (docs/edge.md, measured).
+        ("MEMORY", s(if opts.arch == Arch::Aarch64 { "1024" } else { "2048" })),
         ("CPU_MODEL", vec(&[("MODEL", "host-passthrough")])),
-        ("OS", vec(&[("ARCH", "x86_64"), ("FIRMWARE", &opts.firmware)])),
+        ("OS", match opts.arch {
+            Arch::X86_64 => vec(&[("ARCH", "x86_64"), ("FIRMWARE", &opts.firmware)]),
+            // OpenNebula's KVM guide, "ARM64 Specifics": the `virt` machine, UEFI.
+            Arch::Aarch64 => vec(&[("ARCH", "aarch64"), ("FIRMWARE", &opts.firmware), ("MACHINE", "virt")]),
+        }),
         ("DISK", vec(&[("IMAGE", &opts.image)])),
         ("NIC_DEFAULT", vec(&[("MODEL", "virtio")])),
         ("GRAPHICS", vec(&[("LISTEN", "0.0.0.0"), ("TYPE", "VNC")])),
@@ -101,8 +182,12 @@ fn quote(v: &str) -> String {
 
 /// `role`'s VM template as `onetemplate create FILE` reads it.
 pub fn vm_template(role: &str, opts: &VmOptions) -> String {
+    let arch = match opts.arch {
+        Arch::X86_64 => String::new(),
+        a => format!(" --arch {}", a.as_str()),
+    };
     let mut out = format!(
-        "# The {role} VM template of the Flower appliance (flower-init vm-template --role {role}).\n\
+        "# The {role} VM template of the Flower appliance (flower-init vm-template --role {role}{arch}).\n\
          # Generated from the variable table: edit src/vars.rs, then `make appliance-templates`.\n"
     );
     for (name, v) in vm_attrs(role, opts) {

@@ -52,7 +52,8 @@ def main():
         if os.path.isdir(os.path.join(ROOT, "examples", ex)):
             cases.append(["check", f"examples/{ex}"])
     cases += [["oneflow-template"], ["oneflow-template", "--one6"], ["oneflow-template", "--vm-context"],
-              ["vm-template", "--role", "superlink"], ["vm-template", "--role", "supernode", "--firmware", "UEFI"]]
+              ["vm-template", "--role", "superlink"], ["vm-template", "--role", "supernode", "--firmware", "UEFI"],
+              ["vm-template", "--role", "supernode", "--arch", "aarch64"]]
     ctx = open(os.path.join(ROOT, "examples", "supernode-join", "context.sh")).read()
     m = re.search(r"^FL_JOIN='([^']+)'", ctx, re.M)
     check(m is not None, "examples/supernode-join has an FL_JOIN value")

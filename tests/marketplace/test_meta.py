@@ -23,9 +23,10 @@ APP_KEYS = {"name", "version", "publisher", "description", "short_description", 
             "creation_time", "os-id", "os-release", "os-arch", "hypervisor", "opennebula_version"}
 
 
-def vm_template(role, image):
-    """The CONTEXT and USER_INPUTS of `flower-init vm-template` as dicts (one `K = "v"` a line)."""
-    text = subprocess.run([FLOWER_INIT, "vm-template", "--role", role, "--image", image],
+def vm_template(role, image, arch="x86_64"):
+    """The vectors of `flower-init vm-template` (CONTEXT, USER_INPUTS, OS, ...) as dicts (one
+    `K = "v"` a line)."""
+    text = subprocess.run([FLOWER_INIT, "vm-template", "--role", role, "--image", image, "--arch", arch],
                           check=True, capture_output=True, text=True).stdout
     out, vector = {}, None
     for line in text.splitlines():
@@ -114,6 +115,58 @@ class MetaTest(unittest.TestCase):
         r = subprocess.run([FLOWER_INIT, "marketplace", "--framework", "caffe"], capture_output=True, text=True)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--framework", r.stderr)
+
+
+class MetaAarch64Test(unittest.TestCase):
+    """Issue #22: `appliance/meta.sh --arch aarch64` on the arm64 disk: a disk app published as
+    flower-F-aarch64.qcow2 (os-arch aarch64) and the SuperNode's VM template app only (the
+    SuperLink is x86_64's), whose OS is what OpenNebula's KVM guide gives ARM64 VMs."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.disk = os.path.join(cls.tmp.name, "flower-sklearn.qcow2")  # as build/aarch64/appliance names it
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", cls.disk, "32M"], check=True)
+        cls.out = os.path.join(cls.tmp.name, "market")
+        r = subprocess.run([META, "--arch", "aarch64", FLOWER_INIT, cls.out, "https://example.org/fi", "9.9.9-test",
+                            cls.disk], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise AssertionError(f"meta.sh --arch aarch64 failed: {r.stdout}{r.stderr}")
+        cls.apps = {}
+        for f in sorted(os.listdir(cls.out)):
+            with open(os.path.join(cls.out, f)) as fh:
+                cls.apps[f] = yaml.safe_load(fh)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_the_arm64_disk_and_its_supernode(self):
+        self.assertEqual(sorted(self.apps), ["flower-sklearn-aarch64-supernode.yaml", "flower-sklearn-aarch64.yaml"])
+        for f, app in self.apps.items():
+            self.assertLessEqual(APP_KEYS, set(app), f)
+            self.assertEqual((app["format"], app["hypervisor"], app["os-arch"]), ("qcow2", "KVM", "aarch64"), f)
+        disk = self.apps["flower-sklearn-aarch64.yaml"]
+        self.assertEqual(disk["name"], "Flower sklearn disk (aarch64)")
+        self.assertIn("edge", disk["tags"])
+        self.assertEqual((disk["images"][0]["name"], disk["images"][0]["url"], disk["images"][0]["size"]),
+                         ("flower-sklearn-aarch64", "https://example.org/fi/flower-sklearn-aarch64.qcow2", 32 << 20))
+        vm = self.apps["flower-sklearn-aarch64-supernode.yaml"]
+        self.assertEqual((vm["type"], vm["disks"]), ("VMTEMPLATE", [disk["name"]]))
+        t = vm["opennebula_template"]
+        want = vm_template("supernode", "flower-sklearn-aarch64", "aarch64")
+        self.assertEqual(t["os"], {k.lower(): v for k, v in want["OS"].items()})
+        self.assertEqual(t["os"], {"arch": "aarch64", "firmware": "/usr/share/AAVMF/AAVMF_CODE.fd", "machine": "virt"})
+        self.assertEqual(t["context"], want["CONTEXT"])
+        self.assertEqual(t["user_inputs"], want["USER_INPUTS"])
+        self.assertEqual(t["memory"], "1024")
+
+    def test_a_bad_arch_is_refused(self):
+        r = subprocess.run([FLOWER_INIT, "marketplace", "--framework", "sklearn", "--version", "1", "--url", "u",
+                            "--virtual-size", "1", "--md5", "0" * 32, "--sha256", "0" * 64, "--creation-time", "1",
+                            "--out", self.out, "--arch", "sparc"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn('--arch "sparc": must be x86_64 or aarch64', r.stderr)
 
 
 if __name__ == "__main__":
