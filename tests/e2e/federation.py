@@ -11,6 +11,7 @@ namespace scrapes the three nodes' /metrics; its query API must show the round c
 during training (tests/e2e/prom.py). At the end, build/e2e/report.html (tools/report.py).
 
     tests/e2e/federation.py [--rounds 3] [--drills] [--keep] [--only-slow-apps]
+    tests/e2e/federation.py --variant --framework tensorflow --use-case image-classification --rounds 1
 
 --drills adds the fault drills of issue #8: a SuperNode killed mid-run comes back and the run
 completes; the SuperLink restarted mid-run (with --database) and the SuperNodes reconnect;
@@ -18,8 +19,12 @@ OneGate unreachable for the first 20 s of a SuperNode's boot; a SuperNode given 
 fails closed and says so on /health; a SuperLink whose run submission fails stays up; and a
 SuperNode with REPORT_READY=YES and TOKEN=YES but no token runs Flower and says READY was not
 reported (issue #13: OneGate is best-effort); last, a stand-alone SuperLink and SuperNode whose
-containers get 4% of a CPU, so that a cold app start takes over a minute, complete a run with
+containers get a CPU quota sized so that a cold app start would take 100 s complete a run with
 apps started warm (issue #13: slow app starts; --only-slow-apps runs this one alone).
+
+--variant (issue #18, `make variant-test FRAMEWORK=… USE_CASE=…`): the same service on the
+FRAMEWORK image (--framework: build/image/FRAMEWORK/rootfs), 1 SuperLink and 2 SuperNodes, the
+use case trained for --rounds rounds, every round's loss and accuracy reported; no drills.
 
 Runs as root (network namespaces). Everything it creates is named fi-e2e-* and removed at the
 end, also on failure or Ctrl-C.
@@ -179,7 +184,7 @@ class Federation:
     def __init__(self, args):
         self.args = args
         self.binary = os.path.join(ROOT, "build", "flower-init")
-        self.rootfs = os.path.join(ROOT, "build", "image", "sklearn", "rootfs")
+        self.rootfs = os.path.join(ROOT, "build", "image", args.framework, "rootfs")
         self.nodes = []
         self.standin = None
         self.topo = None
@@ -192,7 +197,7 @@ class Federation:
     def setup(self):
         for path in (self.binary, os.path.join(self.rootfs, "etc/flower-init/image.json")):
             if not os.path.exists(path):
-                raise SystemExit(f"e2e: {path} is missing: run `make build image` first")
+                raise SystemExit(f"e2e: {path} is missing: run `make build image FRAMEWORK={self.args.framework}` first")
         os.makedirs(BUILD, exist_ok=True)
         self.topo = netns.Topology(PREFIX, SUBNET)
         # The stand-in lives on the bridge (the service's private network).
@@ -1030,6 +1035,28 @@ def whole(fed, args):
         assert accs[-1] >= accs[0], f"accuracy did not improve: {accs}"
 
 
+def variant(fed, args):
+    """Issue #18: the service on one framework image (a SuperLink and two SuperNodes), the use
+    case trained for real for `args.rounds` rounds; each round must report loss and accuracy."""
+    fed.OUTSIDE_KEY = False
+    fed.boot()
+    fed.check_published()
+    fed.check_no_private_key()
+    final = fed.follow_run(timeout=args.run_timeout)
+    assert final["status"] == "completed" and final["round"] == args.rounds, final
+    rounds = [r for (rid, _), r in sorted(fed.rounds_seen.items()) if rid == final["run_id"]]
+    assert len(rounds) == args.rounds, f"rounds seen: {rounds}"
+    for r in rounds:
+        assert r.get("loss") is not None and r.get("accuracy") is not None, f"round {r['round']}: {r}"
+    ut = fed.admin_call("GET", f"/user_template/{fed.superlink().vm.vmid}")
+    assert ut.get("FL_RUN_STATUS") == "completed", {k: v for k, v in ut.items() if k.startswith("FL_RUN")}
+    for n in fed.supernodes():
+        part = fed.status(n)["sections"]["supernode"]["rounds_participated"]
+        assert part >= args.rounds, f"{n.name}: sent {part} training repl(ies) for {args.rounds} round(s)"
+    log(f"variant ok: {args.framework}/{args.use_case}: {args.rounds} round(s), final accuracy {final.get('accuracy')}")
+    fed.summary(final)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -1039,6 +1066,11 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the namespaces for inspection")
     ap.add_argument("--only-slow-apps", action="store_true",
                     help="run the throttled-CPU drill alone (issue #13), without the main federation")
+    ap.add_argument("--framework", default="sklearn", choices=["sklearn", "pytorch", "tensorflow"],
+                    help="the image variant: build/image/FRAMEWORK/rootfs (default sklearn)")
+    ap.add_argument("--variant", action="store_true",
+                    help="issue #18: one framework's use case, SuperLink + 2 SuperNodes, no drills")
+    ap.add_argument("--run-timeout", type=int, default=600, help="seconds the training run may take")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("e2e: needs root (network namespaces)")
@@ -1052,6 +1084,8 @@ def main():
         fed.setup()
         if args.only_slow_apps:
             fed.drill_slow_app_start()
+        elif args.variant:
+            variant(fed, args)
         else:
             whole(fed, args)
         ok = True
