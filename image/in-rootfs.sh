@@ -26,6 +26,16 @@ problems=$($venv/bin/python -m pip --disable-pip-version-check check 2>&1 | grep
 [ -z "$problems" ] || { echo "in-rootfs: pip check: $problems"; exit 1; }
 $venv/bin/python -m pip uninstall -q -y pip
 
+# What no node runs (issue #18): the wheels' C/C++ headers (tensorflow/include alone is 287 MB;
+# they serve compiling extensions against the package), static libraries, and the packages' own
+# test suites (`tests` directories; `test` ones stay: tf.test is an API module that importing
+# tensorflow needs). Licenses under *.dist-info stay. Measured in BENCHMARKS.md ("Sizes").
+before=$(du -sb "$venv" | cut -f1)
+find "$venv/lib" -depth -path '*/site-packages/*' -not -path '*.dist-info/*' -type d \( -name include -o -name tests \) \
+    -exec rm -rf {} +
+find "$venv/lib" -path '*/site-packages/*' -type f -name '*.a' -delete
+echo "in-rootfs: $(( (before - $(du -sb "$venv" | cut -f1)) / 1048576 )) MiB of headers, static libraries and test suites left out of the venv"
+
 # Warm app start (docs/app.md "How apps start"): the zygote, its launcher and the shims named
 # like Flower's app commands (first on PATH once the launcher runs), and the task-window hook
 # in the venv's site-packages (a .pth line: Debian's own sitecustomize shadows a venv's).

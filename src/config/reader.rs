@@ -145,6 +145,23 @@ impl<'a> Reader<'a> {
         Self::names(name).iter().any(|n| self.ctx.get(n).is_some())
     }
 
+    /// Whether the variable has a value other than its table default (the same text, or the
+    /// same number: OneFlow's templates send every default, `1.0` for `1`).
+    pub fn is_set_to_other_than_default(&self, name: &str) -> bool {
+        let default = match row(name).default {
+            vars::DefaultValue::Value(d) => Some(d),
+            _ => None,
+        };
+        let rule = row(name).rule;
+        Self::names(name).iter().filter_map(|n| self.ctx.get(n)).any(|v| match default {
+            None => true,
+            Some(d) => {
+                let numbers = v.trim().parse::<f64>().ok().zip(d.trim().parse::<f64>().ok());
+                !(same(&rule, v, d) || numbers.is_some_and(|(a, b)| a == b))
+            }
+        })
+    }
+
     /// The non-empty value under the variable's name or an alias, and where it came from.
     /// Two names with different values are a problem (the first one given is used).
     pub fn lookup(&mut self, name: &str) -> Option<(String, Source)> {

@@ -707,7 +707,8 @@ fn gpu(r: &mut Reader) -> Option<Gpu> {
     let enabled = r.yes_no("FL_GPU_ENABLED").ok().flatten()?;
     if !enabled {
         for name in ["FL_CUDA_VISIBLE_DEVICES", "FL_GPU_MEMORY_FRACTION"] {
-            if r.is_set(name) {
+            // Its default (what OneFlow's templates send when nobody chose) says nothing.
+            if r.is_set_to_other_than_default(name) {
                 r.warn(format!("{name} is ignored: FL_GPU_ENABLED is NO"));
             }
         }

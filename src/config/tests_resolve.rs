@@ -475,6 +475,13 @@ fn gpu_settings() {
     );
     let r = ok(&[SN, ADDR, ("FL_CUDA_VISIBLE_DEVICES", "1")]);
     assert!(has(&r.warnings, "FL_CUDA_VISIBLE_DEVICES is ignored: FL_GPU_ENABLED is NO"));
+    // The defaults, as a OneFlow service sends them when nobody chose, warn about nothing.
+    let r = ok(&[SN, ADDR, ("FL_CUDA_VISIBLE_DEVICES", "all"), ("FL_GPU_MEMORY_FRACTION", "1.0"), ("FL_GPU_ENABLED", "NO")]);
+    assert!(!r.warnings.iter().any(|w| w.contains("ignored")), "{:?}", r.warnings);
+    let r = ok(&[SN, ADDR, ("FL_GPU_MEMORY_FRACTION", "1")]);
+    assert!(!r.warnings.iter().any(|w| w.contains("ignored")), "{:?}", r.warnings);
+    let r = ok(&[SN, ADDR, ("FL_GPU_MEMORY_FRACTION", "0.5")]);
+    assert!(has(&r.warnings, "FL_GPU_MEMORY_FRACTION is ignored: FL_GPU_ENABLED is NO"));
 }
 
 #[test]
