@@ -27,6 +27,9 @@ pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Starts of the container during boot before a Flower that exits at once fails the boot (a
 /// wrong CA or a bad flag never gets better; a transient failure does).
 const BOOT_ATTEMPTS: u32 = 3;
+/// Entries of the data disk looked at for files the container user cannot read (a bound on
+/// the boot's time with a disk of many small files).
+const DATA_SCAN_LIMIT: usize = 20_000;
 /// runc create/start/kill/delete must each finish in this time.
 const RUNC_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -47,7 +50,12 @@ pub(super) fn start(boot: &mut Boot, node: &mut Node) -> std::result::Result<(),
         }
         let pid = create_and_start(&mut b.sv, node, &bundle)?;
         let note = format!("{} running (init pid {pid}): {}", node.id, s.args.join(" "));
-        Ok(((), Note::Ok(note)))
+        // The data disk is bound read-only for the container user: say now what it cannot read.
+        let access = s.data_dir.as_deref().map(|d| container::data_access(d, container::CONTAINER_UID, container::CONTAINER_GID, DATA_SCAN_LIMIT));
+        match access.and_then(|a| a.problem(container::CONTAINER_UID)) {
+            Some(p) => Ok(((), Note::Warn(format!("{note}; {p}")))),
+            None => Ok(((), Note::Ok(note))),
+        }
     })
 }
 

@@ -34,10 +34,129 @@ pub fn prepare_state_dir(dir: &Path, uid: u32, gid: u32) -> Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_ctx(what)
 }
 
+/// What the container user cannot read on the data disk (its host side `dir`, bound read-only
+/// at `/app/data`): files without a read bit for `uid`/`gid` (owner, group or others), and
+/// directories without read + search. A data disk prepared as root often has such files
+/// (Hugging Face's `save_pretrained` writes weights 0600), and the app then fails far from the
+/// cause (`FileNotFoundError` in transformers). At most `limit` entries are looked at.
+#[derive(Debug, Default, PartialEq)]
+pub struct DataAccess {
+    /// `(path relative to dir, mode, owner uid)` of each unreadable entry, in walk order.
+    pub unreadable: Vec<(String, u32, u32)>,
+    /// Entries looked at.
+    pub scanned: usize,
+    /// The walk stopped at `limit`.
+    pub truncated: bool,
+}
+
+impl DataAccess {
+    /// One line for the boot step's note, or `None` when everything looked at is readable.
+    pub fn problem(&self, uid: u32) -> Option<String> {
+        let n = self.unreadable.len();
+        if n == 0 {
+            return None;
+        }
+        let first: Vec<String> = self
+            .unreadable
+            .iter()
+            .take(3)
+            .map(|(p, mode, owner)| format!("{p} (mode {:04o}, owner uid {owner})", mode & 0o7777))
+            .collect();
+        let more = if n > 3 { format!(" and {} more", n - 3) } else { String::new() };
+        let of = if self.truncated { format!(" (of the first {} entries)", self.scanned) } else { String::new() };
+        Some(format!(
+            "the app (uid {uid}) cannot read {n} of the data disk's entries{of}: {}{more}; make them readable \
+             (chmod -R a+rX, or owner {uid}) when preparing the disk",
+            first.join(", ")
+        ))
+    }
+}
+
+/// Walk `dir` (not following symbolic links, at most `limit` entries) for what `uid`/`gid`
+/// cannot read. An entry that cannot be examined counts as unreadable.
+pub fn data_access(dir: &Path, uid: u32, gid: u32, limit: usize) -> DataAccess {
+    use std::os::unix::fs::MetadataExt;
+    let can = |m: &std::fs::Metadata, bits: u32| {
+        let mode = m.mode();
+        let class = if m.uid() == uid {
+            mode >> 6
+        } else if m.gid() == gid {
+            mode >> 3
+        } else {
+            mode
+        };
+        class & bits == bits
+    };
+    let mut out = DataAccess::default();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if out.scanned >= limit {
+            out.truncated = true;
+            break;
+        }
+        out.scanned += 1;
+        let rel = p.strip_prefix(dir).ok().map(|r| r.display().to_string()).filter(|r| !r.is_empty()).unwrap_or_else(|| ".".into());
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            out.unreadable.push((rel, 0, 0));
+            continue;
+        };
+        if m.file_type().is_symlink() {
+            continue; // its target is checked where it lives, if on the disk
+        }
+        let ok = if m.is_dir() { can(&m, 0o5) } else { can(&m, 0o4) };
+        if !ok {
+            out.unreadable.push((rel, m.mode(), m.uid()));
+            continue; // what is under an unreadable directory is unreachable anyway
+        }
+        if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                let mut names: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+                names.sort();
+                stack.extend(names.into_iter().rev());
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn data_access_names_what_the_container_user_cannot_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let set = |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::create_dir_all(d.path().join("model")).unwrap();
+        std::fs::write(d.path().join("model/config.json"), "{}").unwrap();
+        std::fs::write(d.path().join("model/model.safetensors"), "w").unwrap();
+        std::fs::write(d.path().join("train.jsonl"), "{}").unwrap();
+        std::fs::create_dir(d.path().join("private")).unwrap();
+        std::fs::write(d.path().join("private/x"), "x").unwrap();
+        set(&d.path().join("model/model.safetensors"), 0o600);
+        set(&d.path().join("private"), 0o700);
+        set(d.path(), 0o755);
+        std::os::unix::fs::symlink("/etc/shadow", d.path().join("link")).unwrap();
+        // Another uid than the files' owner (whoever runs the test), in no group of theirs.
+        let owner = std::fs::metadata(d.path()).unwrap().uid();
+        let (uid, gid) = (owner.wrapping_add(4242), 4242);
+        let a = data_access(d.path(), uid, gid, 100);
+        let names: Vec<&str> = a.unreadable.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(names, ["model/model.safetensors", "private"], "{a:?}");
+        assert_eq!(a.unreadable[0].1 & 0o7777, 0o600);
+        assert!(!a.truncated);
+        let msg = a.problem(uid).unwrap();
+        assert!(msg.contains("cannot read 2 of the data disk's entries: model/model.safetensors (mode 0600, owner uid"), "{msg}");
+        assert!(msg.contains("chmod -R a+rX"), "{msg}");
+        // The owner reads everything; a bounded walk says it stopped.
+        assert_eq!(data_access(d.path(), owner, gid, 100).problem(owner), None);
+        let b = data_access(d.path(), uid, gid, 2);
+        assert!(b.truncated && b.scanned == 2, "{b:?}");
+        // A missing directory is one unreadable entry.
+        assert_eq!(data_access(&d.path().join("gone"), uid, gid, 10).unreadable.len(), 1);
+    }
 
     #[test]
     fn state_dir_belongs_to_the_container_user() {

@@ -272,7 +272,7 @@ class Federation:
     def boot(self):
         _, vms = self.service()
         for vm in vms:
-            n = Node(self, vm)
+            n = Node(self, vm, self.supernode_args(vm) if vm.role == "supernode" else ())
             n.prepare(self.topo)
             self.nodes.append(n)
         started = set()
@@ -295,6 +295,22 @@ class Federation:
             n.timeline = st["timeline"]["steps"]
             n.status_doc = st
             log(f"{n.name}: ready {n.ready_after:.1f}s after flower-init started")
+
+    def supernode_args(self, vm):
+        """Extra `flower-init boot` arguments of a service SuperNode: --data (the node's data
+        disk) where the use case needs provisioned data (llm-fine-tuning: a tiny model made
+        here by tools/tiny_llm.py with the image's own Python, different text per node)."""
+        if self.args.use_case != "llm-fine-tuning":
+            return ()
+        d = os.path.join(BUILD, f"data-{vm.vmid}")
+        subprocess.run(["rm", "-rf", d], check=True)
+        py = os.path.join(self.rootfs, "opt", "flower", "venv", "bin", "python")
+        out = subprocess.run([py, os.path.join(ROOT, "tools", "tiny_llm.py"), d, "--seed", str(vm.vmid)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            raise AssertionError(f"tools/tiny_llm.py failed: {out.stderr[-1500:]}")
+        log(f"VM {vm.vmid}: data disk {d}: a tiny causal LM made here, {out.stdout.strip()}")
+        return ("--data", d)
 
     def superlink(self):
         return next(n for n in self.nodes if n.vm.role == "superlink")
