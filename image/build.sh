@@ -108,6 +108,13 @@ cp -a "$stage/app" "$new/opt/flower/app"
 cp "$here/in-rootfs.sh" "$here/manifest.py" "$root/python/flwr-version.txt" "${reqs[@]}" \
     "$stage"/appwheel/*.whl "$new/tmp/build/"
 cp -r "$here/appstart" "$new/tmp/build/appstart"
+# The GPU image (issue #18): NVIDIA_DRIVER names image/nvidia-driver.sh's output (mk/image.mk sets
+# it for FRAMEWORK=pytorch): modules for the pinned kernel and the userspace, at /opt/nvidia-driver.
+if [ -n "${NVIDIA_DRIVER:-}" ]; then
+    [ -f "$NVIDIA_DRIVER/driver.json" ] || { echo "image/build.sh: NVIDIA_DRIVER=$NVIDIA_DRIVER has no driver.json"; exit 1; }
+    say "NVIDIA driver $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["version"], "for", d["kernel"])' "$NVIDIA_DRIVER/driver.json")"
+    cp -a "$NVIDIA_DRIVER" "$new/opt/nvidia-driver"
+fi
 # Bytecode for another architecture's image: Debian's python3 here when it is the image's
 # version (the same bytes, without emulating the compiler); else inside, emulated.
 compile=here

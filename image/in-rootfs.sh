@@ -88,5 +88,6 @@ rootfs_bytes=$(du -sbx --exclude=/tmp/build / | cut -f1)
 venv_bytes=$(du -sb "$venv" | cut -f1)
 "$venv/bin/python" "$b/manifest.py" --framework "$framework" --use-cases "$use_cases" \
     --build-date "$build_date" --rootfs-bytes "$rootfs_bytes" --venv-bytes "$venv_bytes" \
-    --app /opt/flower/app --fab /opt/flower/app.fab --out /etc/flower-init/image.json
+    --app /opt/flower/app --fab /opt/flower/app.fab --out /etc/flower-init/image.json \
+    $( [ -f /opt/nvidia-driver/driver.json ] && echo --nvidia-driver /opt/nvidia-driver )
 echo "  $(cat /etc/flower-init/image.json | head -c 300)"

@@ -9,6 +9,7 @@ import argparse
 import hashlib
 import importlib.metadata as md
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -48,11 +49,23 @@ def debian_version(pkg):
     return r.stdout.strip() or None
 
 
+def nvidia_entry(d):
+    """The GPU image's driver: where it is and what it was built for (its driver.json)."""
+    with open(os.path.join(d, "driver.json")) as f:
+        drv = json.load(f)
+    for m in drv["modules"]:
+        if not os.path.isfile(os.path.join(d, "modules", drv["kernel"], f"{m}.ko")):
+            sys.exit(f"manifest: {d}: module {m}.ko for {drv['kernel']} is missing")
+    return {"dir": d, "version": drv["version"], "kernel": drv["kernel"], "vermagic": drv["vermagic"],
+            "modules": drv["modules"]}
+
+
 def main():
     ap = argparse.ArgumentParser()
     for a in ("--framework", "--use-cases", "--build-date", "--app", "--out"):
         ap.add_argument(a, required=True)
     ap.add_argument("--fab", help="the app built as a FAB (Flower's builder), submitted by flower-init")
+    ap.add_argument("--nvidia-driver", help="the NVIDIA driver directory (image/nvidia-driver.sh's layout)")
     ap.add_argument("--rootfs-bytes", type=int, required=True)
     ap.add_argument("--venv-bytes", type=int, required=True)
     a = ap.parse_args()
@@ -86,6 +99,7 @@ def main():
         "debian": {p: debian_version(p) for p in ("python3", "runc", "tini", "ca-certificates")},
         "build_date": a.build_date,
         "sizes": {"rootfs_bytes": a.rootfs_bytes, "venv_bytes": a.venv_bytes},
+        "nvidia_driver": nvidia_entry(a.nvidia_driver) if a.nvidia_driver else None,
     }
     with open(a.out, "w") as f:
         json.dump(manifest, f, indent=2)

@@ -23,9 +23,17 @@ $(IMAGE_DIR)/.args: FORCE
 	@mkdir -p $(@D)
 	@[ "$$(cat $@ 2>/dev/null)" = "$(IMAGE_ARGS)" ] || echo "$(IMAGE_ARGS)" > $@
 
-$(IMAGE_DIR)/.stamp: $(IMAGE_INPUTS) $(IMAGE_DIR)/.args | setup
+# The GPU image (issue #18): the x86_64 pytorch variant ships the NVIDIA driver, its modules built
+# for the pinned kernel by Debian's nvidia-kernel-dkms (image/nvidia-driver.sh, docs/gpu.md).
+NVIDIA_DIR   := $(BUILD)/nvidia/driver
+IMAGE_NVIDIA := $(if $(and $(filter pytorch,$(FRAMEWORK)),$(filter x86_64,$(ARCH))),$(NVIDIA_DIR)/driver.json)
+$(NVIDIA_DIR)/driver.json: image/nvidia-driver.sh $(KERNEL_DIR)/.done | setup
+	image/nvidia-driver.sh $$(ls $(KERNEL_DIR)/lib/modules) $(NVIDIA_DIR)
+
+$(IMAGE_DIR)/.stamp: $(IMAGE_INPUTS) $(IMAGE_DIR)/.args $(IMAGE_NVIDIA) | setup
 	@test -f $(APP)/pyproject.toml || { echo "make image: APP=$(APP) has no pyproject.toml (the bundled Flower app)"; exit 1; }
-	ARCH=$(ARCH) IMAGE_FORMATS="$(IMAGE_FORMATS)" image/build.sh $(FRAMEWORK) $(APP) $(IMAGE_DIR)
+	ARCH=$(ARCH) IMAGE_FORMATS="$(IMAGE_FORMATS)" $(if $(IMAGE_NVIDIA),NVIDIA_DRIVER=$(abspath $(NVIDIA_DIR))) \
+	    image/build.sh $(FRAMEWORK) $(APP) $(IMAGE_DIR)
 	@touch $@
 
 # The host tests run as PID 1 of a new PID and mount namespace (the container inits re-parent

@@ -38,6 +38,30 @@ pub struct Manifest {
     /// Bytes of the unpacked root and of the venv, if recorded.
     pub rootfs_bytes: Option<u64>,
     pub venv_bytes: Option<u64>,
+    /// The NVIDIA driver the image ships (the GPU image, issue #18), or `None`: GPUs then go
+    /// to vfio-pci and the container gets no CUDA.
+    pub nvidia_driver: Option<NvidiaDriver>,
+}
+
+/// `nvidia_driver` of the manifest (image/nvidia-driver.sh's `driver.json` plus where it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NvidiaDriver {
+    /// In the image: `lib/` (libcuda.so.1, ...), `bin/` (nvidia-smi), `modules/KERNEL/*.ko`.
+    pub dir: PathBuf,
+    /// The driver release, e.g. `535.309.01`.
+    pub version: String,
+    /// The kernel release its modules were built for (`uname -r` must say the same).
+    pub kernel: String,
+    /// `modinfo -F vermagic` of nvidia.ko.
+    pub vermagic: String,
+}
+
+impl NvidiaDriver {
+    /// The module file `name` (`nvidia`, `nvidia-uvm`) for `kernel`, under `root` (the image's
+    /// root as mounted now).
+    pub fn module_at(&self, root: &Path, kernel: &str, name: &str) -> PathBuf {
+        root.join(self.dir.strip_prefix("/").unwrap_or(&self.dir)).join("modules").join(kernel).join(format!("{name}.ko"))
+    }
 }
 
 /// The bundled Flower app.
@@ -156,7 +180,24 @@ pub fn parse(text: &str) -> std::result::Result<Manifest, String> {
         build_date: f.string("build_date")?,
         rootfs_bytes: size("rootfs_bytes"),
         venv_bytes: size("venv_bytes"),
+        nvidia_driver: match top.get("nvidia_driver") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(nvidia_entry(&Fields { obj: f.object("nvidia_driver")?, at: "nvidia_driver." })?),
+        },
     })
+}
+
+/// `nvidia_driver`: an absolute directory, the release, the kernel and the vermagic.
+fn nvidia_entry(f: &Fields) -> std::result::Result<NvidiaDriver, String> {
+    let dir = PathBuf::from(f.string("dir")?);
+    if !dir.is_absolute() {
+        return Err(format!("field nvidia_driver.dir: {} is not an absolute path", dir.display()));
+    }
+    let kernel = f.string("kernel")?;
+    if kernel.contains('/') {
+        return Err(format!("field nvidia_driver.kernel: {kernel:?} is not a kernel release"));
+    }
+    Ok(NvidiaDriver { dir, version: f.string("version")?, kernel, vermagic: f.string("vermagic")? })
 }
 
 /// `app.fab`: an absolute path, a sha256 in lowercase hex, a size.

@@ -12,6 +12,7 @@ use crate::appliance::{self, Boot, Failed, HEALTH_PORT, Layout, Note};
 use crate::args::version;
 use crate::config::{Config, CudaDevices, ImageFacts};
 use crate::error::Error;
+use crate::image::NvidiaDriver;
 use crate::power::{self, Mode, Pid1};
 use crate::supervisor::{self, Supervisor};
 use crate::vocab::{Role, STATE_DIR};
@@ -83,24 +84,25 @@ fn machine_steps(boot: &mut Boot) -> std::result::Result<Option<Config>, Failed>
         log::warn!("ACPI power button: {e}: `onevm terminate` will not power off cleanly (SIGTERM/SIGPWR still do)");
     }
     let ctx = appliance::context_step(boot)?;
-    let (facts, image) = boot.step("image", |_| {
+    let (facts, nvidia, image) = boot.step("image", |_| {
         let (disks, notes) = mount::find_disks_at(Path::new("/sys"), Path::new("/dev"));
         for n in notes {
             log::warn!("{n}");
         }
         let Some((dev, fs)) = disks.image.clone() else {
             let note = "no appliance image disk (squashfs/erofs holding /etc/flower-init/image.json): Flower cannot run";
-            return Ok(((ImageFacts::builtin(), disks), Note::Warn(note.into())));
+            return Ok(((ImageFacts::builtin(), None, disks), Note::Warn(note.into())));
         };
         mount::mount_image(&dev, fs, Path::new(NEWROOT))?;
-        let facts = crate::image::load_file(&crate::image::manifest_path_at(Path::new(NEWROOT)))?.facts;
-        let note = format!("{} ({}) on {NEWROOT}: Flower {}, {}", dev.display(), fs.as_str(), facts.flower_version, facts.framework);
-        Ok(((facts, disks), Note::Ok(note)))
+        let m = crate::image::load_file(&crate::image::manifest_path_at(Path::new(NEWROOT)))?;
+        let driver = m.nvidia_driver.as_ref().map(|d| format!(", NVIDIA driver {}", d.version)).unwrap_or_default();
+        let note = format!("{} ({}) on {NEWROOT}: Flower {}, {}{driver}", dev.display(), fs.as_str(), m.facts.flower_version, m.facts.framework);
+        Ok(((m.facts, m.nvidia_driver, disks), Note::Ok(note)))
     })?;
     let Some(cfg) = appliance::validate_step(boot, &ctx, &facts)? else {
         return Ok(None);
     };
-    gpu_step(boot, &cfg, &index)?;
+    gpu_step(boot, &cfg, &index, nvidia.as_ref())?;
     if cfg.wireguard.is_some() {
         // The overlay comes up after the root switch, when the initramfs' modules are gone.
         let mut loader = kmod::Coldplug::new(&index, kmod::Finit);
@@ -176,20 +178,52 @@ fn grow_state(dev: &Path, state: &Path) -> crate::error::Result<String> {
 }
 
 /// initramfs' modules are still there). Never fails the boot: no GPU is a warning.
-fn gpu_step(boot: &mut Boot, cfg: &Config, index: &kmod::Index) -> std::result::Result<(), Failed> {
+fn gpu_step(boot: &mut Boot, cfg: &Config, index: &kmod::Index, nvidia: Option<&NvidiaDriver>) -> std::result::Result<(), Failed> {
     if cfg.role() != Role::SuperNode || !cfg.gpu.enabled {
         return Ok(());
     }
     let gpus = boot.step("gpu", |_| {
-        let req = gpu_request(cfg);
+        let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+        let newroot = Path::new(NEWROOT);
+        // The image's driver is used only when its modules were built for this kernel.
+        let driver = nvidia.filter(|d| {
+            let fits = d.kernel == release && d.module_at(newroot, &release, "nvidia").is_file();
+            if !fits {
+                log::warn!(
+                    "GPU: the image's NVIDIA driver {} is built for kernel {}, this is {release}: it cannot be loaded; \
+                     NVIDIA GPUs go to vfio-pci and the container gets no CUDA",
+                    d.version, d.kernel
+                );
+            }
+            fits
+        });
+        let req = gpu_request(cfg, driver.map(|d| newroot.join(d.dir.strip_prefix("/").unwrap_or(&d.dir))));
         let mut loader = kmod::Coldplug::new(index, kmod::Finit);
-        let g = gpu::setup(&req, &mut |name| {
+        let mut g = gpu::setup(&req, &mut |name| {
+            // nvidia and nvidia-uvm come from the image (built for this kernel by DKMS), the
+            // rest (vfio-pci) from the kernel's own tree.
+            if let Some(d) = driver {
+                let file = d.module_at(newroot, &release, name);
+                if file.is_file() {
+                    if Path::new("/sys/module").join(kmod::normalize(name)).exists() {
+                        return Ok(());
+                    }
+                    return kmod::Loader::load(&mut kmod::Finit, name, &file);
+                }
+            }
             loader.load(name);
             match loader.failed.get(&kmod::normalize(name)) {
                 Some(why) => Err(Error::msg(format!("load module {name}"), why.clone())),
                 None => Ok(()),
             }
         });
+        // The driver's libraries are bound into the container after the root switch: at
+        // their path in the image, which is then `/`.
+        for m in &mut g.mounts {
+            if let Ok(rel) = m.source.strip_prefix(newroot) {
+                m.source = Path::new("/").join(rel);
+            }
+        }
         let note = g.summary();
         Ok((g.clone(), if g.available { Note::Ok(note) } else { Note::Warn(note) }))
     })?;
@@ -199,7 +233,7 @@ fn gpu_step(boot: &mut Boot, cfg: &Config, index: &kmod::Index) -> std::result::
     Ok(())
 }
 
-fn gpu_request(cfg: &Config) -> gpu::Request {
+fn gpu_request(cfg: &Config, nvidia_driver: Option<std::path::PathBuf>) -> gpu::Request {
     gpu::Request {
         enabled: cfg.gpu.enabled,
         devices: match &cfg.gpu.devices {
@@ -207,7 +241,7 @@ fn gpu_request(cfg: &Config) -> gpu::Request {
             CudaDevices::Indices(v) => gpu::Selection::Indices(v.clone()),
         },
         memory_fraction: cfg.gpu.memory_fraction,
-        // The image carries no NVIDIA userspace in this build: GPUs go to vfio-pci.
-        nvidia_driver: None,
+        // The GPU image's driver directory (as mounted now); None: GPUs go to vfio-pci.
+        nvidia_driver,
     }
 }

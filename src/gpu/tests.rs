@@ -440,3 +440,33 @@ fn vm_moves_a_real_display_function_and_its_audio_to_vfio() {
     assert_eq!(out.model, "AMD device 0x5046");
     println!("gpu-vm: {} ({}) on vfio-pci, group {group}: {:?}", out.model, out.gpus.join(", "), out.devices);
 }
+
+/// Issue #18, inside a VM on the pinned kernel (`make nvidia-vm-test`): the GPU image's
+/// `nvidia.ko`, built by DKMS at image-build time, is one this kernel accepts. A module built
+/// for another kernel is refused before its code runs: a wrong vermagic or a symbol version
+/// that differs gives EINVAL/ENOEXEC ("Invalid module format"), a missing symbol ENOENT. With
+/// no NVIDIA GPU in the VM, the module's own init then ends with ENODEV ("NVRM: No NVIDIA GPU
+/// found"): it was linked into the kernel and ran, which is what the GPU step's CPU fallback
+/// sees on a machine without the device.
+#[test]
+#[ignore = "runs inside a qemu VM: make nvidia-vm-test"]
+fn vm_the_image_nvidia_module_fits_the_pinned_kernel() {
+    if std::env::var_os("FI_NVIDIA_VM").is_none() {
+        return;
+    }
+    use crate::kmod::Loader;
+    let e = crate::kmod::Finit.load("nvidia", Path::new("/nvidia/nvidia.ko")).expect_err("no NVIDIA GPU in this VM");
+    let msg = e.to_string();
+    println!("finit_module(nvidia.ko): {msg}");
+    // The kernel's ring buffer (syslog(2) SYSLOG_ACTION_READ_ALL).
+    let mut buf = vec![0u8; 1 << 20];
+    // SAFETY: klogctl writes at most `len` bytes into the buffer it is given, which lives on.
+    let n = unsafe { libc::klogctl(3, buf.as_mut_ptr().cast(), buf.len() as libc::c_int) };
+    let kmsg = String::from_utf8_lossy(&buf[..n.max(0) as usize]).into_owned();
+    for l in kmsg.lines().filter(|l| l.contains("NVRM") || l.contains("nvidia")) {
+        println!("kernel: {l}");
+    }
+    assert!(msg.contains("ENODEV") || msg.contains("No such device"), "refused before its init ran: {msg}");
+    assert!(kmsg.contains("NVRM"), "the driver's own init logged nothing: {kmsg}");
+    assert!(!kmsg.contains("disagrees about version of symbol") && !kmsg.contains("Unknown symbol"), "{kmsg}");
+}

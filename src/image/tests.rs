@@ -135,3 +135,28 @@ fn the_fab_is_read_only_when_it_matches_the_manifest() {
     let e = fab.read_at(&d.path().join("nowhere")).unwrap_err().to_string();
     assert!(e.starts_with("read the app's FAB ") && e.contains("No such file"), "{e}");
 }
+
+/// Issue #18: the GPU image's `nvidia_driver` (image/nvidia-driver.sh's driver.json and where
+/// it is); absent or null in the other images; each field checked with its name.
+#[test]
+fn the_nvidia_driver_is_optional_and_checked() {
+    assert_eq!(parse(REAL).unwrap().nvidia_driver, None);
+    let d = json!({"dir": "/opt/nvidia-driver", "version": "535.309.01", "kernel": "6.1.0-56-amd64",
+                   "vermagic": "6.1.0-56-amd64 SMP preempt mod_unload modversions ", "modules": ["nvidia", "nvidia-uvm"]});
+    let m = parse(&edit(|v| v["nvidia_driver"] = d.clone())).unwrap();
+    let n = m.nvidia_driver.unwrap();
+    assert_eq!((n.version.as_str(), n.kernel.as_str()), ("535.309.01", "6.1.0-56-amd64"));
+    assert_eq!(n.module_at(Path::new("/newroot"), "6.1.0-56-amd64", "nvidia-uvm"),
+               Path::new("/newroot/opt/nvidia-driver/modules/6.1.0-56-amd64/nvidia-uvm.ko"));
+    assert_eq!(parse(&edit(|v| v["nvidia_driver"] = Value::Null)).unwrap().nvidia_driver, None);
+    for (field, bad, want) in [
+        ("dir", json!("opt/nvidia"), "field nvidia_driver.dir: opt/nvidia is not an absolute path"),
+        ("kernel", json!("../x"), "field nvidia_driver.kernel: \"../x\" is not a kernel release"),
+        ("version", json!(""), "field nvidia_driver.version: expected a non-empty string"),
+    ] {
+        let mut d2 = d.clone();
+        d2[field] = bad;
+        let e = parse(&edit(|v| v["nvidia_driver"] = d2)).unwrap_err();
+        assert!(e.starts_with(want), "{e:?} should start with {want:?}");
+    }
+}

@@ -20,6 +20,12 @@ ACPI power button (`onevm terminate`: on `virt` with UEFI an ACPI GED event) pow
 (BOOTAA64.EFI) -> kernel, no -kernel; flower-init finds the image and FL_STATE partitions on it.
 
     tests/vm/edge_test.py [--memory 1024] [--boot direct|qcow2] [--json FILE]
+    tests/vm/edge_test.py --arch x86_64 --framework tensorflow --boot qcow2 --memory 2048
+
+--arch x86_64 (issue #18: a SuperNode's time to READY from each framework's disk) boots
+build/appliance/flower-FRAMEWORK.qcow2 the same way as an x86_64 VM: machine pc, SeaBIOS ->
+GRUB, the context CD on IDE, `/status` machine.arch x86_64. --framework picks the image
+(default sklearn) on either architecture.
 
 Prints one summary line of numbers (qemu start -> READY, the step split, memory) and with
 --json writes them to FILE (bench/edge.sh collects them for BENCHMARKS.md).
@@ -44,6 +50,18 @@ BUILD = os.path.join(A64, "edge-test")
 INITRD = os.path.join(A64, "initramfs.cpio")
 IMAGE = os.path.join(A64, "image", "sklearn", "image.squashfs")
 APPLIANCE = os.path.join(A64, "appliance", "flower-sklearn.qcow2")
+ARCH = "aarch64"
+
+
+def choose(arch, framework):
+    """Point the module's paths at `arch`'s build of `framework`'s image and disk."""
+    global BUILD, INITRD, IMAGE, APPLIANCE, ARCH
+    out = A64 if arch == "aarch64" else os.path.join(ROOT, "build")
+    ARCH = arch
+    BUILD = os.path.join(out, "edge-test" if arch == "aarch64" else f"supernode-boot-{framework}")
+    INITRD = os.path.join(out, "initramfs.cpio")
+    IMAGE = os.path.join(out, "image", framework, "image.squashfs")
+    APPLIANCE = os.path.join(out, "appliance", f"flower-{framework}.qcow2")
 # The PL011 UART is the console of `virt`; panic=-1 reboots (and -no-reboot ends qemu) on a panic.
 APPEND = "console=ttyAMA0 panic=-1"
 # aarch64 under TCG on this 2-core x86_64 machine: measured 150-250 s to READY (BENCHMARKS.md);
@@ -79,13 +97,19 @@ def boot(memory, how="direct"):
     nics = [Nic(GUEST_MAC, user_net="192.168.150.0/24", hostfwd=[(port, GUEST_IP, 8081)])]
     common = dict(arch="aarch64", firmware="uefi", memory=memory, smp=1, cdrom=iso, nics=nics,
                   logdir=os.path.join(ROOT, "build", "vm-logs"))
+    if ARCH == "x86_64":
+        # As OpenNebula's default x86_64 template: machine pc, SeaBIOS, the context CD on IDE.
+        common.update(arch="x86_64", firmware="bios", machine="pc")
+        if how != "qcow2":
+            raise SystemExit("edge-test: --arch x86_64 boots the qcow2 only (--boot qcow2)")
     if how == "qcow2":
         # The VM's own disk: a qcow2 overlay on the imported image (OpenNebula's non-persistent image).
         disk = os.path.join(BUILD, "disk.qcow2")
         if os.path.exists(disk):
             os.unlink(disk)
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", APPLIANCE, disk], check=True)
-        vm = Vm("edge-supernode-qcow2", None, None, None, disks=[Disk(disk, fmt="qcow2", boot=True)], **common)
+        name = "edge-supernode-qcow2" if ARCH == "aarch64" else f"supernode-{os.path.basename(APPLIANCE)[:-6]}"
+        vm = Vm(name, None, None, None, disks=[Disk(disk, fmt="qcow2", boot=True)], **common)
     else:
         state = make_ext4(os.path.join(BUILD, "state.img"), "FL_STATE", 256)
         vm = Vm("edge-supernode", kernel_path(PINNED_KERNEL_DIR_AARCH64), INITRD, APPEND,
@@ -96,16 +120,23 @@ def boot(memory, how="direct"):
 
 def run(memory, out, how="direct"):
     vm = boot(memory, how)
-    via = "its qcow2 disk: AAVMF -> GRUB -> kernel" if how == "qcow2" else "-kernel/-initrd through AAVMF"
-    log(f"boot: aarch64 SuperNode, virt + UEFI, {via}, {memory} MiB, TCG; console {vm.log_path}")
+    if ARCH == "x86_64":
+        log(f"boot: x86_64 SuperNode from {APPLIANCE}: pc, SeaBIOS -> GRUB -> kernel, {memory} MiB; console {vm.log_path}")
+    else:
+        via = "its qcow2 disk: AAVMF -> GRUB -> kernel" if how == "qcow2" else "-kernel/-initrd through AAVMF"
+        log(f"boot: aarch64 SuperNode, virt + UEFI, {via}, {memory} MiB, TCG; console {vm.log_path}")
     vm.start()
-    numbers = {"memory_mib": memory, "boot": how}
+    numbers = {"memory_mib": memory, "boot": how, "arch": ARCH, "image": APPLIANCE if how == "qcow2" else IMAGE}
+    if ARCH == "x86_64":
+        from qemu import accelerator
+        numbers["accel"] = accelerator()[0]
     try:
         t, line, _ = vm.wait_for(r"flower-init: info: flower-init .* starting as PID 1", READY_WITHIN)
         numbers["init_started_s"] = round(t, 1)
         check(True, f"flower-init started as PID 1 {t:.1f}s after qemu started ({line.split('info: ')[-1]})")
         t_kernel, line, _ = vm.wait_for(r"Linux version", 0)
-        check("arm64" in line or "aarch64" in line, f"the kernel is Debian's arm64 build: {line.strip()[:90]}")
+        if ARCH == "aarch64":
+            check("arm64" in line or "aarch64" in line, f"the kernel is Debian's arm64 build: {line.strip()[:90]}")
         numbers["kernel_s"] = round(t_kernel, 1)
         t, line, _ = vm.wait_for(r"flower-init: (info: flower healthy|error: boot failed)", READY_WITHIN)
         if not check("flower healthy" in line, f"Flower healthy {t:.1f}s after qemu started: {line.split(': ', 2)[-1][:160]}"):
@@ -126,7 +157,7 @@ def run(memory, out, how="direct"):
         st = status(vm) or {}
         sec = st.get("sections", {})
         machine, init, cont = sec.get("machine", {}), sec.get("init", {}), sec.get("container", {})
-        check(machine.get("arch") == "aarch64", f"/status machine: {machine}")
+        check(machine.get("arch") == ARCH, f"/status machine: {machine}")
         check(st.get("phase") == "ready", f"/status phase {st.get('phase')!r}")
         check(cont.get("state") == "running" and cont.get("restarts") == 0,
               f"the SuperNode container runs under runc, never restarted ({cont.get('state')}, {cont.get('restarts')} restarts)")
@@ -169,7 +200,10 @@ def main():
     ap.add_argument("--boot", choices=["direct", "qcow2"], default="direct",
                     help="direct: -kernel/-initrd with image and state disks; qcow2: the arm64 appliance disk")
     ap.add_argument("--json", help="write the numbers to this file")
+    ap.add_argument("--arch", choices=["aarch64", "x86_64"], default="aarch64")
+    ap.add_argument("--framework", choices=["sklearn", "pytorch", "tensorflow"], default="sklearn")
     args = ap.parse_args()
+    choose(args.arch, args.framework)
     for p in (APPLIANCE,) if args.boot == "qcow2" else (INITRD, IMAGE, PINNED_KERNEL_DIR_AARCH64):
         if not os.path.exists(p):
             sys.exit(f"edge-test: {p} missing (make build kernel initramfs image ARCH=aarch64; `make edge-test` does it)")

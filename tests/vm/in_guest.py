@@ -22,7 +22,11 @@ variable set, prints IN-GUEST-RESULT=<exit code> and powers off.
            (system_powerdown on qemu's monitor, what `onevm terminate` does) once the test
            prints ACPI-VM-READY.
 
-    tests/vm/in_guest.py context|gpu|acpi|wg
+  nvidia   gpu::tests::vm_the_image_nvidia_module_fits_the_pinned_kernel: the GPU image's nvidia.ko
+           (image/nvidia-driver.sh: DKMS for the pinned kernel) loaded with finit_module: accepted
+           (vermagic, symbol versions), its init then ends with ENODEV (no NVIDIA GPU here).
+
+    tests/vm/in_guest.py context|gpu|acpi|wg|nvidia
 
 Console logs: build/vm-logs/in-guest-<case>.log. The accelerator: see tests/vm/qemu.py.
 """
@@ -74,11 +78,23 @@ class Case:
     group in dependency order; `late` ones 2 s after the test started), the machine."""
 
     def __init__(self, test, env, modules, late=(), params=None, machine="pc", append="", extra=None,
-                 ready=None):
+                 ready=None, files=None):
         self.test, self.env, self.modules, self.late = test, env, list(modules), list(late)
         self.params, self.machine, self.append = params or {}, machine, append
         self.extra = extra or (lambda work: [])
         self.ready = ready  # console line after which the host presses the power button
+        self.files = files or (lambda: [])  # more (path, bytes, mode) for the initramfs
+
+
+NVIDIA_DRIVER = os.path.join(ROOT, "build", "nvidia", "driver")
+
+
+def nvidia_files():
+    """The GPU image's modules (image/nvidia-driver.sh) at /nvidia/ in the initramfs."""
+    with open(os.path.join(NVIDIA_DRIVER, "driver.json")) as f:
+        d = json.load(f)
+    mdir = os.path.join(NVIDIA_DRIVER, "modules", d["kernel"])
+    return [(f"nvidia/{m}.ko", Path(os.path.join(mdir, f"{m}.ko")).read_bytes(), 0o644) for m in d["modules"]]
 
 
 CASES = {
@@ -95,6 +111,8 @@ CASES = {
     "acpi": Case("vm_power_button_is_a_shutdown_request", "FI_ACPI_VM", modules=["button"],
                  ready="ACPI-VM-READY"),
     "wg": Case("vm_two_devices_talk_through_the_tunnel", "FI_WG_VM", modules=["wireguard"]),
+    "nvidia": Case("vm_the_image_nvidia_module_fits_the_pinned_kernel", "FI_NVIDIA_VM", modules=[],
+                   files=nvidia_files),
 }
 
 
@@ -132,6 +150,7 @@ def initramfs(case, work, binary):
     files = [("bin/unit-tests", Path(stripped).read_bytes(), 0o755)]
     os.unlink(stripped)
     files += [(f"mod/{m}.ko", Path(p).read_bytes(), 0o644) for m, p in early + late]
+    files += case.files()
 
     def insmod(mods):
         return "".join(f"/bin/busybox insmod /mod/{m}.ko {case.params.get(m, '')}\n" for m, _ in mods)
