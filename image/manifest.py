@@ -53,11 +53,11 @@ def nvidia_entry(d):
     """The GPU image's driver: where it is and what it was built for (its driver.json)."""
     with open(os.path.join(d, "driver.json")) as f:
         drv = json.load(f)
-    for m in drv["modules"]:
-        if not os.path.isfile(os.path.join(d, "modules", drv["kernel"], f"{m}.ko")):
-            sys.exit(f"manifest: {d}: module {m}.ko for {drv['kernel']} is missing")
+    for f in drv["load_order"]:
+        if not os.path.isfile(os.path.join(d, "modules", drv["kernel"], f)):
+            sys.exit(f"manifest: {d}: module {f} for {drv['kernel']} is missing")
     return {"dir": d, "version": drv["version"], "kernel": drv["kernel"], "vermagic": drv["vermagic"],
-            "modules": drv["modules"]}
+            "modules": drv["modules"], "load_order": drv["load_order"]}
 
 
 def main():

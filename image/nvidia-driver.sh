@@ -5,10 +5,11 @@
 #
 #   image/nvidia-driver.sh KVER OUT_DIR
 #
-#   OUT_DIR/modules/KVER/nvidia.ko, nvidia-uvm.ko   (renamed from Debian's nvidia-current*.ko)
+#   OUT_DIR/modules/KVER/nvidia.ko, nvidia-uvm.ko   (renamed from Debian's nvidia-current*.ko),
+#                        and the pinned kernel's modules nvidia.ko needs (drm and its dependencies)
 #   OUT_DIR/lib/    libcuda.so.1, libnvidia-ml.so.1, libnvidia-ptxjitcompiler.so.1, ... (+ links)
 #   OUT_DIR/bin/    nvidia-smi
-#   OUT_DIR/driver.json   {"version", "kernel", "vermagic", "modules"}
+#   OUT_DIR/driver.json   {"version", "kernel", "vermagic", "modules", "load_order"}
 #
 # The modules are compiled in a throwaway chroot (build/nvidia/builder: bookworm with contrib and
 # non-free, linux-headers-KVER, nvidia-kernel-dkms and its compiler), never in the image, which
@@ -76,11 +77,15 @@ rm -rf "$out"; mkdir -p "$out/modules/$kver" "$out/lib" "$out/bin"
 # Debian names the modules nvidia-current*.ko (its modprobe.d aliases them); flower-init loads
 # them by file: the names docs/gpu.md uses. CUDA needs nvidia and nvidia-uvm only.
 for m in "" -uvm; do
-    src=$(ls "$built/nvidia-current$m.ko"* | head -n 1)
+    src=
+    for f in "$built/nvidia-current$m.ko" "$built/nvidia-current$m.ko.xz"; do [ -z "$src" ] && [ -f "$f" ] && src=$f; done
+    [ -n "$src" ] || { echo "image/nvidia-driver.sh: DKMS built no nvidia-current$m.ko in $built"; exit 1; }
     case $src in
         *.xz) xz -dc "$src" > "$out/modules/$kver/nvidia$m.ko" ;;
         *) cp "$src" "$out/modules/$kver/nvidia$m.ko" ;;
     esac
+    # Debug sections only (what `make modules_install INSTALL_MOD_STRIP=1` drops): 65 -> ~40 MB.
+    strip --strip-debug "$out/modules/$kver/nvidia$m.ko"
 done
 x=$(mktemp -d); trap 'rm -rf "$x"' EXIT
 for d in "$debs"/*.deb; do dpkg -x "$d" "$x"; done
@@ -94,16 +99,40 @@ done
     [ -n "$so" ] && [ "$so" != "$f" ] && ln -sf "$f" "$so"
     case $so in libcuda.so.1) ln -sf "$so" libcuda.so ;; esac
 done)
-smi=$(ls "$x"/usr/lib/nvidia/current/nvidia-smi "$x"/usr/bin/nvidia-smi 2>/dev/null | head -n 1)
+smi=
+for f in "$x"/usr/lib/nvidia/current/nvidia-smi "$x"/usr/bin/nvidia-smi; do
+    [ -z "$smi" ] && [ -f "$f" ] && [ ! -L "$f" ] && smi=$f
+done
+[ -n "$smi" ] || { echo "image/nvidia-driver.sh: nvidia-smi missing from the unpacked nvidia-smi package"; exit 1; }
 cp "$smi" "$out/bin/nvidia-smi"
 for need in libcuda.so.1 libnvidia-ml.so.1 libnvidia-ptxjitcompiler.so.1; do
     [ -e "$out/lib/$need" ] || { echo "image/nvidia-driver.sh: $need missing from the unpacked userspace"; ls -la "$out/lib"; exit 1; }
 done
+# What nvidia.ko needs from the kernel's own tree (drm and its dependencies: the initramfs
+# carries none of it), copied from the pinned kernel (build/kernel), so the GPU step loads the
+# whole list from this directory in order, dependencies first.
+kmods=${KERNEL_MODULES:-$root/build/kernel/lib/modules/$kver}
+[ -f "$kmods/modules.dep" ] || { echo "image/nvidia-driver.sh: no $kmods/modules.dep (make kernel)"; exit 1; }
 vermagic=$(modinfo -F vermagic "$out/modules/$kver/nvidia.ko")
-python3 - "$out/driver.json" "$version" "$kver" "$vermagic" <<'EOF'
-import json, sys
-path, version, kver, vermagic = sys.argv[1:]
-json.dump({"version": version, "kernel": kver, "vermagic": vermagic, "modules": ["nvidia", "nvidia-uvm"]},
-          open(path, "w"), indent=1)
+python3 - "$out" "$version" "$kver" "$vermagic" "$kmods" "$root/initramfs" <<'EOF'
+import json, os, shutil, subprocess, sys
+out, version, kver, vermagic, kmods, initramfs = sys.argv[1:]
+sys.path.insert(0, initramfs)
+from mkinitramfs import closure  # the initramfs builder's modules.dep reader
+mdir = os.path.join(out, "modules", kver)
+need = [d.replace("-", "_") for d in subprocess.run(["modinfo", "-F", "depends", os.path.join(mdir, "nvidia.ko")],
+        capture_output=True, text=True, check=True).stdout.strip().split(",") if d]
+mods, paths, _, _, missing = closure(kmods, need)
+if missing:
+    sys.exit(f"image/nvidia-driver.sh: nvidia.ko needs {missing}, which {kver} does not have")
+for m in mods:
+    src = os.path.join(kmods, paths[m])
+    dst = os.path.join(mdir, m + ".ko" + (".xz" if src.endswith(".xz") else ""))
+    shutil.copyfile(src, dst)
+order = [m + (".ko.xz" if os.path.exists(os.path.join(mdir, m + ".ko.xz")) else ".ko") for m in mods]
+order += ["nvidia.ko", "nvidia-uvm.ko"]
+json.dump({"version": version, "kernel": kver, "vermagic": vermagic, "modules": ["nvidia", "nvidia-uvm"],
+           "load_order": order}, open(os.path.join(out, "driver.json"), "w"), indent=1)
+print(f"load order: {' '.join(order)}")
 EOF
 say "done: $version for $kver ($vermagic), $(du -sm "$out" | cut -f1) MiB"

@@ -54,13 +54,32 @@ pub struct NvidiaDriver {
     pub kernel: String,
     /// `modinfo -F vermagic` of nvidia.ko.
     pub vermagic: String,
+    /// The files of `modules/KERNEL/` in load order: the kernel's own modules nvidia.ko needs
+    /// (drm, ...), then `nvidia.ko`, `nvidia-uvm.ko`.
+    pub load_order: Vec<String>,
 }
 
 impl NvidiaDriver {
-    /// The module file `name` (`nvidia`, `nvidia-uvm`) for `kernel`, under `root` (the image's
-    /// root as mounted now).
+    /// The module file `name` (`nvidia`, `nvidia-uvm`, `drm`) for `kernel`, under `root` (the
+    /// image's root as mounted now).
     pub fn module_at(&self, root: &Path, kernel: &str, name: &str) -> PathBuf {
-        root.join(self.dir.strip_prefix("/").unwrap_or(&self.dir)).join("modules").join(kernel).join(format!("{name}.ko"))
+        let file = self
+            .load_order
+            .iter()
+            .find(|f| f.split(".ko").next() == Some(name))
+            .cloned()
+            .unwrap_or_else(|| format!("{name}.ko"));
+        root.join(self.dir.strip_prefix("/").unwrap_or(&self.dir)).join("modules").join(kernel).join(file)
+    }
+
+    /// The modules to load before `name`, in order (`drm` before `nvidia`; `nvidia` before
+    /// `nvidia-uvm`).
+    pub fn before(&self, name: &str) -> Vec<String> {
+        let names: Vec<String> = self.load_order.iter().filter_map(|f| f.split(".ko").next().map(String::from)).collect();
+        match names.iter().position(|n| n == name) {
+            Some(i) => names[..i].to_vec(),
+            None => Vec::new(),
+        }
     }
 }
 
@@ -197,7 +216,17 @@ fn nvidia_entry(f: &Fields) -> std::result::Result<NvidiaDriver, String> {
     if kernel.contains('/') {
         return Err(format!("field nvidia_driver.kernel: {kernel:?} is not a kernel release"));
     }
-    Ok(NvidiaDriver { dir, version: f.string("version")?, kernel, vermagic: f.string("vermagic")? })
+    let mut load_order = Vec::new();
+    for (i, v) in f.array("load_order")?.iter().enumerate() {
+        match v.as_str() {
+            Some(name) if !name.contains('/') && (name.ends_with(".ko") || name.ends_with(".ko.xz")) => load_order.push(name.to_string()),
+            _ => return Err(format!("field nvidia_driver.load_order[{i}]: expected a module file name (x.ko), found {v}")),
+        }
+    }
+    if !load_order.iter().any(|f| f == "nvidia.ko") {
+        return Err("field nvidia_driver.load_order: nvidia.ko is not in it".into());
+    }
+    Ok(NvidiaDriver { dir, version: f.string("version")?, kernel, vermagic: f.string("vermagic")?, load_order })
 }
 
 /// `app.fab`: an absolute path, a sha256 in lowercase hex, a size.

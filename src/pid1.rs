@@ -205,10 +205,13 @@ fn gpu_step(boot: &mut Boot, cfg: &Config, index: &kmod::Index, nvidia: Option<&
             if let Some(d) = driver {
                 let file = d.module_at(newroot, &release, name);
                 if file.is_file() {
-                    if Path::new("/sys/module").join(kmod::normalize(name)).exists() {
-                        return Ok(());
+                    // What it needs first (drm before nvidia), from the same directory.
+                    for m in d.before(name).iter().map(String::as_str).chain([name]) {
+                        if !Path::new("/sys/module").join(kmod::normalize(m)).exists() {
+                            kmod::Loader::load(&mut kmod::Finit, m, &d.module_at(newroot, &release, m))?;
+                        }
                     }
-                    return kmod::Loader::load(&mut kmod::Finit, name, &file);
+                    return Ok(());
                 }
             }
             loader.load(name);

@@ -455,6 +455,13 @@ fn vm_the_image_nvidia_module_fits_the_pinned_kernel() {
         return;
     }
     use crate::kmod::Loader;
+    // What nvidia.ko needs from the kernel's tree (drm), shipped beside it, first.
+    let order = fs::read_to_string("/nvidia/order").unwrap();
+    for f in order.lines().take_while(|f| *f != "nvidia.ko") {
+        let name = f.split(".ko").next().unwrap();
+        crate::kmod::Finit.load(name, &Path::new("/nvidia").join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        println!("loaded {f} (the pinned kernel's, shipped with the driver)");
+    }
     let e = crate::kmod::Finit.load("nvidia", Path::new("/nvidia/nvidia.ko")).expect_err("no NVIDIA GPU in this VM");
     let msg = e.to_string();
     println!("finit_module(nvidia.ko): {msg}");

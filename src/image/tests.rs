@@ -142,17 +142,23 @@ fn the_fab_is_read_only_when_it_matches_the_manifest() {
 fn the_nvidia_driver_is_optional_and_checked() {
     assert_eq!(parse(REAL).unwrap().nvidia_driver, None);
     let d = json!({"dir": "/opt/nvidia-driver", "version": "535.309.01", "kernel": "6.1.0-56-amd64",
-                   "vermagic": "6.1.0-56-amd64 SMP preempt mod_unload modversions ", "modules": ["nvidia", "nvidia-uvm"]});
+                   "vermagic": "6.1.0-56-amd64 SMP preempt mod_unload modversions ", "modules": ["nvidia", "nvidia-uvm"],
+                   "load_order": ["drm.ko", "nvidia.ko", "nvidia-uvm.ko"]});
     let m = parse(&edit(|v| v["nvidia_driver"] = d.clone())).unwrap();
     let n = m.nvidia_driver.unwrap();
     assert_eq!((n.version.as_str(), n.kernel.as_str()), ("535.309.01", "6.1.0-56-amd64"));
     assert_eq!(n.module_at(Path::new("/newroot"), "6.1.0-56-amd64", "nvidia-uvm"),
                Path::new("/newroot/opt/nvidia-driver/modules/6.1.0-56-amd64/nvidia-uvm.ko"));
+    assert_eq!(n.before("nvidia"), vec!["drm"]);
+    assert_eq!(n.before("nvidia-uvm"), vec!["drm", "nvidia"]);
+    assert_eq!(n.module_at(Path::new("/"), "k", "drm"), Path::new("/opt/nvidia-driver/modules/k/drm.ko"));
     assert_eq!(parse(&edit(|v| v["nvidia_driver"] = Value::Null)).unwrap().nvidia_driver, None);
     for (field, bad, want) in [
         ("dir", json!("opt/nvidia"), "field nvidia_driver.dir: opt/nvidia is not an absolute path"),
         ("kernel", json!("../x"), "field nvidia_driver.kernel: \"../x\" is not a kernel release"),
         ("version", json!(""), "field nvidia_driver.version: expected a non-empty string"),
+        ("load_order", json!(["../x.ko"]), "field nvidia_driver.load_order[0]: expected a module file name"),
+        ("load_order", json!(["drm.ko"]), "field nvidia_driver.load_order: nvidia.ko is not in it"),
     ] {
         let mut d2 = d.clone();
         d2[field] = bad;

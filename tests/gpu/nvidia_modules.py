@@ -51,6 +51,24 @@ def main():
     for p in own[::7]:  # a sample is plenty: the common symbols are imported by hundreds
         seen.update(versions(p))
     names = {os.path.basename(p).split(".ko")[0].replace("-", "_") for p in own}
+    # What the driver's own modules export (nvidia.ko for nvidia-uvm.ko): `__crc_SYM` values.
+    # Since Linux 5.19 a `__crc_SYM` symbol is the offset of SYM's CRC (4 bytes, little endian)
+    # in the module's __kcrctab section.
+    exported = {}
+    for m in d["modules"]:
+        ko = os.path.join(driver, "modules", kver, f"{m}.ko")
+        out = subprocess.run(["nm", ko], capture_output=True, text=True, check=True).stdout
+        tab = ko + ".kcrctab"
+        subprocess.run(["objcopy", "-O", "binary", "--only-section=__kcrctab", ko, tab], check=True)
+        crcs = open(tab, "rb").read()
+        os.unlink(tab)
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[2].startswith("__crc_"):
+                off = int(parts[0], 16)
+                exported[parts[2][len("__crc_"):]] = int.from_bytes(crcs[off:off + 4], "little")
+            elif len(parts) == 3 and parts[2].startswith("__ksymtab_"):
+                exported.setdefault(parts[2][len("__ksymtab_"):], None)
     failures = []
     for m in d["modules"]:
         path = os.path.join(driver, "modules", kver, f"{m}.ko")
@@ -58,15 +76,20 @@ def main():
         if magic != want_magic:
             failures.append(f"{m}.ko: vermagic {magic!r}, the pinned kernel's {want_magic!r}")
         imp = versions(path)
-        missing = [s for s in imp if s not in symvers]
+        missing = [s for s in imp if s not in symvers and s not in exported]
         differ = [s for s, c in imp.items() if s in symvers and symvers[s] != c]
+        differ_drv = [s for s, c in imp.items() if s not in symvers and exported.get(s) not in (None, c)]
         differ_own = [s for s, c in imp.items() if s in seen and seen[s] != c]
         failures += [f"{m}.ko imports {s}, which {kver} does not export" for s in missing[:5]]
         failures += [f"{m}.ko: {s} CRC differs from Module.symvers" for s in differ[:5]]
+        failures += [f"{m}.ko: {s} CRC differs from what the driver's own module exports" for s in differ_drv[:5]]
         failures += [f"{m}.ko: {s} CRC differs from the pinned kernel's modules" for s in differ_own[:5]]
         deps = [x for x in modinfo("depends", path).split(",") if x]
         bad = [x for x in deps if x.replace("-", "_") not in names and x not in [n.replace("-", "_") for n in d["modules"]]]
         failures += [f"{m}.ko depends on {x}, not in the pinned kernel" for x in bad]
+        order = [f.split(".ko")[0] for f in d["load_order"]]
+        late = [x for x in deps if x not in order[:order.index(m)]]
+        failures += [f"{m}.ko depends on {x}, which load_order does not put before it" for x in late]
         print(f"nvidia-modules: {m}.ko: vermagic {magic!r}; {len(imp)} versioned symbols, "
               f"{len([s for s in imp if s in seen])} cross-checked against the pinned kernel's own modules; "
               f"depends: {','.join(deps) or '-'}")

@@ -86,12 +86,12 @@ def status(vm):
     return json.loads(body) if code == 200 else None
 
 
-def boot(memory, how="direct"):
+def boot(memory, how="direct", gpu=False):
     os.makedirs(BUILD, exist_ok=True)
     d = os.path.join(BUILD, "context")
     contextsh.write(d, {**NET, "FL_ROLE": "supernode", "FL_SUPERLINK_ADDRESS": "192.168.150.20:9092",
                         "FL_TLS_ENABLED": "NO", "FL_NODE_CONFIG": "partition-id=0 num-partitions=2",
-                        "FL_STATUS_ALLOW": "192.168.150.0/24"})
+                        "FL_STATUS_ALLOW": "192.168.150.0/24", **({"FL_GPU_ENABLED": "YES"} if gpu else {})})
     iso = make_iso(d, os.path.join(BUILD, "context.iso"))
     port = free_port()
     nics = [Nic(GUEST_MAC, user_net="192.168.150.0/24", hostfwd=[(port, GUEST_IP, 8081)])]
@@ -118,8 +118,8 @@ def boot(memory, how="direct"):
     return vm
 
 
-def run(memory, out, how="direct"):
-    vm = boot(memory, how)
+def run(memory, out, how="direct", gpu=False):
+    vm = boot(memory, how, gpu)
     if ARCH == "x86_64":
         log(f"boot: x86_64 SuperNode from {APPLIANCE}: pc, SeaBIOS -> GRUB -> kernel, {memory} MiB; console {vm.log_path}")
     else:
@@ -158,6 +158,17 @@ def run(memory, out, how="direct"):
         sec = st.get("sections", {})
         machine, init, cont = sec.get("machine", {}), sec.get("init", {}), sec.get("container", {})
         check(machine.get("arch") == ARCH, f"/status machine: {machine}")
+        if gpu:
+            # No NVIDIA GPU under qemu: the CPU fallback, with its reason (issue #18).
+            g = sec.get("gpu") or {}
+            check(g.get("available") is False and bool(g.get("reason")), f"/status gpu: no GPU, CPU fallback: {g}")
+            numbers["gpu"] = g
+            try:
+                _, line, _ = vm.wait_for(r"step image: ok", 0)
+                numbers["image_note"] = line.split("ok", 1)[-1].strip()[:200]
+                log(f"  image step: {numbers['image_note']}")
+            except TimeoutError:
+                pass
         check(st.get("phase") == "ready", f"/status phase {st.get('phase')!r}")
         check(cont.get("state") == "running" and cont.get("restarts") == 0,
               f"the SuperNode container runs under runc, never restarted ({cont.get('state')}, {cont.get('restarts')} restarts)")
@@ -202,13 +213,14 @@ def main():
     ap.add_argument("--json", help="write the numbers to this file")
     ap.add_argument("--arch", choices=["aarch64", "x86_64"], default="aarch64")
     ap.add_argument("--framework", choices=["sklearn", "pytorch", "tensorflow"], default="sklearn")
+    ap.add_argument("--gpu", action="store_true", help="FL_GPU_ENABLED=YES: with no GPU in the VM, the CPU fallback")
     args = ap.parse_args()
     choose(args.arch, args.framework)
     for p in (APPLIANCE,) if args.boot == "qcow2" else (INITRD, IMAGE, PINNED_KERNEL_DIR_AARCH64):
         if not os.path.exists(p):
             sys.exit(f"edge-test: {p} missing (make build kernel initramfs image ARCH=aarch64; `make edge-test` does it)")
     t0 = time.monotonic()
-    run(args.memory, args.json, args.boot)
+    run(args.memory, args.json, args.boot, args.gpu)
     if FAILURES:
         log(f"{len(FAILURES)} check(s) failed:")
         for f in FAILURES:

@@ -94,7 +94,8 @@ def nvidia_files():
     with open(os.path.join(NVIDIA_DRIVER, "driver.json")) as f:
         d = json.load(f)
     mdir = os.path.join(NVIDIA_DRIVER, "modules", d["kernel"])
-    return [(f"nvidia/{m}.ko", Path(os.path.join(mdir, f"{m}.ko")).read_bytes(), 0o644) for m in d["modules"]]
+    files = [(f"nvidia/{f}", Path(os.path.join(mdir, f)).read_bytes(), 0o644) for f in d["load_order"]]
+    return files + [("nvidia/order", "\n".join(d["load_order"]).encode() + b"\n", 0o644)]
 
 
 CASES = {
