@@ -184,7 +184,9 @@ class Federation:
     def __init__(self, args):
         self.args = args
         self.binary = os.path.join(ROOT, "build", "flower-init")
-        self.rootfs = os.path.join(ROOT, "build", "image", args.framework, "rootfs")
+        # The demo, the multisite and renewal harnesses build their own args: sklearn unless said.
+        self.framework = getattr(args, "framework", "sklearn")
+        self.rootfs = os.path.join(ROOT, "build", "image", self.framework, "rootfs")
         self.nodes = []
         self.standin = None
         self.topo = None
@@ -197,7 +199,7 @@ class Federation:
     def setup(self):
         for path in (self.binary, os.path.join(self.rootfs, "etc/flower-init/image.json")):
             if not os.path.exists(path):
-                raise SystemExit(f"e2e: {path} is missing: run `make build image FRAMEWORK={self.args.framework}` first")
+                raise SystemExit(f"e2e: {path} is missing: run `make build image FRAMEWORK={self.framework}` first")
         os.makedirs(BUILD, exist_ok=True)
         self.topo = netns.Topology(PREFIX, SUBNET)
         # The stand-in lives on the bridge (the service's private network).
@@ -300,7 +302,7 @@ class Federation:
         """Extra `flower-init boot` arguments of a service SuperNode: --data (the node's data
         disk) where the use case needs provisioned data (llm-fine-tuning: a tiny model made
         here by tools/tiny_llm.py with the image's own Python, different text per node)."""
-        if self.args.use_case != "llm-fine-tuning":
+        if getattr(self.args, "use_case", None) != "llm-fine-tuning":
             return ()
         d = os.path.join(BUILD, f"data-{vm.vmid}")
         subprocess.run(["rm", "-rf", d], check=True)
