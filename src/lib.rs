@@ -41,6 +41,7 @@ pub mod oneflow;
 pub mod onegate;
 pub mod pid1;
 pub mod power;
+pub mod rtc;
 pub mod runconfig;
 pub mod secret;
 pub mod service;

@@ -80,6 +80,7 @@ fn machine_steps(boot: &mut Boot) -> std::result::Result<Option<Config>, Failed>
         let note = format!("{loaded} loaded{}", if failed.is_empty() { String::new() } else { format!(", {} not loadable (no such device/firmware)", failed.len()) });
         Ok((ix, Note::Ok(note)))
     })?;
+    clock_from_rtc();
     if let Err(e) = boot.sv.watch_acpi() {
         log::warn!("ACPI power button: {e}: `onevm terminate` will not power off cleanly (SIGTERM/SIGPWR still do)");
     }
@@ -153,7 +154,20 @@ fn machine_steps(boot: &mut Boot) -> std::result::Result<Option<Config>, Failed>
         let note = notes.join("; ");
         Ok(((), if warn { Note::Warn(note) } else { Note::Ok(note) }))
     })?;
+    // Again before TLS and Flower: the kernel's clocksource watchdog may have dropped a
+    // miscalibrated TSC only now, after the clock had already run ahead.
+    clock_from_rtc();
     Ok(Some(cfg))
+}
+
+/// Step the system clock to the RTC when they differ by 2 s or more (crate::rtc: no NTP here,
+/// and a clock off by seconds fails Flower's SuperNode authentication). No RTC: nothing to do.
+fn clock_from_rtc() {
+    match crate::rtc::sync_from(Path::new("/dev/rtc0")) {
+        Ok(Some(step)) => log::warn!("clock: the system clock was {}s off the RTC: stepped to the RTC's time", -step),
+        Ok(None) => {}
+        Err(e) => log::debug!("clock: not compared with the RTC: {e}"),
+    }
 }
 
 /// Mount the state partition read-write at `state`, grown first to the end of a disk that was
