@@ -42,21 +42,27 @@ def vm_template(role, image, arch="x86_64"):
     return out
 
 
+def run_meta(tmp, disk, size, opts, url):
+    """A qcow2 of `size` at `disk`, `appliance/meta.sh OPTS` on it into tmp/market: (that
+    directory, {file: its YAML read back})."""
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", disk, size], check=True)
+    out = os.path.join(tmp, "market")
+    r = subprocess.run([META, *opts, FLOWER_INIT, out, url, "9.9.9-test", disk], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise AssertionError(f"meta.sh {' '.join(opts)} failed: {r.stdout}{r.stderr}")
+    apps = {}
+    for f in sorted(os.listdir(out)):
+        with open(os.path.join(out, f)) as fh:
+            apps[f] = yaml.safe_load(fh)
+    return out, apps
+
+
 class MetaTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.disk = os.path.join(cls.tmp.name, "flower-pytorch.qcow2")
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", cls.disk, "64M"], check=True)
-        cls.out = os.path.join(cls.tmp.name, "market")
-        r = subprocess.run([META, FLOWER_INIT, cls.out, "https://example.org/fi/", "9.9.9-test", cls.disk],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise AssertionError(f"meta.sh failed: {r.stdout}{r.stderr}")
-        cls.apps = {}
-        for f in sorted(os.listdir(cls.out)):
-            with open(os.path.join(cls.out, f)) as fh:
-                cls.apps[f] = yaml.safe_load(fh)
+        cls.out, cls.apps = run_meta(cls.tmp.name, cls.disk, "64M", [], "https://example.org/fi/")
 
     @classmethod
     def tearDownClass(cls):
@@ -126,16 +132,7 @@ class MetaAarch64Test(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.disk = os.path.join(cls.tmp.name, "flower-sklearn.qcow2")  # as build/aarch64/appliance names it
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", cls.disk, "32M"], check=True)
-        cls.out = os.path.join(cls.tmp.name, "market")
-        r = subprocess.run([META, "--arch", "aarch64", FLOWER_INIT, cls.out, "https://example.org/fi", "9.9.9-test",
-                            cls.disk], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise AssertionError(f"meta.sh --arch aarch64 failed: {r.stdout}{r.stderr}")
-        cls.apps = {}
-        for f in sorted(os.listdir(cls.out)):
-            with open(os.path.join(cls.out, f)) as fh:
-                cls.apps[f] = yaml.safe_load(fh)
+        cls.out, cls.apps = run_meta(cls.tmp.name, cls.disk, "32M", ["--arch", "aarch64"], "https://example.org/fi")
 
     @classmethod
     def tearDownClass(cls):
