@@ -60,6 +60,11 @@ pub struct NvidiaDriver {
 }
 
 impl NvidiaDriver {
+    /// The driver directory under `root` (the image's root as mounted now).
+    pub fn dir_at(&self, root: &Path) -> PathBuf {
+        root.join(self.dir.strip_prefix("/").unwrap_or(&self.dir))
+    }
+
     /// The module file `name` (`nvidia`, `nvidia-uvm`, `drm`) for `kernel`, under `root` (the
     /// image's root as mounted now).
     pub fn module_at(&self, root: &Path, kernel: &str, name: &str) -> PathBuf {
@@ -69,7 +74,7 @@ impl NvidiaDriver {
             .find(|f| f.split(".ko").next() == Some(name))
             .cloned()
             .unwrap_or_else(|| format!("{name}.ko"));
-        root.join(self.dir.strip_prefix("/").unwrap_or(&self.dir)).join("modules").join(kernel).join(file)
+        self.dir_at(root).join("modules").join(kernel).join(file)
     }
 
     /// The modules to load before `name`, in order (`drm` before `nvidia`; `nvidia` before

@@ -211,7 +211,7 @@ fn gpu_step(boot: &mut Boot, cfg: &Config, index: &kmod::Index, nvidia: Option<&
             }
             fits
         });
-        let req = gpu_request(cfg, driver.map(|d| newroot.join(d.dir.strip_prefix("/").unwrap_or(&d.dir))));
+        let req = gpu_request(cfg, driver.map(|d| d.dir_at(newroot)));
         let mut loader = kmod::Coldplug::new(index, kmod::Finit);
         let mut g = gpu::setup(&req, &mut |name| {
             // nvidia and nvidia-uvm come from the image (built for this kernel by DKMS), the
