@@ -37,7 +37,7 @@ setup:
 
 # The static binary. `file` must say "statically linked" (asserted here, like catatonit's CI).
 build: setup
-	cargo build --release --locked --target $(TARGET)
+	scripts/cargo-release.sh $(TARGET)
 	@mkdir -p $(OUT)
 	cp --remove-destination $(BIN) $(OUT)/flower-init
 	@file $(OUT)/flower-init | grep -q 'statically linked' || { file $(OUT)/flower-init; echo "not static"; exit 1; }

@@ -28,4 +28,29 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-env-changed=FLOWER_INIT_COMMIT");
+    discard_unwind_tables();
+}
+
+/// The static musl binary built with `panic = "abort"` (the release profile) never unwinds:
+/// its unwind tables (~330 KB, 11 % of the file) only fed std's panic backtraces. The linker
+/// drops them (link/discard-unwind.ld). Only the release profile's `bin` gets the script:
+/// build scripts see the target's cfg, not the profile's panic strategy, so `PROFILE` decides
+/// (the library's tests are separate targets and keep their tables; main.rs has no tests).
+fn discard_unwind_tables() {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    println!("cargo:rerun-if-changed=link/discard-unwind.ld");
+    if env("PROFILE") != "release" || env("CARGO_CFG_TARGET_ENV") != "musl" || env("CARGO_CFG_TARGET_OS") != "linux" {
+        return;
+    }
+    let script = PathBuf::from(env("CARGO_MANIFEST_DIR")).join("link/discard-unwind.ld");
+    // x86_64 links through `cc` (options for ld after -Wl,); aarch64 through rust-lld directly
+    // (.cargo/config.toml).
+    let direct = ["rust-lld", "ld.lld", "lld"].iter().any(|l| env("RUSTC_LINKER").ends_with(l));
+    for arg in ["--no-eh-frame-hdr".to_string(), format!("-T{}", script.display())] {
+        if direct {
+            println!("cargo:rustc-link-arg-bins={arg}");
+        } else {
+            println!("cargo:rustc-link-arg-bins=-Wl,{arg}");
+        }
+    }
 }

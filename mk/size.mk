@@ -9,5 +9,5 @@ size: setup
 	$(PYTHON) -m unittest tools/test_size_by_crate.py
 	CARGO_TARGET_DIR=$(SIZE_TARGET_DIR) CARGO_PROFILE_RELEASE_STRIP=false \
 	  CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static -C symbol-mangling-version=v0" \
-	  cargo build --release --locked --target $(TARGET)
+	  scripts/cargo-release.sh $(TARGET)
 	$(PYTHON) tools/size_by_crate.py $(SIZE_TARGET_DIR)/$(TARGET)/release/flower-init $(SIZE_ARGS)
