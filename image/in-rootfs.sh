@@ -78,6 +78,31 @@ $venv/bin/python -c 'import sys; from pathlib import Path; from flwr.cli.build i
     /opt/flower/app /opt/flower/app.fab
 chmod 0644 /opt/flower/app.fab
 
+# The SuperLink's state database, empty and migrated to this Flower's latest schema by Flower's
+# own code (the factories flower-superlink uses). At its first boot on the state disk flower-init
+# copies it to FL_DATABASE (src/container/rootfs.rs, seed_state_db), so Flower skips creating
+# ~30 tables through its Alembic migrations: 0.3 s natively, seconds under emulation. No row in
+# it belongs to any one VM (checked below: only Alembic's version and SQLite's own sequence).
+rm -f /opt/flower/superlink-state.db*
+$venv/bin/python - /opt/flower/superlink-state.db <<'PY'
+import sqlite3, sys
+from flwr.superlink.config_loader import get_objectstore_linkstate_factories
+from flwr.superlink.federation import NoOpFederationManager
+path = sys.argv[1]
+get_objectstore_linkstate_factories(path, NoOpFederationManager())[1].state()
+db = sqlite3.connect(path)
+db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+tables = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+rows = {t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+extra = {t: n for t, n in rows.items() if n and t not in ("alembic_version", "sqlite_sequence")}
+if extra or not rows.get("alembic_version"):
+    sys.exit(f"superlink-state.db: expected empty tables at an Alembic revision, found {rows}")
+db.execute("VACUUM")
+db.close()
+PY
+rm -f /opt/flower/superlink-state.db-wal /opt/flower/superlink-state.db-shm
+chmod 0644 /opt/flower/superlink-state.db
+
 # Python cannot write bytecode at run time on a read-only root: compile it all now. pip already
 # compiled what it installed; this adds Debian's stdlib and the app's source copy.
 [ "${COMPILE:-here}" = host ] || python3 -m compileall -q -j0 /usr/lib/python3 /usr/lib/python3.11 /opt/flower >/dev/null

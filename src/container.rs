@@ -22,7 +22,7 @@ pub mod runc;
 
 pub use oci::{Controllers, Limits, Spec, config_json, mem_total_at, memory_limit, nofile_hard, seccomp_profile, write_bundle};
 pub use output::OutputRing;
-pub use rootfs::{DataAccess, ROOTFS_DIR, bind_rootfs, data_access, prepare_state_dir};
+pub use rootfs::{DataAccess, ROOTFS_DIR, STATE_DB_TEMPLATE, bind_rootfs, data_access, prepare_state_dir, seed_state_db};
 pub use runc::{Runc, State, Status, cleanup_stale, parse_list, parse_state};
 
 /// A device node given to the container: an entry in `linux.devices` plus an allow rule in

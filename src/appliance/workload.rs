@@ -5,6 +5,7 @@
 use super::Node;
 use super::spec;
 use super::steps::{Boot, Failed, Note};
+use crate::config;
 use crate::container::{self, OutputRing, Runc};
 use crate::error::{Ctx, Error, Result};
 use crate::flower::probe::Prober;
@@ -38,6 +39,7 @@ pub(super) fn start(boot: &mut Boot, node: &mut Node) -> std::result::Result<(),
     boot.step("container", |b| {
         let rootfs = spec::container_rootfs(b)?;
         container::prepare_state_dir(&spec::host_state_dir(b), container::CONTAINER_UID, container::CONTAINER_GID)?;
+        seed_state_db(b, node, &rootfs);
         let args = spec::with_warm_app_start(&rootfs, spec::flower_args(node)?);
         let s = spec::spec(b, node, &node.id, args, &rootfs);
         let bundle = container::write_bundle(&b.layout.run_dir.join("bundle").join(&node.id), &s)?;
@@ -57,6 +59,21 @@ pub(super) fn start(boot: &mut Boot, node: &mut Node) -> std::result::Result<(),
             None => Ok(((), Note::Ok(note))),
         }
     })
+}
+
+/// The SuperLink's first boot with its database on the state disk: start from the image's
+/// migrated empty database (`container::seed_state_db`). Failing to copy it only costs time
+/// (Flower creates the database itself), so it is a warning.
+fn seed_state_db(b: &Boot, node: &Node, rootfs: &Path) {
+    let config::RoleConfig::SuperLink(sl) = &node.cfg.role else { return };
+    let config::Database::File(p) = &sl.database else { return };
+    let Ok(rel) = p.strip_prefix(crate::vocab::STATE_DIR) else { return };
+    let db = spec::host_state_dir(b).join(rel);
+    match container::seed_state_db(&rootfs.join(container::STATE_DB_TEMPLATE), &db, container::CONTAINER_UID, container::CONTAINER_GID) {
+        Ok(true) => log::info!("container: {} seeded with the image's migrated empty state database", p.display()),
+        Ok(false) => {}
+        Err(e) => log::warn!("container: {e}; Flower creates the database itself"),
+    }
 }
 
 /// Poll Flower's `/health` every 100 ms until it answers 200 (the DESIGN's readiness), while

@@ -34,6 +34,33 @@ pub fn prepare_state_dir(dir: &Path, uid: u32, gid: u32) -> Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_ctx(what)
 }
 
+/// Where the image keeps the SuperLink's state database, created and migrated by the image's
+/// own Flower at build time (image/in-rootfs.sh): empty tables at Flower's latest schema.
+pub const STATE_DB_TEMPLATE: &str = "opt/flower/superlink-state.db";
+
+/// Put the image's migrated, empty state database (`template`) at `db` (the host side of
+/// FL_DATABASE) when there is nothing there yet, owned by the container user, mode 0600.
+/// Flower then finds its schema current and skips creating ~30 tables through its migrations at
+/// the first boot (seconds of Python under emulation; BENCHMARKS.md). Does nothing, returning
+/// `false`, when `db` or a journal of it exists (Flower's own data, or a crash's leftovers:
+/// Flower recovers those itself), when its directory does not exist (Flower reports that), or
+/// when the image has no template (an older or custom image).
+pub fn seed_state_db(template: &Path, db: &Path, uid: u32, gid: u32) -> Result<bool> {
+    let journals = ["-wal", "-journal", "-shm"].map(|sfx| {
+        let mut name = db.as_os_str().to_os_string();
+        name.push(sfx);
+        std::path::PathBuf::from(name)
+    });
+    let present = |p: &Path| std::fs::symlink_metadata(p).is_ok();
+    if present(db) || journals.iter().any(|j| present(j)) || !template.is_file() || !db.parent().is_some_and(Path::is_dir) {
+        return Ok(false);
+    }
+    let what = || format!("seed {} from {}", db.display(), template.display());
+    let bytes = std::fs::read(template).with_ctx(what)?;
+    crate::fsutil::write_atomic(db, &bytes, 0o600, Some((uid, gid))).with_ctx(what)?;
+    Ok(true)
+}
+
 /// What the container user cannot read on the data disk (its host side `dir`, bound read-only
 /// at `/app/data`): files without a read bit for `uid`/`gid` (owner, group or others), and
 /// directories without read + search. A data disk prepared as root often has such files
@@ -123,6 +150,39 @@ pub fn data_access(dir: &Path, uid: u32, gid: u32, limit: usize) -> DataAccess {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn seed_state_db_copies_the_template_only_where_flower_has_nothing() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let tpl = d.path().join("template.db");
+        std::fs::write(&tpl, b"SQLite format 3\0 migrated").unwrap();
+        let state = d.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+
+        // First boot: copied, private, and no temp file left.
+        let db = state.join("state.db");
+        assert!(seed_state_db(&tpl, &db, uid, gid).unwrap());
+        assert_eq!(std::fs::read(&db).unwrap(), b"SQLite format 3\0 migrated");
+        let m = std::fs::metadata(&db).unwrap();
+        assert_eq!((m.permissions().mode() & 0o777, m.uid(), m.gid()), (0o600, uid, gid));
+        assert_eq!(std::fs::read_dir(&state).unwrap().count(), 1);
+
+        // Later boots: Flower's own database is never touched.
+        std::fs::write(&db, b"flower's data").unwrap();
+        assert!(!seed_state_db(&tpl, &db, uid, gid).unwrap());
+        assert_eq!(std::fs::read(&db).unwrap(), b"flower's data");
+
+        // A journal without its database (a crash), no directory, no template: left to Flower.
+        let db2 = state.join("other.db");
+        std::fs::write(state.join("other.db-wal"), b"wal").unwrap();
+        assert!(!seed_state_db(&tpl, &db2, uid, gid).unwrap());
+        assert!(!db2.exists());
+        assert!(!seed_state_db(&tpl, &state.join("missing/x.db"), uid, gid).unwrap());
+        assert!(!seed_state_db(&d.path().join("none.db"), &state.join("y.db"), uid, gid).unwrap());
+        assert!(!state.join("y.db").exists());
+    }
 
     #[test]
     fn data_access_names_what_the_container_user_cannot_read() {
