@@ -35,6 +35,9 @@ say() { echo "image[$framework/$arch] +$(( $(date +%s) - t0 ))s: $*"; }
 [ -f "$app/pyproject.toml" ] || { echo "image/build.sh: APP=$app has no pyproject.toml"; exit 1; }
 reqs=("$root/python/requirements-flwr-deps.txt" "$root/python/requirements-$framework.txt")
 [ -f "${reqs[1]}" ] || { echo "image/build.sh: unknown FRAMEWORK=$framework (no ${reqs[1]})"; exit 1; }
+# An architecture's own closure where it differs: PyPI's aarch64 torch is the CPU build, which
+# needs neither the nvidia-* wheels nor triton (python/requirements-pytorch-aarch64.txt).
+[ ! -f "$root/python/requirements-$framework-$arch.txt" ] || reqs[1]=$root/python/requirements-$framework-$arch.txt
 case $framework in   # the use cases this variant can run; mirrors UseCase::frameworks() in src/config.rs
     sklearn) use_cases='["tabular-classification", "image-classification"]' ;;
     pytorch) use_cases='["image-classification", "llm-fine-tuning"]' ;;

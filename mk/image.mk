@@ -11,7 +11,7 @@ IMAGE_DIR     := $(OUT)/image/$(FRAMEWORK)
 IMAGE_ROOTFS  := $(IMAGE_DIR)/rootfs
 IMAGE_ARGS    := $(FRAMEWORK) $(abspath $(APP)) $(IMAGE_FORMATS)
 IMAGE_INPUTS  := $(wildcard image/* image/appstart/*) python/flwr-version.txt python/requirements-flwr-deps.txt \
-                 python/requirements-$(FRAMEWORK).txt \
+                 python/requirements-$(FRAMEWORK).txt $(wildcard python/requirements-$(FRAMEWORK)-$(ARCH).txt) \
                  $(shell find $(APP) -type f -not -path '*/__pycache__/*' -not -name '*.pyc' 2>/dev/null)
 
 .PHONY: image image-test image-timings FORCE
