@@ -4,7 +4,8 @@
 //! [`plan`] decides (pure) which GPUs go to which driver and which writes that takes, [`apply`]
 //! runs the plan through a small seam ([`Ops`]: module load, sysfs write, mknod) and returns the
 //! container's device nodes. [`setup`] is what the boot calls; `flower-init gpu scan` prints
-//! the scan and the plan and changes nothing. See docs/gpu.md.
+//! the scan and the plan and changes nothing; [`host::on_host`] runs the same steps on a host
+//! whose NVIDIA driver is loaded, changing nothing (`flower-init gpu bundle`). See docs/gpu.md.
 //!
 //! Policy (seed decisions 06-01/06-02): FL_GPU_ENABLED is opt-in; no GPU or a failed binding is
 //! a WARNING and a CPU fallback (FL_GPU_AVAILABLE=NO), never fatal.
@@ -12,17 +13,18 @@
 pub mod apply;
 mod cli;
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
+pub mod host;
 pub mod ids;
 pub mod plan;
 pub mod scan;
 
 pub use apply::{HostNode, Ops, System};
-pub use cli::cli;
+pub use cli::{cli, parse_devices};
 pub use plan::{Decision, Driver, Plan};
 pub use scan::{PciGpu, Scan};
 
-use crate::container::{BindMount, DeviceNode};
+use crate::container::{BindMount, DeviceNode, Spec};
 use crate::error::Result;
 use std::path::{Path, PathBuf};
 
@@ -94,6 +96,15 @@ impl Gpus {
     /// The FL_GPU_AVAILABLE value published to OneGate.
     pub fn available_word(&self) -> &'static str {
         if self.available { "YES" } else { "NO" }
+    }
+
+    /// Hand the GPUs to a container: their device nodes, the driver's library mounts and the
+    /// GPU environment, after what `spec` already has. The one place both the boot's Flower
+    /// container and `flower-init gpu bundle` take them from.
+    pub fn add_to(&self, spec: &mut Spec) {
+        spec.devices.extend(self.devices.iter().cloned());
+        spec.mounts.extend(self.mounts.iter().cloned());
+        spec.env.extend(self.env.iter().cloned());
     }
 
     /// One line for the boot timeline.
