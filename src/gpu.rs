@@ -68,6 +68,11 @@ pub struct Request {
     /// optional `bin/` with nvidia-smi), from the image manifest; its kernel modules must be in
     /// the image's module tree. `None`: the image has no GPU driver and GPUs go to vfio-pci.
     pub nvidia_driver: Option<PathBuf>,
+    /// The root the container will run on (the image), when known: the driver's library mounts
+    /// need their mountpoints there, since the root is read-only and runc cannot make them. An
+    /// image without them (built before they were added) falls back to CPU instead of failing
+    /// the whole container. `None`: not checked (`gpu scan`, tests of the plan).
+    pub container_root: Option<PathBuf>,
 }
 
 /// The outcome: what to publish and what the container gets.
@@ -149,6 +154,9 @@ pub fn setup_at(req: &Request, roots: &Roots, ops: &mut dyn Ops) -> Gpus {
         },
         _ => Vec::new(),
     };
+    if let Some(reason) = req.container_root.as_deref().and_then(|root| missing_mountpoint(root, &mounts)) {
+        return unavailable(req, reason, warnings, true);
+    }
     let done = apply::run(&p, roots, ops);
     for w in &done.warnings {
         log::warn!("GPU: {w}");
@@ -234,6 +242,19 @@ fn nvidia_mounts(dir: &Path) -> std::result::Result<Vec<BindMount>, String> {
         m.push(BindMount { source: dir.join("bin"), destination: CONTAINER_NVIDIA_BIN.into(), read_only: true });
     }
     Ok(m)
+}
+
+/// The first mount whose destination is not a directory under `root` (the container's
+/// read-only root), said as the reason for not using the GPU.
+pub fn missing_mountpoint(root: &Path, mounts: &[BindMount]) -> Option<String> {
+    mounts.iter().find(|m| !root.join(m.destination.trim_start_matches('/')).is_dir()).map(|m| {
+        format!(
+            "the image has no directory {} to mount the NVIDIA driver's {} on (its root is read-only): \
+             rebuild the image, image/in-rootfs.sh makes it",
+            m.destination,
+            m.source.display()
+        )
+    })
 }
 
 /// "NVIDIA L4", "2 x NVIDIA L4", "NVIDIA L4, NVIDIA T4".

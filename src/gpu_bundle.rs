@@ -120,7 +120,13 @@ pub fn bundle(o: &Options) -> Result<Written> {
         }
     };
     let version = matching_release(&o.roots.proc, &driver_dir)?;
-    let req = Request { enabled: true, devices: o.devices.clone(), memory_fraction: 1.0, nvidia_driver: Some(driver_dir.clone()) };
+    let req = Request {
+        enabled: true,
+        devices: o.devices.clone(),
+        memory_fraction: 1.0,
+        nvidia_driver: Some(driver_dir.clone()),
+        container_root: Some(rootfs.clone()),
+    };
     let (gpus, notes) = host::on_host(&req, &o.roots);
     if !gpus.available {
         let reason = gpus.reason.clone().unwrap_or_default();
@@ -128,7 +134,6 @@ pub fn bundle(o: &Options) -> Result<Written> {
         let also = if others.is_empty() { String::new() } else { format!(" ({})", others.iter().map(|w| w.as_str()).collect::<Vec<_>>().join("; ")) };
         return Err(Error::msg("hand the GPUs over", format!("{reason}{also}")));
     }
-    mountpoints(&rootfs, &gpus)?;
     let mut spec = appliance::supernode_spec(&o.id, &rootfs, o.command.clone(), manifest.facts.framework, Some(&gpus));
     spec.limits = appliance::machine_limits();
     let dir = container::write_bundle(&o.out, &spec)?;
@@ -151,21 +156,6 @@ fn matching_release(proc: &Path, dir: &Path) -> Result<String> {
         ));
     }
     Ok(module)
-}
-
-/// Every mount's destination must be a directory of the image: its root is read-only, in the
-/// VM as under runc here, so runc cannot make a missing one (`mkdir …: read-only file system`).
-fn mountpoints(rootfs: &Path, gpus: &Gpus) -> Result<()> {
-    for m in &gpus.mounts {
-        let at = rootfs.join(m.destination.trim_start_matches('/'));
-        if !at.is_dir() {
-            return Err(Error::msg(
-                format!("mount {} at {}", m.source.display(), m.destination),
-                format!("the image has no directory {} to mount it on, and its root is read-only: rebuild the image (image/in-rootfs.sh makes it)", m.destination),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// What was handed over and written, one line each.

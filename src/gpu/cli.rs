@@ -67,6 +67,7 @@ fn scan_cmd(args: &mut Args) -> Result<i32, String> {
         devices,
         memory_fraction: 1.0,
         nvidia_driver: nvidia.then(|| PathBuf::from(DEFAULT_NVIDIA_DIR)),
+        container_root: None,
     };
     let scan = match super::scan::scan_at(&sysfs) {
         Ok(s) => s,

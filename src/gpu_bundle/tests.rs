@@ -174,7 +174,7 @@ fn the_bundle_is_the_config_the_boot_writes_for_the_same_gpu() {
     vm.add(Dev::nvidia_gpu("0000:01:00.0").driver("nouveau").group(12).numa(0));
     vm.add(Dev::hdmi_audio("0000:01:00.1").driver("snd_hda_intel").group(12).numa(0));
     let mut k = FakeKernel::new(&vm);
-    let req = Request { enabled: true, devices: Selection::All, memory_fraction: 1.0, nvidia_driver: Some(drv.clone()) };
+    let req = Request { enabled: true, devices: Selection::All, memory_fraction: 1.0, nvidia_driver: Some(drv.clone()), container_root: None };
     let booted = setup_at(&req, &vm.roots(), &mut k);
     assert!(k.log.iter().any(|l| l == "load nvidia"), "the VM's step did load and bind: {:?}", k.log);
     assert_eq!((booted.devices.clone(), booted.mounts.clone(), booted.env.clone()), (w.gpus.devices.clone(), w.gpus.mounts.clone(), w.gpus.env.clone()));
@@ -295,8 +295,8 @@ fn an_image_without_the_library_mountpoints_is_refused() {
     let drv = driver_dir(&f.root.join("host-driver"), HOST_RELEASE);
     assert_eq!(
         refused(&f, &options(&f, &root, Some(drv))),
-        "mount /host-driver/lib at /usr/local/nvidia/lib64: the image has no directory /usr/local/nvidia/lib64 to mount it on, \
-         and its root is read-only: rebuild the image (image/in-rootfs.sh makes it)"
+        "hand the GPUs over: the image has no directory /usr/local/nvidia/lib64 to mount the NVIDIA driver's /host-driver/lib on \
+         (its root is read-only): rebuild the image, image/in-rootfs.sh makes it"
     );
 }
 
