@@ -60,8 +60,11 @@ useradd --uid 49999 --gid 49999 --home-dir /app --no-create-home --shell /usr/sb
 # something is mounted on must exist in the image.
 #   VM:        /var/lib/flower (state disk), /var/lib/flower-data (data disk), /run, /tmp,
 #              /run/flower-init (runtime files: resolv.conf, hosts, bundle)
-#   container: /state, /certs, /app (HOME), /app/data, /tmp, /run
-mkdir -p /var/lib/flower /var/lib/flower-data /run /tmp /state /certs /app/data /etc/flower-init
+#   container: /state, /certs, /app (HOME), /app/data, /tmp, /run, and on a GPU SuperNode
+#              /usr/local/nvidia/{lib64,bin} (the NVIDIA driver's libraries and nvidia-smi;
+#              without them runc fails: "mkdir …/usr/local/nvidia: read-only file system")
+mkdir -p /var/lib/flower /var/lib/flower-data /run /tmp /state /certs /app/data /etc/flower-init \
+    /usr/local/nvidia/lib64 /usr/local/nvidia/bin
 chmod 0755 /var/lib/flower /var/lib/flower-data /state /certs /app /app/data
 chmod 1777 /tmp
 # resolv.conf and hosts are written at boot by flower-init under /run/flower-init.

@@ -17,3 +17,20 @@ nvidia-driver: $(BUILD)/nvidia/driver/driver.json
 nvidia-vm-test: kernel nvidia-driver
 	$(PYTHON) tests/gpu/nvidia_modules.py
 	$(PYTHON) tests/vm/in_guest.py nvidia
+
+# Issue #18's device check (tests/gpu/device-check.sh, docs/gpu.md "Device check"): the SuperNode's
+# container with flower-init's GPU devices, library mounts and environment, torch on the GPU. It
+# needs a machine with an NVIDIA GPU and its driver; here its refusals and the bundle it writes
+# over a fake GPU host are tested.
+.PHONY: gpu-device-check-test gpu-device-kit
+## gpu-device-check-test  device-check.sh without a GPU: what is missing is named; over fake /sys+/proc+/dev the bundle flower-init writes (root, ~1 s)
+gpu-device-check-test: build
+	$(PYTHON) tests/gpu/device_check_test.py $(OUT)/flower-init
+TEST_TARGETS += gpu-device-check-test
+
+## gpu-device-kit   build/gpu-device-check/: device-check.sh, the static flower-init and this machine's runc, to copy to a GPU machine with the pytorch image
+gpu-device-kit: build
+	rm -rf $(BUILD)/gpu-device-check
+	mkdir -p $(BUILD)/gpu-device-check
+	cp tests/gpu/device-check.sh $(OUT)/flower-init $$(command -v runc) $(BUILD)/gpu-device-check/
+	@echo "$(BUILD)/gpu-device-check: $$(ls $(BUILD)/gpu-device-check | tr '\n' ' ')($$(du -sh $(BUILD)/gpu-device-check | cut -f1)); with $(BUILD)/image/pytorch/image.squashfs: docs/gpu.md, Device check"

@@ -49,6 +49,7 @@ mod workload;
 
 pub use inputs::{context as context_step, validate as validate_step};
 pub use report::Report;
+pub use spec::{machine_limits, supernode_spec};
 pub use steps::{Boot, Failed, HEALTH_PORT, Layout, Note, stay_failed};
 
 use crate::config::{Address, Config};

@@ -11,6 +11,7 @@ usage: flower-init                        (as PID 1, started by the kernel)
        flower-init boot [options]         the appliance boot in service mode
        flower-init check [--role superlink|supernode] [--image MANIFEST_JSON] PATH
        flower-init gpu scan [--sysfs ROOT] [--json]
+       flower-init gpu bundle --rootfs DIR --out DIR [--driver-dir DIR] -- CMD [ARGS...]
        flower-init join [--ca-pem] [--endpoint HOST:PORT]... VALUE|-
        flower-init node-auth --control ADDR --record FILE [...]   (the SuperLink's key registrar)
        flower-init supervise [--health-port N] [--grace S] -- CMD [ARGS...]
@@ -44,11 +45,14 @@ pub fn run(argv: Vec<String>) -> i32 {
     if sub.as_deref().is_some_and(|s| PRINTERS.contains(&s)) {
         quiet_on_closed_pipe();
     }
-    let mut args = Args::new(argv.into_iter().skip(2).collect());
+    // `gpu bundle` wires the image and the appliance's container spec: a command of its own.
+    let gpu_bundle = sub.as_deref() == Some("gpu") && argv.get(2).map(String::as_str) == Some("bundle");
+    let mut args = Args::new(argv.into_iter().skip(if gpu_bundle { 3 } else { 2 }).collect());
     match sub.as_deref() {
         Some("boot") => crate::service::run(&mut args),
         Some("check") => crate::check::cli(&mut args),
         Some("gateway") => crate::gateway::cli(&mut args),
+        Some("gpu") if gpu_bundle => crate::gpu_bundle::cli(&mut args),
         Some("gpu") => crate::gpu::cli(&mut args),
         Some("join") => crate::join::cli(&mut args),
         Some("node-auth") => crate::nodeauth::cli(&mut args),

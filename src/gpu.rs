@@ -4,7 +4,8 @@
 //! [`plan`] decides (pure) which GPUs go to which driver and which writes that takes, [`apply`]
 //! runs the plan through a small seam ([`Ops`]: module load, sysfs write, mknod) and returns the
 //! container's device nodes. [`setup`] is what the boot calls; `flower-init gpu scan` prints
-//! the scan and the plan and changes nothing. See docs/gpu.md.
+//! the scan and the plan and changes nothing; [`host::on_host`] runs the same steps on a host
+//! whose NVIDIA driver is loaded, changing nothing (`flower-init gpu bundle`). See docs/gpu.md.
 //!
 //! Policy (seed decisions 06-01/06-02): FL_GPU_ENABLED is opt-in; no GPU or a failed binding is
 //! a WARNING and a CPU fallback (FL_GPU_AVAILABLE=NO), never fatal.
@@ -12,17 +13,18 @@
 pub mod apply;
 mod cli;
 #[cfg(test)]
-mod fixture;
+pub(crate) mod fixture;
+pub mod host;
 pub mod ids;
 pub mod plan;
 pub mod scan;
 
 pub use apply::{HostNode, Ops, System};
-pub use cli::cli;
+pub use cli::{cli, parse_devices};
 pub use plan::{Decision, Driver, Plan};
 pub use scan::{PciGpu, Scan};
 
-use crate::container::{BindMount, DeviceNode};
+use crate::container::{BindMount, DeviceNode, Spec};
 use crate::error::Result;
 use std::path::{Path, PathBuf};
 
@@ -66,6 +68,11 @@ pub struct Request {
     /// optional `bin/` with nvidia-smi), from the image manifest; its kernel modules must be in
     /// the image's module tree. `None`: the image has no GPU driver and GPUs go to vfio-pci.
     pub nvidia_driver: Option<PathBuf>,
+    /// The root the container will run on (the image), when known: the driver's library mounts
+    /// need their mountpoints there, since the root is read-only and runc cannot make them. An
+    /// image without them (built before they were added) falls back to CPU instead of failing
+    /// the whole container. `None`: not checked (`gpu scan`, tests of the plan).
+    pub container_root: Option<PathBuf>,
 }
 
 /// The outcome: what to publish and what the container gets.
@@ -94,6 +101,15 @@ impl Gpus {
     /// The FL_GPU_AVAILABLE value published to OneGate.
     pub fn available_word(&self) -> &'static str {
         if self.available { "YES" } else { "NO" }
+    }
+
+    /// Hand the GPUs to a container: their device nodes, the driver's library mounts and the
+    /// GPU environment, after what `spec` already has. The one place both the boot's Flower
+    /// container and `flower-init gpu bundle` take them from.
+    pub fn add_to(&self, spec: &mut Spec) {
+        spec.devices.extend(self.devices.iter().cloned());
+        spec.mounts.extend(self.mounts.iter().cloned());
+        spec.env.extend(self.env.iter().cloned());
     }
 
     /// One line for the boot timeline.
@@ -138,6 +154,9 @@ pub fn setup_at(req: &Request, roots: &Roots, ops: &mut dyn Ops) -> Gpus {
         },
         _ => Vec::new(),
     };
+    if let Some(reason) = req.container_root.as_deref().and_then(|root| missing_mountpoint(root, &mounts)) {
+        return unavailable(req, reason, warnings, true);
+    }
     let done = apply::run(&p, roots, ops);
     for w in &done.warnings {
         log::warn!("GPU: {w}");
@@ -223,6 +242,19 @@ fn nvidia_mounts(dir: &Path) -> std::result::Result<Vec<BindMount>, String> {
         m.push(BindMount { source: dir.join("bin"), destination: CONTAINER_NVIDIA_BIN.into(), read_only: true });
     }
     Ok(m)
+}
+
+/// The first mount whose destination is not a directory under `root` (the container's
+/// read-only root), said as the reason for not using the GPU.
+pub fn missing_mountpoint(root: &Path, mounts: &[BindMount]) -> Option<String> {
+    mounts.iter().find(|m| !root.join(m.destination.trim_start_matches('/')).is_dir()).map(|m| {
+        format!(
+            "the image has no directory {} to mount the NVIDIA driver's {} on (its root is read-only): \
+             rebuild the image, image/in-rootfs.sh makes it",
+            m.destination,
+            m.source.display()
+        )
+    })
 }
 
 /// "NVIDIA L4", "2 x NVIDIA L4", "NVIDIA L4, NVIDIA T4".

@@ -11,7 +11,7 @@
 //! - configuration: [`vars`], [`config`]
 //! - services: [`tls`], [`runconfig`], [`image`], [`flower`], [`onegate`], [`oneflow`], [`gateway`]
 //! - boot: [`appliance`], then the two boot scripts [`pid1`] and [`service`]
-//! - commands: [`cli`] (the dispatcher), [`check`], [`supervise`]
+//! - commands: [`cli`] (the dispatcher), [`check`], [`supervise`], [`gpu_bundle`]
 
 pub mod acpi;
 pub mod appliance;
@@ -27,6 +27,7 @@ pub mod flower;
 pub mod fsutil;
 pub mod gateway;
 pub mod gpu;
+pub mod gpu_bundle;
 pub mod grow;
 pub mod health;
 pub mod http;

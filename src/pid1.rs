@@ -211,7 +211,7 @@ fn gpu_step(boot: &mut Boot, cfg: &Config, index: &kmod::Index, nvidia: Option<&
             }
             fits
         });
-        let req = gpu_request(cfg, driver.map(|d| d.dir_at(newroot)));
+        let req = gpu_request(cfg, driver.map(|d| d.dir_at(newroot)), newroot);
         let mut loader = kmod::Coldplug::new(index, kmod::Finit);
         let mut g = gpu::setup(&req, &mut |name| {
             // nvidia and nvidia-uvm come from the image (built for this kernel by DKMS), the
@@ -250,7 +250,7 @@ fn gpu_step(boot: &mut Boot, cfg: &Config, index: &kmod::Index, nvidia: Option<&
     Ok(())
 }
 
-fn gpu_request(cfg: &Config, nvidia_driver: Option<std::path::PathBuf>) -> gpu::Request {
+fn gpu_request(cfg: &Config, nvidia_driver: Option<std::path::PathBuf>, container_root: &Path) -> gpu::Request {
     gpu::Request {
         enabled: cfg.gpu.enabled,
         devices: match &cfg.gpu.devices {
@@ -260,5 +260,7 @@ fn gpu_request(cfg: &Config, nvidia_driver: Option<std::path::PathBuf>) -> gpu::
         memory_fraction: cfg.gpu.memory_fraction,
         // The GPU image's driver directory (as mounted now); None: GPUs go to vfio-pci.
         nvidia_driver,
+        // The image, mounted at NEWROOT now: the container's root after the switch.
+        container_root: Some(container_root.to_path_buf()),
     }
 }

@@ -5,10 +5,11 @@
 use super::Node;
 use super::steps::Boot;
 use crate::config;
-use crate::container::{self, Spec};
+use crate::container::{self, Limits, Spec};
 use crate::error::{Error, Result};
 use crate::flower;
-use crate::vocab::{Role, STATE_DIR};
+use crate::gpu::Gpus;
+use crate::vocab::{Framework, Role, STATE_DIR};
 use std::path::{Path, PathBuf};
 
 /// The Flower command line of this role.
@@ -78,17 +79,14 @@ pub(super) fn host_state_dir(boot: &Boot) -> PathBuf {
 
 /// The container spec for `args` (the Flower service, or a one-shot CLI run).
 pub(super) fn spec(boot: &Boot, node: &Node, id: &str, args: Vec<String>, rootfs: &Path) -> Spec {
-    let mut s = Spec::new(id, rootfs, args);
+    let mut s = match node.role() {
+        Role::SuperNode => supernode_spec(id, rootfs, args, node.manifest.facts.framework, boot.gpus.as_ref()),
+        Role::SuperLink => Spec::new(id, rootfs, args),
+    };
     s.log_level = node.cfg.common.log_level;
     s.state_dir = Some(host_state_dir(boot));
     if node.role() == Role::SuperNode {
         s.data_dir = boot.layout.data_dir.clone();
-        s.env.push(("FL_ML_FRAMEWORK".into(), node.manifest.facts.framework.to_string()));
-        if let Some(g) = &boot.gpus {
-            s.devices = g.devices.clone();
-            s.mounts.extend(g.mounts.iter().cloned());
-            s.env.extend(g.env.iter().cloned());
-        }
     }
     if let Some((_, binds)) = &node.tls {
         s.certs = binds.clone();
@@ -102,21 +100,38 @@ pub(super) fn spec(boot: &Boot, node: &Node, id: &str, args: Vec<String>, rootfs
             *field = Some(p);
         }
     }
-    let mut limits = s.limits;
-    // Memory: the VM's less a reserve for the kernel and flower-init (container::memory_limit).
-    let mem_total = container::mem_total_at(Path::new("/"));
-    limits.memory = mem_total.map(container::memory_limit);
-    if let Some(why) = mem_total.and_then(too_little_memory) {
+    if let Some(why) = container::mem_total_at(Path::new("/")).and_then(too_little_memory) {
         log::warn!("{why}");
     }
+    s.limits = machine_limits();
+    s
+}
+
+/// The part of the SuperNode's container spec that only the image and the GPU step decide:
+/// the framework's name for the app, and the GPUs' device nodes, library mounts and
+/// environment ([`Gpus::add_to`]). The boot's spec starts from it; `flower-init gpu bundle`
+/// writes it as it is, with the GPUs of the host it runs on (docs/gpu.md, "Device check").
+pub fn supernode_spec(id: &str, rootfs: &Path, args: Vec<String>, framework: Framework, gpus: Option<&Gpus>) -> Spec {
+    let mut s = Spec::new(id, rootfs, args);
+    s.env.push(("FL_ML_FRAMEWORK".into(), framework.to_string()));
+    if let Some(g) = gpus {
+        g.add_to(&mut s);
+    }
+    s
+}
+
+/// The container's limits on this machine: memory the machine's less a reserve for the kernel
+/// and flower-init (container::memory_limit), only the limits whose cgroup controller exists,
+/// open files capped at this process's hard limit.
+pub fn machine_limits() -> Limits {
+    let mut limits = Limits { memory: container::mem_total_at(Path::new("/")).map(container::memory_limit), ..Limits::default() };
     for c in limits.restrict_to(container::Controllers::detect()) {
         log::info!("container: no {c} cgroup controller here: that limit is not set");
     }
     if let Some(hard) = container::nofile_hard() {
         limits.cap_nofile(hard);
     }
-    s.limits = limits;
-    s
+    limits
 }
 
 /// MemTotal of a 512 MiB VM less what the kernel keeps (arm64's 64 MiB CMA among it): the

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 const USAGE: &str = "\
 usage: flower-init gpu scan [--sysfs ROOT] [--json] [--driver nvidia|vfio-pci] [--devices all|0,1]
+       flower-init gpu bundle ... -- CMD [ARGS...]   (see flower-init gpu bundle --help)
   Lists the GPUs under ROOT/bus/pci/devices (ROOT defaults to /sys) and prints the plan the
   boot would follow with FL_GPU_ENABLED=YES. Reads only; changes nothing.
   --driver    what the image provides: nvidia (its NVIDIA driver, the default) or vfio-pci
@@ -35,6 +36,10 @@ pub fn cli(args: &mut Args) -> i32 {
                 EXIT_USAGE
             }
         },
+        Some("bundle") => {
+            eprintln!("flower-init gpu: `bundle` comes right after `gpu`: flower-init gpu bundle --help");
+            EXIT_USAGE
+        }
         Some(other) => {
             eprintln!("flower-init gpu: unknown command {other:?}\n{USAGE}");
             EXIT_USAGE
@@ -62,6 +67,7 @@ fn scan_cmd(args: &mut Args) -> Result<i32, String> {
         devices,
         memory_fraction: 1.0,
         nvidia_driver: nvidia.then(|| PathBuf::from(DEFAULT_NVIDIA_DIR)),
+        container_root: None,
     };
     let scan = match super::scan::scan_at(&sysfs) {
         Ok(s) => s,

@@ -348,7 +348,7 @@ mod tests {
     use super::*;
 
     fn req(nvidia: bool, devices: Selection) -> Request {
-        Request { enabled: true, devices, memory_fraction: 1.0, nvidia_driver: nvidia.then(|| PathBuf::from("/opt/nvidia-driver")) }
+        Request { enabled: true, devices, memory_fraction: 1.0, nvidia_driver: nvidia.then(|| PathBuf::from("/opt/nvidia-driver")), container_root: None }
     }
 
     /// The plan as lines, paths as on a real machine, each with the GPUs it is for.

@@ -15,7 +15,7 @@ fn nvidia_image(f: &Fake) -> PathBuf {
 }
 
 fn req(nvidia_driver: Option<PathBuf>, devices: Selection) -> Request {
-    Request { enabled: true, devices, memory_fraction: 0.5, nvidia_driver }
+    Request { enabled: true, devices, memory_fraction: 0.5, nvidia_driver, container_root: None }
 }
 
 fn node(path: &str, major: u32, minor: u32, file_mode: u32) -> DeviceNode {
@@ -92,6 +92,35 @@ fn nvidia_gpu_is_taken_from_nouveau_and_its_nodes_made() {
     );
     assert_eq!(g.available_word(), "YES");
     assert_eq!(g.summary(), "NVIDIA A100 80GB PCIe on nvidia");
+}
+
+#[test]
+fn an_image_without_the_library_mountpoints_falls_back_to_cpu_before_touching_the_gpu() {
+    // An image built before /usr/local/nvidia/{lib64,bin} were made: runc could not mount the
+    // driver there (read-only root) and the whole container would fail. CPU instead, untouched.
+    let f = nvidia_with_audio();
+    let dir = nvidia_image(&f);
+    let image = f.root.join("image");
+    fs::create_dir_all(image.join("usr/local")).unwrap();
+    let mut k = FakeKernel::new(&f);
+    let r = Request { container_root: Some(image.clone()), ..req(Some(dir.clone()), Selection::All) };
+    let g = setup_at(&r, &f.roots(), &mut k);
+    assert_eq!(k.log, Vec::<String>::new(), "no module loaded, no driver bound, no node made");
+    let why = format!(
+        "the image has no directory /usr/local/nvidia/lib64 to mount the NVIDIA driver's {} on (its root is read-only): \
+         rebuild the image, image/in-rootfs.sh makes it",
+        dir.join("lib").display()
+    );
+    assert_eq!((g.available, g.reason.as_deref(), g.devices.len(), g.mounts.len()), (false, Some(why.as_str()), 0, 0));
+    assert_eq!(g.env, cpu_env());
+    assert_eq!(g.warnings, vec![why]);
+
+    // With both mountpoints the same image gets the GPU.
+    fs::create_dir_all(image.join("usr/local/nvidia/lib64")).unwrap();
+    fs::create_dir_all(image.join("usr/local/nvidia/bin")).unwrap();
+    let g = setup_at(&r, &f.roots(), &mut FakeKernel::new(&f));
+    assert!(g.available, "{:?}", g.reason);
+    assert_eq!(g.mounts.len(), 2);
 }
 
 #[test]
@@ -403,7 +432,7 @@ fn vm_moves_a_real_display_function_and_its_audio_to_vfio() {
     assert_eq!(std::env::var("FI_GPU_VM").as_deref(), Ok("1"), "run through make gpu-vm-test (changes drivers)");
     let (gpu, audio) = ("0000:00:05.0", "0000:00:05.1");
     let s = scan::scan().unwrap();
-    let r = Request { enabled: true, devices: Selection::All, memory_fraction: 1.0, nvidia_driver: None };
+    let r = Request { enabled: true, devices: Selection::All, memory_fraction: 1.0, nvidia_driver: None, container_root: None };
     let p = plan::plan(&s, &r);
     print!("{}", cli::render(&s, &p, &r, &container_env(&r, Some(Driver::VfioPci), p.gpus.len())));
     assert_eq!(s.gpus.len(), 1, "{s:?}");
