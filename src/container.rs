@@ -20,7 +20,7 @@ pub mod output;
 pub mod rootfs;
 pub mod runc;
 
-pub use oci::{Controllers, Limits, Spec, config_json, mem_total_at, memory_limit, nofile_hard, seccomp_profile, write_bundle};
+pub use oci::{Controllers, Limits, NICE_BACK_TO_ZERO, Spec, config_json, mem_total_at, memory_limit, nice_raisable, nofile_hard, seccomp_profile, write_bundle};
 pub use output::OutputRing;
 pub use rootfs::{DataAccess, ROOTFS_DIR, STATE_DB_TEMPLATE, bind_rootfs, data_access, prepare_state_dir, seed_state_db};
 pub use runc::{Runc, State, Status, cleanup_stale, parse_list, parse_state};

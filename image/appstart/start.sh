@@ -16,9 +16,10 @@ if [ "${FLOWER_INIT_APP_START:-warm}" != cold ] && [ -n "$preload" ]; then
     FLOWER_INIT_ZYGOTE_SOCKET=${FLOWER_INIT_ZYGOTE_SOCKET:-/tmp/flower-init-zygote/apps.sock}
     PATH="$here/bin:$PATH"
     export FLOWER_INIT_ZYGOTE_SOCKET PATH
-    # Not niced: the preload and Flower's start share the CPU and end at about the same time
-    # either way; niced, READY would come sooner and the run's first app would wait longer for
-    # the preload, inside the task-start window. READY's delay is cheaper.
+    # The zygote preloads at nice 19 (FLOWER_INIT_ZYGOTE_NICE) and returns to nice 0 before it
+    # forks any app: Flower's start gets the CPU first, so READY is not delayed on a one-CPU VM
+    # (it was, by the preload's whole length), and the first app waits for the rest of the
+    # preload well inside the widened task-start window (flower_init_task_window.py).
     "${FLOWER_INIT_ZYGOTE_PYTHON:-/opt/flower/venv/bin/python}" "$here/zygote.py" \
         --socket "$FLOWER_INIT_ZYGOTE_SOCKET" --preload "$preload" </dev/null &
 fi

@@ -33,6 +33,7 @@ import importlib
 import importlib.metadata
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -312,6 +313,40 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
+def _has_cap_sys_nice():
+    """CAP_SYS_NICE (bit 23) in this process's effective set."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 23))
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def _preload_nice(base):
+    """The preload's nice value and a note for the ready line: FLOWER_INIT_ZYGOTE_NICE (0-19,
+    default 19), if the process may come back to `base` afterwards: with CAP_SYS_NICE, or else
+    (the container has no capability) with a soft RLIMIT_NICE of at least 20 - base, which
+    flower-init's container gets where runc can set it. Otherwise `base`: the apps must not
+    inherit a lower priority."""
+    raw = os.environ.get("FLOWER_INIT_ZYGOTE_NICE", "19")
+    try:
+        want = int(raw)
+    except ValueError:
+        want = -1
+    if not 0 <= want <= 19:
+        log(f"FLOWER_INIT_ZYGOTE_NICE={raw!r}: not 0-19; using 19")
+        want = 19
+    if want <= base:
+        return base, f"preloaded at nice {base}"
+    soft = resource.getrlimit(resource.RLIMIT_NICE)[0]
+    if not _has_cap_sys_nice() and soft != resource.RLIM_INFINITY and soft < 20 - base:
+        return base, f"preloaded at nice {base}, not {want}: RLIMIT_NICE {soft} would not let it return"
+    return want, f"preloaded at nice {want}, apps at {base}"
+
+
 def main(argv=None):
     a = parse_args(argv)
     startup_env = dict(os.environ)
@@ -332,6 +367,15 @@ def main(argv=None):
     os.chmod(a.socket, 0o600)
     listener.listen(64)
     cold = None
+    # The preload runs beside Flower's own start (about as many imports): niced, it takes the
+    # CPU only when Flower's start does not, so Flower answers /health (the VM's READY) as if it
+    # ran alone on a one-CPU VM, and the preload finishes right after, well inside the app's
+    # task-start window (flower_init_task_window.py). Back to the start's priority before any
+    # app is forked; that needs RLIMIT_NICE >= 20 - it, which flower-init's container sets.
+    base_nice = os.getpriority(os.PRIO_PROCESS, 0)
+    preload_nice, nice_note = _preload_nice(base_nice)
+    if preload_nice > base_nice:
+        os.setpriority(os.PRIO_PROCESS, 0, preload_nice)
     try:
         problems = preload(a.preload, app_modules(a.manifest))
     except BaseException as e:  # never leave shims waiting on a dead preload
@@ -342,6 +386,11 @@ def main(argv=None):
         # such as OpenBLAS's, started by `import numpy`, shut down around fork() in their own
         # pthread_atfork handlers, as multiprocessing's fork start method relies on.)
         cold = f"{threading.active_count()} Python threads after the preload; forking is unsafe"
+    if preload_nice > base_nice:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, base_nice)
+        except OSError as e:
+            problems.append(f"apps run at nice {preload_nice}: cannot return to nice {base_nice} ({e})")
     # The preloaded objects live as long as the process: out of the collector's sight, a
     # child's collections skip them and do not touch (copy) their pages.
     gc.collect()
@@ -351,7 +400,7 @@ def main(argv=None):
         log(f"serving cold starts only ({cold}); socket {a.socket}")
     else:
         log(f"ready in {took:.1f}s: {', '.join(a.preload) or 'no entry point'} preloaded, "
-            f"{len(sys.modules)} modules, {native_threads()} native threads"
+            f"{len(sys.modules)} modules, {native_threads()} native threads, {nice_note}"
             f"{'; problems: ' + '; '.join(problems) if problems else ''}")
     req = Server(listener, startup_env, cold).serve()
     run_child(req)

@@ -131,6 +131,10 @@ pub fn machine_limits() -> Limits {
     if let Some(hard) = container::nofile_hard() {
         limits.cap_nofile(hard);
     }
+    if !container::nice_raisable() {
+        limits.nice = None;
+        log::info!("container: RLIMIT_NICE cannot be raised here (no CAP_SYS_RESOURCE): the app fork server preloads un-niced");
+    }
     limits
 }
 

@@ -8,6 +8,10 @@ use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// `RLIMIT_NICE` of the container: the ceiling of priority is `20 - limit` as a nice value, so
+/// 20 allows nice 0 (the default) and nothing above it (setpriority(2), "RLIMIT_NICE").
+pub const NICE_BACK_TO_ZERO: u64 = 20;
+
 /// Default `RLIMIT_NOFILE` (soft = hard): uvicorn plus one connection per SuperNode.
 pub const NOFILE: u64 = 65_536;
 /// Default pids limit: Flower starts a process per run/message; a fork bomb stops here.
@@ -68,11 +72,14 @@ pub struct Limits {
     pub pids: Option<i64>,
     /// Bytes of memory (and memory+swap: no swap beyond it).
     pub memory: Option<i64>,
+    /// `RLIMIT_NICE` ([`NICE_BACK_TO_ZERO`]); `None` where runc could not raise it (see
+    /// [`nice_raisable`]): the container then keeps the caller's.
+    pub nice: Option<u64>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { nofile: NOFILE, pids: Some(PIDS), memory: None }
+        Limits { nofile: NOFILE, pids: Some(PIDS), memory: None, nice: Some(NICE_BACK_TO_ZERO) }
     }
 }
 
@@ -110,6 +117,28 @@ pub fn nofile_hard() -> Option<u64> {
     // SAFETY: getrlimit writes into the rlimit struct we own and pass by valid pointer.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
     (rc == 0).then_some(r.rlim_max)
+}
+
+/// Whether runc, run by this process, can give the container `RLIMIT_NICE` [`NICE_BACK_TO_ZERO`]:
+/// raising a hard limit takes CAP_SYS_RESOURCE (a VM's PID 1 has it; a sandboxed host's root
+/// may not: this development machine's lacks it), unless the hard limit is already that high.
+pub fn nice_raisable() -> bool {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the rlimit struct we own and pass by valid pointer.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut r) };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    nice_settable((rc == 0).then_some(r.rlim_max), cap_eff(&status))
+}
+
+/// CapEff of a `/proc/PID/status` text.
+fn cap_eff(status: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix("CapEff:")).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
+/// [`nice_raisable`]'s rule: the hard limit already allows it, or CAP_SYS_RESOURCE (bit 24).
+pub(super) fn nice_settable(hard: Option<u64>, cap_eff: Option<u64>) -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    hard.is_some_and(|h| h >= NICE_BACK_TO_ZERO) || cap_eff.is_some_and(|c| c & (1 << CAP_SYS_RESOURCE) != 0)
 }
 
 /// The container's memory limit for a VM with `mem_total` bytes (MemTotal): everything but a
@@ -334,6 +363,18 @@ fn devices(spec: &Spec) -> (Vec<Value>, Vec<Value>) {
     (nodes.collect(), rules)
 }
 
+/// `process.rlimits`. RLIMIT_NICE 20 lets a process go back to nice 0 after raising its nice
+/// value, and no further (higher priority needs 21 and up): the app fork server preloads at nice
+/// 19 while Flower starts, then returns to 0 before it forks the apps (image/appstart/zygote.py).
+/// Without it, unprivileged processes can only lower their priority.
+fn rlimits(l: &Limits) -> Vec<Value> {
+    let mut v = vec![json!({"type": "RLIMIT_NOFILE", "hard": l.nofile, "soft": l.nofile})];
+    if let Some(n) = l.nice {
+        v.push(json!({"type": "RLIMIT_NICE", "hard": n, "soft": n}));
+    }
+    v
+}
+
 /// The OCI runtime configuration of `spec` (pure: the same spec gives the same bytes).
 ///
 /// Policy: no network namespace (Flower serves on the VM's addresses; docs/container.md says
@@ -362,7 +403,7 @@ pub fn config_json(spec: &Spec) -> Value {
             "cwd": HOME_DIR,
             "capabilities": {"bounding": no_caps, "effective": no_caps, "inheritable": no_caps,
                              "permitted": no_caps, "ambient": no_caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": spec.limits.nofile, "soft": spec.limits.nofile}],
+            "rlimits": rlimits(&spec.limits),
             "noNewPrivileges": true,
         },
         "root": {"path": spec.rootfs, "readonly": true},

@@ -141,14 +141,16 @@ fn limits_follow_the_available_controllers() {
     assert_eq!(l.nofile, 20_000);
     assert!(super::oci::nofile_hard().unwrap() > 0);
     let mut s = spec();
-    s.limits = Limits { nofile: 1024, pids: Some(64), memory: Some(1 << 30) };
+    s.limits = Limits { nofile: 1024, pids: Some(64), memory: Some(1 << 30), nice: Some(20) };
     let c = config_json(&s);
     assert_eq!(c["linux"]["resources"]["memory"]["limit"], 1 << 30);
     assert_eq!(c["linux"]["resources"]["pids"]["limit"], 64);
     assert_eq!(c["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
     assert_eq!(c["process"]["rlimits"][0]["hard"], 1024);
-    s.limits = Limits { nofile: 1024, pids: None, memory: None };
+    assert_eq!(c["process"]["rlimits"][1], serde_json::json!({"type": "RLIMIT_NICE", "hard": 20, "soft": 20}));
+    s.limits = Limits { nofile: 1024, pids: None, memory: None, nice: None };
     let c = config_json(&s);
+    assert_eq!(c["process"]["rlimits"].as_array().unwrap().len(), 1, "no RLIMIT_NICE where runc could not raise it");
     assert!(c["linux"]["resources"].get("memory").is_none() && c["linux"]["resources"].get("pids").is_none());
 }
 
@@ -353,4 +355,21 @@ fn output_lines_are_prefixed_cleaned_and_bounded() {
     let out = r.push(b"\n");
     assert_eq!(out[0].len(), "p: ".len() + super::output::MAX_LINE);
     assert_eq!(clean(b"a\x07b\xffc\t"), "ab\u{fffd}c");
+}
+
+#[test]
+fn rlimit_nice_is_given_only_where_runc_can_raise_it() {
+    use super::oci::nice_settable;
+    const SYS_RESOURCE: u64 = 1 << 24;
+    assert!(nice_settable(Some(0), Some(0x1ff_ffff_ffff)), "a VM's PID 1: every capability");
+    assert!(!nice_settable(Some(0), Some(0x1ff_feff_ffff)), "this development machine's root: all but CAP_SYS_RESOURCE");
+    assert!(nice_settable(Some(20), Some(0)), "the hard limit already allows it");
+    assert!(!nice_settable(Some(19), Some(!SYS_RESOURCE)));
+    assert!(!nice_settable(None, None));
+    // And the running process agrees with its own /proc/self/status and getrlimit.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(|v| u64::from_str_radix(v.trim(), 16).unwrap()).unwrap();
+    if eff & SYS_RESOURCE != 0 {
+        assert!(super::nice_raisable());
+    }
 }

@@ -14,6 +14,7 @@ def report():
     print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "probe": os.environ.get("PROBE_VALUE"),
                       "added": os.environ.get("FLWR_PROBE_ADDED"),
                       "pid": os.getpid(), "ppid": os.getppid(), "stdin": data,
+                      "nice": os.getpriority(os.PRIO_PROCESS, 0),
                       "warm": "probe_app" in sys.modules and "flwr.supernode.cli" in sys.modules}))
     print("to stderr", file=sys.stderr)
     return int(os.environ.get("PROBE_EXIT", "0"))

@@ -61,12 +61,12 @@ class Layout:
         env.update(extra)
         return env
 
-    def start_zygote(self, *extra, env=None):
+    def start_zygote(self, *extra, env=None, prefix=()):
         args = [str(VENV_PY), str(self.tmp / "appstart" / "zygote.py"), "--socket", str(self.socket),
                 "--manifest", "/nonexistent", "--preload", "flwr-clientapp"]
         for name, target in PROGRAMS.items():
             args += ["--program", f"{name}={target}"]
-        self.zygote = subprocess.Popen([*args, *extra], env=env or self.env(), stdout=subprocess.DEVNULL,
+        self.zygote = subprocess.Popen([*prefix, *args, *extra], env=env or self.env(), stdout=subprocess.DEVNULL,
                                        stderr=self.log.open("w"), stdin=subprocess.DEVNULL)
         wait_for(lambda: "zygote: " in self.log.read_text(), 120, "the zygote's ready line")
         return self
@@ -102,6 +102,32 @@ def test_warm_start_hands_over_argv_env_cwd_stdio_and_the_exit_status(layout):
     assert out["warm"], "Flower's clientapp entry point was already imported"
     assert r.stderr == "to stderr\n"
     assert "probe: started warm as pid" in layout.log.read_text()
+
+
+@pytest.mark.parametrize("without_cap_sys_nice, preload_nice", [(False, 19), (True, 0)])
+def test_the_preload_runs_niced_only_when_it_can_come_back(layout, without_cap_sys_nice, preload_nice):
+    # Root here may renice at will (CAP_SYS_NICE): preload at 19, back to 0, apps at 0. Without
+    # that capability and with RLIMIT_NICE 0 (a container where runc could not raise it) it
+    # could not come back, so it does not go: everything at 0. (The container's RLIMIT_NICE 20
+    # path is checked in the VM: tests/vm/vm_test.py reads the zygote's ready line.)
+    nice_log = layout.tmp / "preload-nice"
+    (layout.tmp / "nice_probe.py").write_text(
+        f"import os\nopen({str(nice_log)!r}, 'w').write(str(os.getpriority(os.PRIO_PROCESS, 0)))\n")
+    path = f"{HERE}:{layout.tmp}"
+    wrapper = ["setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice", "prlimit", "--nice=0", "--"]
+    layout.start_zygote("--program", "niceprobe=nice_probe:__name__", "--preload", "niceprobe",
+                        prefix=wrapper if without_cap_sys_nice else (), env=layout.env(PYTHONPATH=path))
+    text = layout.log.read_text()
+    assert "ready in" in text, text
+    assert nice_log.read_text() == str(preload_nice), "the preload's priority"
+    if preload_nice:
+        assert "preloaded at nice 19, apps at 0" in text, text
+    else:
+        assert "preloaded at nice 0, not 19: RLIMIT_NICE 0 would not let it return" in text, text
+    r = layout.shim("probe", input="", PYTHONPATH=path)
+    out = json.loads(r.stdout)
+    assert out["warm"] and out["nice"] == 0, (r, text)
+    assert "problems" not in text, text
 
 
 def test_real_flower_entry_point_runs_warm(layout):

@@ -183,6 +183,15 @@ def test_superlink():
             check(False, f"superlink: Flower's HTTPS port 8000 answers /health through the gateway ({e})")
         text = vm.text()
         check("step container: ok" in text and "flower-superlink running" in text, "superlink: console shows the runc container step")
+        check("seeded with the image's migrated empty state database" in text,
+              "superlink: first boot: Flower's database on the state disk starts from the image's migrated one")
+        # The zygote's preload yields to Flower's start (nice 19) and comes back to nice 0
+        # before it forks apps: that needs the container's RLIMIT_NICE 20, which PID 1 can give.
+        try:
+            _, zline, _ = vm.wait_for(r"flower-init zygote: ready in", 300)
+            check("preloaded at nice 19, apps at 0" in zline, f"superlink: the app fork server preloaded at nice 19, apps at 0 ({zline.strip()[-110:]})")
+        except TimeoutError:
+            check(False, "superlink: the app fork server said it was ready within 300 s")
         n = text.count("flower-init: info: step tls: ok")
         check(n == 1, f"superlink: each log line reaches the console once (step tls: {n} times)")
         if not power_off(vm):
