@@ -42,9 +42,11 @@ def main():
     ap.add_argument("--smp", default="1")
     ap.add_argument("--image", default=os.path.join(B, "image", "sklearn", "image.squashfs"),
                     help="flower-init profile: the appliance image disk")
-    ap.add_argument("--variant", choices=["same", "default"], default="default",
+    ap.add_argument("--variant", choices=["same", "tls", "db", "default"], default="default",
                     help="flower-init profile: 'same' runs Flower as the baseline does (--insecure, in-memory "
-                         "state); 'default' as the appliance does (TLS with its own CA, --database on the state disk)")
+                         "state); 'default' as the appliance does (TLS with its own CA, --database on the state disk); "
+                         "'tls' and 'db' are the two halves of the difference (TLS with in-memory state; --insecure "
+                         "with the database on the disk)")
     ap.add_argument("--boot", choices=["direct", "bios", "uefi"], default="direct",
                     help="flower-init profile: direct = qemu -kernel/-initrd with the image and a state disk; "
                          "bios/uefi = the appliance qcow2 (make appliance) booted by SeaBIOS/OVMF through GRUB, "
@@ -78,6 +80,10 @@ def main():
         if a.variant == "same":
             # The baseline's Flower: --insecure, state in memory.
             variables.update({"FL_TLS_ENABLED": "NO", "FL_DATABASE": ":flwr-in-memory:"})
+        elif a.variant == "tls":
+            variables.update({"FL_TLS_ENABLED": "YES", "FL_DATABASE": ":flwr-in-memory:"})
+        elif a.variant == "db":
+            variables.update({"FL_TLS_ENABLED": "NO"})
         else:
             # The appliance's defaults: TLS (its own CA, made at first boot), state on the disk.
             variables.update({"FL_TLS_ENABLED": "YES"})

@@ -43,8 +43,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--smp", default="1")
+    ap.add_argument("--split", action="store_true",
+                    help="also boot flower-init/tls (TLS, state in memory) and flower-init/db (--insecure, state on "
+                         "the disk): where the appliance defaults' extra time goes")
     a = ap.parse_args()
-    profiles = ("baseline", "flower-init/same", "flower-init/default")
+    profiles = ("baseline", "flower-init/same") + (("flower-init/tls", "flower-init/db") if a.split else ()) + ("flower-init/default",)
     res = {p: [] for p in profiles}
     per_step = {p: {} for p in profiles[1:]}
     for i in range(a.runs):
