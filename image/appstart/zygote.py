@@ -387,6 +387,7 @@ def main(argv=None):
         # pthread_atfork handlers, as multiprocessing's fork start method relies on.)
         cold = f"{threading.active_count()} Python threads after the preload; forking is unsafe"
     if preload_nice > base_nice:
+        # (A shim that arrived during the preload may have done this already: shim.py, hurry.)
         try:
             os.setpriority(os.PRIO_PROCESS, 0, base_nice)
         except OSError as e:

@@ -130,6 +130,35 @@ def test_the_preload_runs_niced_only_when_it_can_come_back(layout, without_cap_s
     assert "problems" not in text, text
 
 
+def test_an_app_arriving_during_the_preload_gives_it_the_app_priority(layout):
+    # The preload yields (nice 19) while Flower starts; once an app waits for it, it is on the
+    # app's critical path: the shim renices it to its own priority (shim.py, hurry).
+    go, seen = layout.tmp / "go", layout.tmp / "preload-nice"
+    (layout.tmp / "slow_probe.py").write_text(
+        "import os, time\n"
+        f"deadline = time.monotonic() + 120\n"
+        f"while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.02)\n"
+        f"open({str(seen)!r}, 'w').write(str(os.getpriority(os.PRIO_PROCESS, 0)))\n")
+    path = f"{HERE}:{layout.tmp}"
+    args = [str(VENV_PY), str(layout.tmp / "appstart" / "zygote.py"), "--socket", str(layout.socket),
+            "--manifest", "/nonexistent", "--preload", "slowprobe", "--program", "slowprobe=slow_probe:__name__"]
+    for name, target in PROGRAMS.items():
+        args += ["--program", f"{name}={target}"]
+    layout.zygote = subprocess.Popen(args, env=layout.env(PYTHONPATH=path), stdout=subprocess.DEVNULL,
+                                     stderr=layout.log.open("w"), stdin=subprocess.DEVNULL)
+    wait_for(lambda: layout.socket.exists() and os.getpriority(os.PRIO_PROCESS, layout.zygote.pid) == 19, 60,
+             "the zygote preloading at nice 19")
+    shim = subprocess.Popen(["probe"], env=layout.env(PYTHONPATH=path), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=layout.tmp)
+    wait_for(lambda: os.getpriority(os.PRIO_PROCESS, layout.zygote.pid) == 0, 60, "the shim renicing the preload")
+    go.write_text("")
+    out, err = shim.communicate(timeout=120)
+    assert seen.read_text() == "0", "the rest of the preload ran at the app's priority"
+    report = json.loads(out)
+    assert report["ppid"] == layout.zygote.pid and report["nice"] == 0, (out, err)
+
+
 def test_real_flower_entry_point_runs_warm(layout):
     layout.start_zygote()
     r = layout.shim("flwr-clientapp", "--bogus")
