@@ -25,7 +25,7 @@ nvidia-vm-test: kernel nvidia-driver
 .PHONY: gpu-device-check-test gpu-device-kit
 ## gpu-device-check-test  device-check.sh without a GPU: what is missing is named; over fake /sys+/proc+/dev the bundle flower-init writes (root, ~1 s)
 gpu-device-check-test: build
-	$(PYTHON) tests/gpu/device_check_test.py $(OUT)/flower-init
+	$(PYTHON) tests/gpu/device_check_test.py $(OUT)/flower-init $(if $(GPU_IMAGE),--image $(GPU_IMAGE))
 TEST_TARGETS += gpu-device-check-test
 
 ## gpu-device-kit   build/gpu-device-check/: device-check.sh, the static flower-init and this machine's runc, to copy to a GPU machine with the pytorch image

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tests/gpu/device-check.sh where there is no NVIDIA GPU (docs/gpu.md, "Device check").
 
-    tests/gpu/device_check_test.py FLOWER_INIT      (make gpu-device-check-test; root, ~1 s)
+    tests/gpu/device_check_test.py FLOWER_INIT [--image IMAGE]   (make gpu-device-check-test; root, ~1 s)
 
 1. On this machine, if it has no NVIDIA driver: the script refuses, naming each thing missing.
 2. Over fake /sys, /proc, /dev trees (FI_DEVICE_CHECK_ROOT): a GPU without a driver, then a
@@ -11,6 +11,11 @@
    and a fake image root: `--bundle-only` assembles the driver directory and has the real
    flower-init write the bundle: the nodes of the fake driver, the assembled libraries mounted
    where the boot mounts them, the check script as the command under tini.
+
+With --image (the real GPU image, build/image/pytorch/image.squashfs or its rootfs; make
+gpu-device-check-test GPU_IMAGE=...), step 3 runs over that image instead of the fake root:
+what travels to a GPU machine passes every check but the GPU itself (its manifest, the library
+mountpoints, the venv's python3), loop-mounted read-only as there.
 
 The container itself (torch on a GPU) needs a GPU machine: the script is run there by hand.
 """
@@ -109,6 +114,12 @@ def expect_fail(rc, err, *phrases, absent=()):
 
 def main():
     flower_init = os.path.abspath(sys.argv[1])
+    real_image = None
+    if sys.argv[2:3] == ["--image"] and len(sys.argv) == 4:
+        real_image = os.path.abspath(sys.argv[3])
+        assert os.path.exists(real_image), f"--image {real_image}: no such image (make image FRAMEWORK=pytorch)"
+    elif len(sys.argv) != 2:
+        sys.exit("usage: device_check_test.py FLOWER_INIT [--image IMAGE]")
     assert os.access(flower_init, os.X_OK), f"{flower_init}: not an executable (make build)"
     with tempfile.TemporaryDirectory(prefix="fi-dc-test.") as t:
         image = os.path.join(t, "image.squashfs")
@@ -150,7 +161,7 @@ def main():
         rootfs = os.path.join(t, "rootfs")
         fake_image(rootfs)
         env["FI_DEVICE_CHECK_LIBDIRS"] = libs
-        rc, out, err = run(["--flower-init", flower_init, "--bundle-only", rootfs], env, tmp)
+        rc, out, err = run(["--flower-init", flower_init, "--bundle-only", real_image or rootfs], env, tmp)
         assert rc == 0, f"exit {rc}:\n{out}\n{err}"
         [work] = os.listdir(tmp)
         work = os.path.join(tmp, work)
@@ -178,12 +189,19 @@ def main():
         assert "torch.cuda.is_available()" in args[4] and "loss.backward()" in args[4], "the check script"
         assert args[5:] == [RELEASE], args[5:]
         assert "CUDA_VISIBLE_DEVICES=0" in c["process"]["env"] and "FL_GPU_AVAILABLE=YES" in c["process"]["env"]
-        assert c["root"] == {"path": rootfs, "readonly": True}
+        if real_image is None:
+            assert c["root"] == {"path": rootfs, "readonly": True}
+        elif os.path.isdir(real_image):
+            assert c["root"] == {"path": real_image, "readonly": True}
+        else:
+            # Loop-mounted in the work directory (unmounted again at the end: --bundle-only).
+            assert c["root"]["readonly"] and c["root"]["path"].startswith(work), c["root"]
+            assert not os.path.ismount(c["root"]["path"]), "the image is unmounted again"
         assert "bundle written: " in out and f"device-check: kept {work}" in out, out
         # The check script itself compiles (it runs only on a GPU machine).
         compile(args[4], "device-check", "exec")
-        print(f"device-check-test: --bundle-only over a fake host: {len(c['linux']['devices'])} nodes, "
-              f"{len(os.listdir(lib))} library files of {RELEASE}, the check under tini")
+        print(f"device-check-test: --bundle-only over a fake host and {real_image or 'a fake image root'}: "
+              f"{len(c['linux']['devices'])} nodes, {len(os.listdir(lib))} library files of {RELEASE}, the check under tini")
     print("device-check-test: passed")
 
 
