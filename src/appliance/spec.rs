@@ -66,10 +66,17 @@ pub(super) fn with_warm_app_start(rootfs: &Path, args: Vec<String>) -> Vec<Strin
 /// container sees it: the container's `/state` is `/var/lib/flower/flower`, so Flower's files
 /// stay apart from flower-init's (`tls/` holds the CA key, which never enters the container).
 pub(super) fn state_path_in_container(p: &Path) -> Result<String> {
-    let rel = p
-        .strip_prefix(STATE_DIR)
-        .map_err(|_| Error::msg(format!("map {} into the container", p.display()), format!("not under {}", STATE_DIR)))?;
-    Ok(Path::new(container::CONTAINER_STATE_DIR).join(rel).display().to_string())
+    Ok(Path::new(container::CONTAINER_STATE_DIR).join(state_relative(p, "into the container")?).display().to_string())
+}
+
+/// The same path where this machine has it: under the host side of the container's `/state`.
+pub(super) fn host_state_path(boot: &Boot, p: &Path) -> Result<PathBuf> {
+    Ok(host_state_dir(boot).join(state_relative(p, "onto the container's state directory")?))
+}
+
+/// `p` relative to the state disk's mountpoint.
+fn state_relative<'a>(p: &'a Path, whither: &str) -> Result<&'a Path> {
+    p.strip_prefix(STATE_DIR).map_err(|_| Error::msg(format!("map {} {whither}", p.display()), format!("not under {}", STATE_DIR)))
 }
 
 /// The host side of the container's `/state`.

@@ -67,8 +67,7 @@ pub(super) fn start(boot: &mut Boot, node: &mut Node) -> std::result::Result<(),
 fn seed_state_db(b: &Boot, node: &Node, rootfs: &Path) {
     let config::RoleConfig::SuperLink(sl) = &node.cfg.role else { return };
     let config::Database::File(p) = &sl.database else { return };
-    let Ok(rel) = p.strip_prefix(crate::vocab::STATE_DIR) else { return };
-    let db = spec::host_state_dir(b).join(rel);
+    let Ok(db) = spec::host_state_path(b, p) else { return };
     match container::seed_state_db(&rootfs.join(container::STATE_DB_TEMPLATE), &db, container::CONTAINER_UID, container::CONTAINER_GID) {
         Ok(true) => log::info!("container: {} seeded with the image's migrated empty state database", p.display()),
         Ok(false) => {}
