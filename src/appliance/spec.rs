@@ -138,8 +138,9 @@ pub fn machine_limits() -> Limits {
     if let Some(hard) = container::nofile_hard() {
         limits.cap_nofile(hard);
     }
-    if !container::nice_raisable() {
-        limits.nice = None;
+    if container::nice_raisable() {
+        limits.nice = Some(container::NICE_BACK_TO_ZERO);
+    } else {
         log::info!("container: RLIMIT_NICE cannot be raised here (no CAP_SYS_RESOURCE): the app fork server preloads un-niced");
     }
     limits

@@ -72,14 +72,15 @@ pub struct Limits {
     pub pids: Option<i64>,
     /// Bytes of memory (and memory+swap: no swap beyond it).
     pub memory: Option<i64>,
-    /// `RLIMIT_NICE` ([`NICE_BACK_TO_ZERO`]); `None` where runc could not raise it (see
-    /// [`nice_raisable`]): the container then keeps the caller's.
+    /// `RLIMIT_NICE`: [`NICE_BACK_TO_ZERO`] where runc can raise it ([`nice_raisable`]; the
+    /// appliance's `machine_limits` decides), else `None` (the default): the container keeps the
+    /// caller's, and runc never fails on a limit it may not set.
     pub nice: Option<u64>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { nofile: NOFILE, pids: Some(PIDS), memory: None, nice: Some(NICE_BACK_TO_ZERO) }
+        Limits { nofile: NOFILE, pids: Some(PIDS), memory: None, nice: None }
     }
 }
 
