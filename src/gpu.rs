@@ -246,7 +246,7 @@ fn nvidia_mounts(dir: &Path) -> std::result::Result<Vec<BindMount>, String> {
 
 /// The first mount whose destination is not a directory under `root` (the container's
 /// read-only root), said as the reason for not using the GPU.
-pub fn missing_mountpoint(root: &Path, mounts: &[BindMount]) -> Option<String> {
+fn missing_mountpoint(root: &Path, mounts: &[BindMount]) -> Option<String> {
     mounts.iter().find(|m| !root.join(m.destination.trim_start_matches('/')).is_dir()).map(|m| {
         format!(
             "the image has no directory {} to mount the NVIDIA driver's {} on (its root is read-only): \

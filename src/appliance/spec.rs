@@ -107,9 +107,6 @@ pub(super) fn spec(boot: &Boot, node: &Node, id: &str, args: Vec<String>, rootfs
             *field = Some(p);
         }
     }
-    if let Some(why) = container::mem_total_at(Path::new("/")).and_then(too_little_memory) {
-        log::warn!("{why}");
-    }
     s.limits = machine_limits();
     s
 }
@@ -128,10 +125,14 @@ pub fn supernode_spec(id: &str, rootfs: &Path, args: Vec<String>, framework: Fra
 }
 
 /// The container's limits on this machine: memory the machine's less a reserve for the kernel
-/// and flower-init (container::memory_limit), only the limits whose cgroup controller exists,
-/// open files capped at this process's hard limit.
+/// and flower-init (container::memory_limit; a machine below the floor is warned about), only
+/// the limits whose cgroup controller exists, open files capped at this process's hard limit.
 pub fn machine_limits() -> Limits {
-    let mut limits = Limits { memory: container::mem_total_at(Path::new("/")).map(container::memory_limit), ..Limits::default() };
+    let mem_total = container::mem_total_at(Path::new("/"));
+    if let Some(why) = mem_total.and_then(too_little_memory) {
+        log::warn!("{why}");
+    }
+    let mut limits = Limits { memory: mem_total.map(container::memory_limit), ..Limits::default() };
     for c in limits.restrict_to(container::Controllers::detect()) {
         log::info!("container: no {c} cgroup controller here: that limit is not set");
     }
