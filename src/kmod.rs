@@ -10,22 +10,39 @@
 //!
 //! Loading a bus driver (virtio_pci) creates new devices (virtio0 …) with their own aliases, so
 //! coldplug repeats until a pass loads nothing new. Filesystems have no modalias: they are
-//! loaded by name ([`EXPLICIT`]). Every reader takes a root so tests run over fake trees.
+//! loaded by name: [`EARLY`] in the `modules` step, the rest by [`for_disks`] once the disks
+//! are known. Every reader takes a root so tests run over fake trees.
 
 use crate::error::{Ctx, Error, Result};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
-/// Modules the appliance needs that no device alias brings in: the filesystems of the context
-/// CD (isofs), the image (squashfs, erofs), the state and data disks (ext4) and overlay; the
-/// crc32c implementations ext4 and erofs ask the crypto API for (the kernel would run
-/// /sbin/modprobe for them, which does not exist here); and the ACPI button for
-/// `onevm terminate`, in case the firmware describes no button device (Debian's arm64 kernel
-/// has it built in). crc32c_intel is x86's; arm64 has no separate crc32c module.
+/// Modules loaded by name in the `modules` step, which no device alias brings in: isofs for the
+/// context CD (the next step reads it) and the ACPI button for `onevm terminate`, in case the
+/// firmware describes no button device (Debian's arm64 kernel has it built in).
+pub const EARLY: &[&str] = &["isofs", "button"];
+
+/// The crc32c implementations ext4 and jbd2 ask the crypto API for (the kernel would run
+/// /sbin/modprobe for them, which does not exist here), the first that loads: crc32c_intel
+/// needs SSE4.2 (ENODEV without it), crc32c_generic runs everywhere. arm64 has no separate one.
 #[cfg(target_arch = "x86_64")]
-pub const EXPLICIT: &[&str] = &["isofs", "squashfs", "erofs", "ext4", "overlay", "crc32c_intel", "crc32c_generic", "button"];
+pub const CRC32C: &[&str] = &["crc32c_intel", "crc32c_generic"];
 #[cfg(not(target_arch = "x86_64"))]
-pub const EXPLICIT: &[&str] = &["isofs", "squashfs", "erofs", "ext4", "overlay", "crc32c_generic", "button"];
+pub const CRC32C: &[&str] = &["crc32c_generic"];
+
+/// The file-system modules for the disks found, loaded in the `image` step once their
+/// superblocks are read (issue #17: nothing is loaded that no disk needs): the image's own
+/// (`squashfs` or `erofs`, named as the file system), and ext4 with a crc32c when there is a
+/// state or data disk. Each inner list is one need: its first module that loads meets it.
+pub fn for_disks(image_fs: Option<&'static str>, ext4: bool) -> Vec<Vec<&'static str>> {
+    // An image file system's module has the file system's name (squashfs, erofs).
+    let mut out: Vec<Vec<&'static str>> = image_fs.map(|fs| vec![fs]).into_iter().collect();
+    if ext4 {
+        out.push(CRC32C.to_vec());
+        out.push(vec!["ext4"]);
+    }
+    out
+}
 
 /// `modules.dep`, `modules.alias` and `modules.builtin` of one kernel.
 #[derive(Debug, Default)]
@@ -232,10 +249,11 @@ pub fn modaliases_at(sys: &Path) -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// What loads a module file; the real one calls `finit_module(2)`, tests record.
-pub trait Loader {
+/// What loads a module file; the real one calls `finit_module(2)`, tests record. Shared by the
+/// threads of a coldplug pass.
+pub trait Loader: Sync {
     /// Load one module file. Already loaded (EEXIST) must be Ok.
-    fn load(&mut self, name: &str, path: &Path) -> Result<()>;
+    fn load(&self, name: &str, path: &Path) -> Result<()>;
 }
 
 /// `finit_module(2)` on the file. Compressed files are handed to the kernel with
@@ -246,7 +264,7 @@ pub struct Finit;
 const MODULE_INIT_COMPRESSED_FILE: libc::c_int = 4;
 
 impl Loader for Finit {
-    fn load(&mut self, name: &str, path: &Path) -> Result<()> {
+    fn load(&self, name: &str, path: &Path) -> Result<()> {
         use std::os::fd::AsRawFd;
         let f = std::fs::File::open(path).with_ctx(|| format!("open module {}", path.display()))?;
         let compressed = path.extension().is_some_and(|e| e != "ko");
@@ -259,6 +277,74 @@ impl Loader for Finit {
             Err(e) => Err(e).with_ctx(|| format!("load module {name} ({})", path.display())),
         }
     }
+}
+
+/// One module file's load among threads: each file is loaded once; a thread that needs a
+/// file another one is loading waits for its outcome (a dependency must be in the kernel
+/// before the module that needs it).
+#[derive(Default)]
+struct Files {
+    state: std::sync::Mutex<BTreeMap<String, Option<std::result::Result<(), String>>>>,
+    done: std::sync::Condvar,
+}
+
+impl Files {
+    fn seeded(loaded: &BTreeSet<String>) -> Files {
+        let f = Files::default();
+        f.lock().extend(loaded.iter().map(|m| (m.clone(), Some(Ok(())))));
+        f
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Option<std::result::Result<(), String>>>> {
+        // A poisoned lock only means another loader thread panicked; the map stays consistent.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Load `m` unless it is loaded or loading (then its outcome); Ok(true) if this call loaded it.
+    fn load<L: Loader>(&self, loader: &L, m: &str, path: &Path) -> std::result::Result<bool, String> {
+        let mut st = self.lock();
+        loop {
+            match st.get(m) {
+                Some(Some(outcome)) => return outcome.clone().map(|()| false),
+                Some(None) => st = self.done.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner),
+                None => break,
+            }
+        }
+        st.insert(m.to_string(), None);
+        drop(st);
+        let outcome = loader.load(m, path).map_err(|e| e.to_string());
+        self.lock().insert(m.to_string(), Some(outcome.clone()));
+        self.done.notify_all();
+        outcome.map(|()| true)
+    }
+}
+
+/// What loading one module with its dependencies did.
+struct Chain {
+    name: String,
+    /// Files this chain loaded (dependencies first).
+    loaded: Vec<String>,
+    failure: Option<String>,
+}
+
+fn chain<L: Loader>(index: &Index, loader: &L, files: &Files, name: &str) -> Chain {
+    let mut c = Chain { name: name.to_string(), loaded: Vec::new(), failure: None };
+    match index.load_order(name) {
+        Err(e) => c.failure = Some(e.to_string()),
+        Ok(order) => {
+            for (m, path) in order {
+                match files.load(loader, &m, &path) {
+                    Ok(true) => c.loaded.push(m),
+                    Ok(false) => {}
+                    Err(e) => {
+                        c.failure = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    c
 }
 
 /// Loads modules with their dependencies, each file once, remembering what failed.
@@ -276,48 +362,96 @@ impl<'a, L: Loader> Coldplug<'a, L> {
         Coldplug { index, loader, loaded: BTreeSet::new(), failed: BTreeMap::new() }
     }
 
+    /// Record a chain's outcome; true if it loaded anything.
+    fn record(&mut self, c: Chain) -> bool {
+        let any = !c.loaded.is_empty();
+        self.loaded.extend(c.loaded);
+        match c.failure {
+            Some(e) => {
+                self.failed.insert(c.name, e);
+            }
+            None => {
+                self.loaded.insert(c.name);
+            }
+        }
+        any
+    }
+
     /// Load `name` after its dependencies. Idempotent; true if anything new was loaded.
     pub fn load(&mut self, name: &str) -> bool {
         let name = normalize(name);
         if self.loaded.contains(&name) || self.failed.contains_key(&name) {
             return false;
         }
-        let order = match self.index.load_order(&name) {
-            Ok(o) => o,
-            Err(e) => {
-                self.failed.insert(name, e.to_string());
-                return false;
+        let c = chain(self.index, &self.loader, &Files::seeded(&self.loaded), &name);
+        self.record(c)
+    }
+
+    /// Load the first of `names` that loads (with its dependencies); Err: why each one failed.
+    /// Alternatives that failed are forgotten, so that only an unmet need stays in `failed`.
+    pub fn load_first(&mut self, names: &[&str]) -> std::result::Result<String, String> {
+        let mut why = Vec::new();
+        for n in names {
+            let n = normalize(n);
+            self.load(&n);
+            if self.loaded.contains(&n) {
+                return Ok(n);
             }
-        };
-        let mut any = false;
-        for (m, path) in order {
-            if self.loaded.contains(&m) {
-                continue;
-            }
-            match self.loader.load(&m, &path) {
-                Ok(()) => {
-                    self.loaded.insert(m);
-                    any = true;
-                }
-                Err(e) => {
-                    self.failed.insert(name.clone(), e.to_string());
-                    return any;
-                }
+            if let Some(e) = self.failed.remove(&n) {
+                why.push(format!("{n}: {e}"));
             }
         }
-        self.loaded.insert(name);
-        any
+        Err(why.join("; "))
+    }
+
+    /// The modules one pass asks for, grouped by device: each device's matches in alias order,
+    /// each module once (under the first device that matched it), none loaded or failed before.
+    pub fn groups(&self, modaliases: &[String]) -> Vec<Vec<String>> {
+        let mut taken = BTreeSet::new();
+        modaliases
+            .iter()
+            .map(|alias| {
+                self.index
+                    .lookup(alias)
+                    .into_iter()
+                    .filter(|m| !self.loaded.contains(m) && !self.failed.contains_key(m) && taken.insert(m.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .filter(|g| !g.is_empty())
+            .collect()
     }
 
     /// One pass over the device aliases; true if it loaded something (new devices may follow).
+    ///
+    /// Each device's drivers load in a thread of their own (issue #17): a driver probes its
+    /// device inside `finit_module`, and some probes wait on the hardware (an ATA bus reset, a
+    /// PCI interrupt link) while another driver's could run. The kernel loads modules
+    /// concurrently; [`Files`] loads a dependency two devices share once, the second waiting
+    /// for it. Drivers that match the same device stay in one thread in alias order, so which
+    /// one binds it does not depend on timing. A thread that cannot be started is done here.
     pub fn pass(&mut self, modaliases: &[String]) -> bool {
-        let mut any = false;
-        for alias in modaliases {
-            for m in self.index.lookup(alias) {
-                any |= self.load(&m);
-            }
-        }
-        any
+        let groups = self.groups(modaliases);
+        let files = Files::seeded(&self.loaded);
+        let (index, loader, files) = (self.index, &self.loader, &files);
+        let run = move |g: &[String]| g.iter().map(|m| chain(index, loader, files, m)).collect::<Vec<_>>();
+        let chains: Vec<Chain> = if groups.len() < 2 {
+            groups.iter().flat_map(|g| run(g)).collect()
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = groups
+                    .iter()
+                    .map(|g| (g, std::thread::Builder::new().name("modules".into()).spawn_scoped(s, move || run(g))))
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|(g, h)| match h {
+                        Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                        Err(_) => run(g),
+                    })
+                    .collect()
+            })
+        };
+        chains.into_iter().fold(false, |any, c| self.record(c) | any)
     }
 
     /// Coldplug `sys`: repeat passes until one loads nothing (bounded), then load `extra`.
@@ -336,6 +470,40 @@ impl<'a, L: Loader> Coldplug<'a, L> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_found_disks_file_systems_are_loaded() {
+        assert!(for_disks(None, false).is_empty());
+        assert_eq!(for_disks(Some("squashfs"), false), vec![vec!["squashfs"]]);
+        let both = for_disks(Some("erofs"), true);
+        assert_eq!(both[0], vec!["erofs"]);
+        assert_eq!(both[1], CRC32C.to_vec());
+        assert_eq!(both[2], vec!["ext4"]);
+        assert!(!EARLY.contains(&"ext4") && !EARLY.contains(&"squashfs") && !EARLY.contains(&"erofs"));
+    }
+
+    #[test]
+    fn load_first_takes_the_first_alternative_that_loads() {
+        struct FailIntel(std::sync::Mutex<Vec<String>>);
+        impl Loader for FailIntel {
+            fn load(&self, name: &str, _: &Path) -> Result<()> {
+                if name == "crc32c_intel" {
+                    return Err(Error::msg("load module crc32c_intel", "No such device"));
+                }
+                self.0.lock().unwrap().push(name.to_string());
+                Ok(())
+            }
+        }
+        let dep = "kernel/arch/x86/crypto/crc32c-intel.ko:\nkernel/crypto/crc32c_generic.ko:\nkernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko\nkernel/fs/jbd2/jbd2.ko:\n";
+        let ix = Index::parse(Path::new("/m"), dep, "", "");
+        let mut c = Coldplug::new(&ix, FailIntel(Default::default()));
+        assert_eq!(c.load_first(&["crc32c_intel", "crc32c_generic"]), Ok("crc32c_generic".to_string()));
+        assert!(c.failed.is_empty(), "a failed alternative is not an unmet need: {:?}", c.failed);
+        assert_eq!(c.load_first(&["ext4"]), Ok("ext4".to_string()));
+        assert_eq!(*c.loader.0.lock().unwrap(), ["crc32c_generic", "jbd2", "ext4"]);
+        let err = c.load_first(&["crc32c_intel", "nope"]).unwrap_err();
+        assert!(err.contains("crc32c_intel: ") && err.contains("No such device") && err.contains("nope: "), "{err}");
+    }
 
     #[test]
     fn fnmatch_handles_modalias_globs() {
@@ -384,13 +552,14 @@ alias fs-iso9660 isofs\n";
         assert!(ix.load_order("nope").unwrap_err().to_string().contains("not in modules.dep"));
     }
 
-    struct Record(Vec<String>);
-    impl Loader for &mut Record {
-        fn load(&mut self, name: &str, _: &Path) -> Result<()> {
+    #[derive(Default)]
+    struct Record(std::sync::Mutex<Vec<String>>);
+    impl Loader for &Record {
+        fn load(&self, name: &str, _: &Path) -> Result<()> {
             if name == "failover" {
                 return Err(Error::msg("load module failover", "Exec format error"));
             }
-            self.0.push(name.to_string());
+            self.0.lock().unwrap().push(name.to_string());
             Ok(())
         }
     }
@@ -398,16 +567,59 @@ alias fs-iso9660 isofs\n";
     #[test]
     fn coldplug_matches_aliases_and_records_failures() {
         let ix = index();
-        let mut rec = Record(vec![]);
-        let mut c = Coldplug::new(&ix, &mut rec);
+        let rec = Record::default();
+        let mut c = Coldplug::new(&ix, &rec);
         let aliases = vec!["pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00".to_string(), "virtio:d00000001v00001AF4".into()];
+        assert_eq!(c.groups(&aliases), [vec!["virtio_pci".to_string()], vec!["virtio_net".to_string()]]);
         assert!(c.pass(&aliases));
+        assert!(c.groups(&aliases).is_empty(), "nothing left to load or retry");
         assert!(!c.pass(&aliases), "second pass is a no-op");
         assert!(c.loaded.contains("virtio_pci"));
         assert!(c.failed["virtio_net"].contains("Exec format error"));
         assert!(!c.loaded.contains("virtio_net"));
         drop(c);
-        assert_eq!(rec.0, ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci"]);
+        // The two devices' drivers loaded in two threads: each file once, whichever thread
+        // came first, and every module after its dependencies.
+        let got = rec.0.lock().unwrap().clone();
+        let mut sorted = got.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["virtio", "virtio_pci", "virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_ring"], "{got:?}");
+        let at = |m: &str| got.iter().position(|x| x == m).unwrap();
+        assert!(at("virtio_ring") < at("virtio") && at("virtio") < at("virtio_pci_modern_dev"), "{got:?}");
+        assert!(at("virtio_pci_modern_dev") < at("virtio_pci") && at("virtio_pci_legacy_dev") < at("virtio_pci"), "{got:?}");
+    }
+
+    /// A loader that takes its time, so that the threads of a pass overlap.
+    struct Slow(std::sync::Mutex<Vec<(String, &'static str)>>);
+    impl Loader for Slow {
+        fn load(&self, name: &str, _: &Path) -> Result<()> {
+            self.0.lock().unwrap().push((name.to_string(), "start"));
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            self.0.lock().unwrap().push((name.to_string(), "end"));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_shared_dependency_is_loaded_once_and_before_both_users() {
+        // Two devices whose drivers both need `core`: one loads it, the other waits for it.
+        let dep = "kernel/a.ko: kernel/core.ko\nkernel/b.ko: kernel/core.ko\nkernel/c.ko:\nkernel/core.ko:\n";
+        let alias = "alias pci:v0001* a\nalias pci:v0002* b\nalias pci:v0002* c\n";
+        let ix = Index::parse(Path::new("/m"), dep, alias, "");
+        let slow = Slow(Default::default());
+        let mut c = Coldplug::new(&ix, slow);
+        let aliases = vec!["pci:v0001d1".to_string(), "pci:v0002d2".to_string()];
+        assert_eq!(c.groups(&aliases), [vec!["a".to_string()], vec!["b".to_string(), "c".to_string()]], "b and c match one device: one thread, alias order");
+        assert!(c.pass(&aliases));
+        assert!(c.failed.is_empty(), "{:?}", c.failed);
+        let ev = c.loader.0.lock().unwrap().clone();
+        let at = |m: &str, what: &str| ev.iter().position(|(n, w)| n == m && *w == what).unwrap_or_else(|| panic!("{m} {what}: {ev:?}"));
+        assert_eq!(ev.iter().filter(|(n, w)| n == "core" && *w == "start").count(), 1, "{ev:?}");
+        assert!(at("core", "end") < at("a", "start") && at("core", "end") < at("b", "start"), "{ev:?}");
+        assert!(at("b", "end") < at("c", "start"), "same device: in order: {ev:?}");
+        for m in ["a", "b", "c", "core"] {
+            assert!(c.loaded.contains(m), "{m}");
+        }
     }
 
     #[test]

@@ -72,7 +72,7 @@ fn machine_steps(boot: &mut Boot) -> std::result::Result<Option<Config>, Failed>
     let index = boot.step("modules", |_| {
         let ix = kmod::Index::running()?;
         let mut c = kmod::Coldplug::new(&ix, kmod::Finit);
-        c.run_at(Path::new("/sys"), kmod::EXPLICIT);
+        c.run_at(Path::new("/sys"), kmod::EARLY);
         let (loaded, failed) = (c.loaded.len(), c.failed.clone());
         for (m, why) in &failed {
             log::debug!("module {m}: {why}");
@@ -90,6 +90,17 @@ fn machine_steps(boot: &mut Boot) -> std::result::Result<Option<Config>, Failed>
         for n in notes {
             log::warn!("{n}");
         }
+        // The file systems' modules now that the disks are known: only those a disk needs.
+        let mut loader = kmod::Coldplug::new(&index, kmod::Finit);
+        let ext4 = disks.state.is_some() || disks.data.is_some();
+        let mut fs_modules = Vec::new();
+        for need in kmod::for_disks(disks.image.as_ref().map(|(_, fs)| fs.as_str()), ext4) {
+            match loader.load_first(&need) {
+                Ok(m) => fs_modules.push(m),
+                Err(why) => log::warn!("module {}: {why}", need.join(" or ")),
+            }
+        }
+        let fs_modules = if fs_modules.is_empty() { String::new() } else { format!("; modules {}", fs_modules.join(", ")) };
         let Some((dev, fs)) = disks.image.clone() else {
             let note = "no appliance image disk (squashfs/erofs holding /etc/flower-init/image.json): Flower cannot run";
             return Ok(((ImageFacts::builtin(), None, disks), Note::Warn(note.into())));
@@ -97,7 +108,7 @@ fn machine_steps(boot: &mut Boot) -> std::result::Result<Option<Config>, Failed>
         mount::mount_image(&dev, fs, Path::new(NEWROOT))?;
         let m = crate::image::load_file(&crate::image::manifest_path_at(Path::new(NEWROOT)))?;
         let driver = m.nvidia_driver.as_ref().map(|d| format!(", NVIDIA driver {}", d.version)).unwrap_or_default();
-        let note = format!("{} ({}) on {NEWROOT}: Flower {}, {}{driver}", dev.display(), fs.as_str(), m.facts.flower_version, m.facts.framework);
+        let note = format!("{} ({}) on {NEWROOT}: Flower {}, {}{driver}{fs_modules}", dev.display(), fs.as_str(), m.facts.flower_version, m.facts.framework);
         Ok(((m.facts, m.nvidia_driver, disks), Note::Ok(note)))
     })?;
     let Some(cfg) = appliance::validate_step(boot, &ctx, &facts)? else {
@@ -222,7 +233,7 @@ fn gpu_step(boot: &mut Boot, cfg: &Config, index: &kmod::Index, nvidia: Option<&
                     // What it needs first (drm before nvidia), from the same directory.
                     for m in d.before(name).iter().map(String::as_str).chain([name]) {
                         if !Path::new("/sys/module").join(kmod::normalize(m)).exists() {
-                            kmod::Loader::load(&mut kmod::Finit, m, &d.module_at(newroot, &release, m))?;
+                            kmod::Loader::load(&kmod::Finit, m, &d.module_at(newroot, &release, m))?;
                         }
                     }
                     return Ok(());
