@@ -42,6 +42,8 @@ def main():
     ap.add_argument("--smp", default="1")
     ap.add_argument("--image", default=os.path.join(B, "image", "sklearn", "image.squashfs"),
                     help="flower-init profile: the appliance image disk")
+    ap.add_argument("--initramfs", default=os.path.join(B, "initramfs.cpio"),
+                    help="flower-init profile, --boot direct: the initramfs (flower-init and its modules)")
     ap.add_argument("--variant", choices=["same", "tls", "db", "default"], default="default",
                     help="flower-init profile: 'same' runs Flower as the baseline does (--insecure, in-memory "
                          "state); 'default' as the appliance does (TLS with its own CA, --database on the state disk); "
@@ -92,7 +94,7 @@ def main():
         nic = Nic(MAC, user_net="192.168.150.0/24")
         if a.boot == "direct":
             img = make_ext4(os.path.join(tmp, f"{a.label}.img"), "FL_STATE", 256)
-            vm = Vm(a.label, kernel_path(PINNED_KERNEL_DIR), os.path.join(B, "initramfs.cpio"), "console=ttyS0 panic=-1",
+            vm = Vm(a.label, kernel_path(PINNED_KERNEL_DIR), a.initramfs, "console=ttyS0 panic=-1",
                     disks=[Disk(a.image, readonly=True), Disk(img)], cdrom=iso, nics=[nic], **same)
         else:
             img = os.path.join(tmp, f"{a.label}.qcow2")

@@ -9,3 +9,8 @@ build/baseline/appliance.img: bench/baseline/build.sh bench/baseline/boot-probe.
 ## bench-boot       qemu start -> SuperLink /health, flower-init vs the systemd baseline, interleaved (RUNS=3)
 bench-boot: baseline initramfs image kernel
 	$(PYTHON) bench/compare.py --runs $${RUNS:-3}
+
+.PHONY: bench-importtime
+## bench-importtime Flower's imports inside the image under the VM harness: python -X importtime per process, page cache cold and warm
+bench-importtime: image kernel
+	$(PYTHON) bench/importtime.py --json build/bench/importtime/importtime.json
