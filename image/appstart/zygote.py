@@ -30,7 +30,6 @@ import argparse
 import gc
 import array
 import importlib
-import importlib.metadata
 import json
 import os
 import resource
@@ -99,6 +98,9 @@ _EXTRA = {}  # program -> "module:function" given with --program (tests, custom 
 
 def entry_point(program):
     """The console script `program` of this venv: its `module:function` entry point."""
+    # Imported here, in the preload: 0.1 s natively (zipfile, email), which on a one-CPU VM
+    # would otherwise run beside Flower's start at the zygote's start-up priority.
+    import importlib.metadata
     if program in _EXTRA:
         return importlib.metadata.EntryPoint(program, _EXTRA[program], "console_scripts")
     eps = importlib.metadata.entry_points(group="console_scripts", name=program)
@@ -347,13 +349,48 @@ def _preload_nice(base):
     return want, f"preloaded at nice {want}, apps at {base}"
 
 
+def cpus():
+    """CPUs this process may run on (its affinity). A cgroup CPU quota does not count here:
+    within a quota the niced preload takes almost nothing from Flower (CFS weighs 15 against
+    1,024), and waiting would only move the preload into the first app's task-start window."""
+    return len(os.sched_getaffinity(0))
+
+
+# How long the preload waits for Flower at most (flower-init's own wait for /health is 600 s).
+WAIT_FOR_FLOWER_S = 600.0
+
+
+def wait_for_flower(listener, addr, limit=WAIT_FOR_FLOWER_S):
+    """Wait until Flower serves at `addr` (HOST:PORT, a TCP connect succeeds: flower-init's
+    readiness probe's address, FLOWER_INIT_HEALTH_ADDR), until a shim is waiting on
+    `listener`, or `limit` seconds. Returns (why the wait ended, whether a shim ended it).
+
+    On a one-CPU machine the preload beside Flower's start costs that start ~5 s even at nice
+    19 (the CPU in Flower's I/O waits, the disk queue; BENCHMARKS.md): the VM's READY waits for
+    it. After Flower serves, the preload has the CPU it would have had at nice 19 anyway."""
+    host, _, port = addr.rpartition(":")
+    t0 = time.monotonic()
+    with selectors.DefaultSelector() as sel:
+        sel.register(listener, selectors.EVENT_READ)
+        while True:
+            waited = time.monotonic() - t0
+            if sel.select(timeout=0.25):
+                return f"when an app came, before Flower served ({waited:.1f}s)", True
+            try:
+                with socket.create_connection((host.strip("[]"), int(port)), timeout=0.5):
+                    return f"after Flower served ({waited:.1f}s)", False
+            except (OSError, ValueError):
+                pass
+            if waited > limit:
+                return f"after waiting {limit:.0f}s for Flower to serve", False
+
+
 def main(argv=None):
     a = parse_args(argv)
     startup_env = dict(os.environ)
     for spec in a.program:
         name, _, target = spec.partition("=")
         _EXTRA[name] = target
-    t0 = time.monotonic()
     # Bound first: a shim arriving during the preload waits for it (less than a cold start)
     # instead of finding no socket and starting cold.
     directory = os.path.dirname(a.socket) or "."
@@ -367,15 +404,25 @@ def main(argv=None):
     os.chmod(a.socket, 0o600)
     listener.listen(64)
     cold = None
-    # The preload runs beside Flower's own start (about as many imports): niced, it takes the
-    # CPU only when Flower's start does not, so Flower answers /health (the VM's READY) as if it
-    # ran alone on a one-CPU VM, and the preload finishes right after, well inside the app's
-    # task-start window (flower_init_task_window.py). Back to the start's priority before any
-    # app is forked; that needs RLIMIT_NICE >= 20 - it, which flower-init's container sets.
+    # With two CPUs or more the preload runs beside Flower's own start (about as many imports),
+    # niced: it takes the CPU Flower's start leaves. On one CPU even that delays Flower's
+    # /health (the VM's READY) by ~5 s, so there it first waits until Flower serves
+    # (wait_for_flower). Either way it finishes well inside the first app's task-start window
+    # (flower_init_task_window.py), and an app that comes early gets the preload at its own
+    # priority. Back to the start's priority before any app is forked; that needs
+    # RLIMIT_NICE >= 20 - it, which flower-init's container sets.
     base_nice = os.getpriority(os.PRIO_PROCESS, 0)
     preload_nice, nice_note = _preload_nice(base_nice)
     if preload_nice > base_nice:
         os.setpriority(os.PRIO_PROCESS, 0, preload_nice)
+    health = os.environ.get("FLOWER_INIT_HEALTH_ADDR", "")
+    if health and cpus() < 2:
+        waited, app_waiting = wait_for_flower(listener, health)
+        if app_waiting and preload_nice > base_nice:
+            os.setpriority(os.PRIO_PROCESS, 0, base_nice)  # _preload_nice checked it may
+            preload_nice, nice_note = base_nice, f"preloaded at nice {base_nice}"
+        nice_note += f", one CPU: started {waited}"
+    t0 = time.monotonic()
     try:
         problems = preload(a.preload, app_modules(a.manifest))
     except BaseException as e:  # never leave shims waiting on a dead preload

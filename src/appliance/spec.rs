@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::flower;
 use crate::gpu::Gpus;
 use crate::vocab::{Framework, Role, STATE_DIR};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The Flower command line of this role.
@@ -108,7 +109,19 @@ pub(super) fn spec(boot: &Boot, node: &Node, id: &str, args: Vec<String>, rootfs
         }
     }
     s.limits = machine_limits();
+    // The app fork server waits for Flower to serve here before its preload on a one-CPU
+    // machine (image/appstart/zygote.py; docs/app.md, "How apps start").
+    s.env.push(("FLOWER_INIT_HEALTH_ADDR".into(), health_addr(node.role()).to_string()));
     s
+}
+
+/// Where Flower answers `/health` inside the VM: the SuperLink's HTTP API (TLS when on), the
+/// SuperNode's local Runtime API (plain HTTP on loopback). flower-init's readiness probe.
+pub(super) fn health_addr(role: Role) -> SocketAddr {
+    match role {
+        Role::SuperLink => SocketAddr::from(([127, 0, 0, 1], flower::SUPERLINK_PORT)),
+        Role::SuperNode => SocketAddr::from(([127, 0, 0, 1], flower::SUPERNODE_RUNTIME_PORT)),
+    }
 }
 
 /// The part of the SuperNode's container spec that only the image and the GPU step decide:

@@ -9,11 +9,10 @@ use crate::config;
 use crate::container::{self, OutputRing, Runc};
 use crate::error::{Ctx, Error, Result};
 use crate::flower::probe::Prober;
-use crate::flower::{self, ProbeTls};
+use crate::flower::ProbeTls;
 use crate::supervisor::{self, Event, Output, Supervisor};
 use crate::vocab::Role;
 use nix::unistd::Pid;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -80,13 +79,11 @@ fn seed_state_db(b: &Boot, node: &Node, rootfs: &Path) {
 pub(super) fn wait_healthy(boot: &mut Boot, node: &mut Node) -> std::result::Result<(), Failed> {
     boot.step("flower", |b| {
         let started = Instant::now();
-        let (addr, tls) = match node.role() {
-            Role::SuperLink => (
-                SocketAddr::from(([127, 0, 0, 1], flower::SUPERLINK_PORT)),
-                node.tls.as_ref().map(|(ca, _)| ProbeTls { ca_pem: ca.clone(), server_name: "127.0.0.1".into() }),
-            ),
+        let addr = spec::health_addr(node.role());
+        let tls = match node.role() {
+            Role::SuperLink => node.tls.as_ref().map(|(ca, _)| ProbeTls { ca_pem: ca.clone(), server_name: "127.0.0.1".into() }),
             // The SuperNode's local Runtime API (plain HTTP on loopback).
-            Role::SuperNode => (SocketAddr::from(([127, 0, 0, 1], flower::SUPERNODE_RUNTIME_PORT)), None),
+            Role::SuperNode => None,
         };
         let prober = Prober::new(addr, tls.as_ref()).map_err(|e| Error::msg("prepare the health probe", e.to_string()))?;
         let mut deadline = started + FLOWER_READY_TIMEOUT;

@@ -159,6 +159,74 @@ def test_an_app_arriving_during_the_preload_gives_it_the_app_priority(layout):
     assert report["ppid"] == layout.zygote.pid and report["nice"] == 0, (out, err)
 
 
+def _zygote_with_probe(layout, probe_name, extra_env, prefix=()):
+    """Start the zygote preloading a program that records that the preload ran (and at which
+    priority) into a file; returns the file."""
+    seen = layout.tmp / f"{probe_name}-ran"
+    (layout.tmp / f"{probe_name}.py").write_text(
+        f"import os\nopen({str(seen)!r}, 'w').write(str(os.getpriority(os.PRIO_PROCESS, 0)))\n")
+    path = f"{HERE}:{layout.tmp}"
+    args = [str(VENV_PY), str(layout.tmp / "appstart" / "zygote.py"), "--socket", str(layout.socket),
+            "--manifest", "/nonexistent", "--preload", probe_name, "--program", f"{probe_name}={probe_name}:__name__"]
+    for name, target in PROGRAMS.items():
+        args += ["--program", f"{name}={target}"]
+    layout.zygote = subprocess.Popen([*prefix, *args], env=layout.env(PYTHONPATH=path, **extra_env),
+                                     stdout=subprocess.DEVNULL, stderr=layout.log.open("w"), stdin=subprocess.DEVNULL)
+    return seen, path
+
+
+def _not_yet_listening():
+    """A TCP port on 127.0.0.1 that refuses connections until the returned socket listens."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    return s, f"127.0.0.1:{s.getsockname()[1]}"
+
+
+ONE_CPU = ["taskset", "-c", "0"]
+
+
+def test_on_one_cpu_the_preload_waits_until_flower_serves(layout):
+    flower, addr = _not_yet_listening()
+    with flower:
+        seen, path = _zygote_with_probe(layout, "waitprobe", {"FLOWER_INIT_HEALTH_ADDR": addr}, prefix=ONE_CPU)
+        wait_for(layout.socket.exists, 60, "the zygote's socket")
+        time.sleep(1.5)  # several of its connect attempts
+        assert not seen.exists(), "no preload while Flower does not serve yet"
+        assert layout.zygote.poll() is None, layout.log.read_text()
+        flower.listen(1)
+        wait_for(lambda: "ready in" in layout.log.read_text(), 60, "the preload after Flower serves")
+    text = layout.log.read_text()
+    assert "one CPU: started after Flower served" in text and "preloaded at nice 19, apps at 0" in text, text
+    assert seen.read_text() == "19", "the preload still yields to what runs after Flower's start"
+    r = layout.shim("probe", input="", PYTHONPATH=path)
+    assert json.loads(r.stdout)["ppid"] == layout.zygote.pid, "forked by the zygote"
+
+
+def test_on_one_cpu_an_app_that_comes_first_ends_the_wait(layout):
+    flower, addr = _not_yet_listening()
+    with flower:
+        seen, path = _zygote_with_probe(layout, "earlyprobe", {"FLOWER_INIT_HEALTH_ADDR": addr}, prefix=ONE_CPU)
+        wait_for(layout.socket.exists, 60, "the zygote's socket")
+        r = layout.shim("probe", input="", PYTHONPATH=path)
+    text = layout.log.read_text()
+    out = json.loads(r.stdout)
+    assert out["ppid"] == layout.zygote.pid and out["nice"] == 0, (r, text)
+    assert "one CPU: started when an app came, before Flower served" in text, text
+    assert seen.read_text() == "0", "an app is waiting: the preload runs at the app's priority"
+
+
+def test_with_two_cpus_the_preload_does_not_wait(layout):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("this machine gives the tests one CPU: the two-CPU case cannot be run here")
+    flower, addr = _not_yet_listening()
+    with flower:
+        seen, _ = _zygote_with_probe(layout, "parprobe", {"FLOWER_INIT_HEALTH_ADDR": addr})
+        wait_for(lambda: "ready in" in layout.log.read_text(), 60, "the preload, Flower not serving")
+    text = layout.log.read_text()
+    assert "one CPU" not in text and seen.read_text() == "19", text
+
+
 def test_real_flower_entry_point_runs_warm(layout):
     layout.start_zygote()
     r = layout.shim("flwr-clientapp", "--bogus")
