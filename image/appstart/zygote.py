@@ -362,12 +362,14 @@ WAIT_FOR_FLOWER_S = 600.0
 
 def wait_for_flower(listener, addr, limit=WAIT_FOR_FLOWER_S):
     """Wait until Flower serves at `addr` (HOST:PORT, a TCP connect succeeds: flower-init's
-    readiness probe's address, FLOWER_INIT_HEALTH_ADDR), until a shim is waiting on
-    `listener`, or `limit` seconds. Returns (why the wait ended, whether a shim ended it).
+    readiness probe's address, which it gives the SuperLink as FLOWER_INIT_PRELOAD_AFTER),
+    until a shim is waiting on `listener`, or `limit` seconds. Returns (why the wait ended,
+    whether a shim ended it).
 
-    On a one-CPU machine the preload beside Flower's start costs that start ~5 s even at nice
+    On a one-CPU machine the preload beside Flower's start costs that start ~4 s even at nice
     19 (the CPU in Flower's I/O waits, the disk queue; BENCHMARKS.md): the VM's READY waits for
-    it. After Flower serves, the preload has the CPU it would have had at nice 19 anyway."""
+    it. The SuperLink's first app comes only after the SuperNodes, which OneFlow deploys once
+    the SuperLink is READY, so there the preload is better done after Flower serves."""
     host, _, port = addr.rpartition(":")
     t0 = time.monotonic()
     with selectors.DefaultSelector() as sel:
@@ -404,10 +406,11 @@ def main(argv=None):
     os.chmod(a.socket, 0o600)
     listener.listen(64)
     cold = None
-    # With two CPUs or more the preload runs beside Flower's own start (about as many imports),
-    # niced: it takes the CPU Flower's start leaves. On one CPU even that delays Flower's
-    # /health (the VM's READY) by ~5 s, so there it first waits until Flower serves
-    # (wait_for_flower). Either way it finishes well inside the first app's task-start window
+    # The preload runs beside Flower's own start (about as many imports), niced: it takes the
+    # CPU Flower's start leaves. On one CPU even that delays Flower's /health (the VM's READY)
+    # by ~4 s, so where flower-init says the first app comes well after READY (the SuperLink:
+    # FLOWER_INIT_PRELOAD_AFTER) it first waits until Flower serves (wait_for_flower).
+    # Either way it finishes well inside the first app's task-start window
     # (flower_init_task_window.py), and an app that comes early gets the preload at its own
     # priority. Back to the start's priority before any app is forked; that needs
     # RLIMIT_NICE >= 20 - it, which flower-init's container sets.
@@ -415,7 +418,7 @@ def main(argv=None):
     preload_nice, nice_note = _preload_nice(base_nice)
     if preload_nice > base_nice:
         os.setpriority(os.PRIO_PROCESS, 0, preload_nice)
-    health = os.environ.get("FLOWER_INIT_HEALTH_ADDR", "")
+    health = os.environ.get("FLOWER_INIT_PRELOAD_AFTER", "")
     if health and cpus() < 2:
         waited, app_waiting = wait_for_flower(listener, health)
         if app_waiting and preload_nice > base_nice:

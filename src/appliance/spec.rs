@@ -109,9 +109,13 @@ pub(super) fn spec(boot: &Boot, node: &Node, id: &str, args: Vec<String>, rootfs
         }
     }
     s.limits = machine_limits();
-    // The app fork server waits for Flower to serve here before its preload on a one-CPU
-    // machine (image/appstart/zygote.py; docs/app.md, "How apps start").
-    s.env.push(("FLOWER_INIT_HEALTH_ADDR".into(), health_addr(node.role()).to_string()));
+    // The SuperLink's app fork server preloads only once Flower serves here, on a one-CPU
+    // machine (image/appstart/zygote.py; docs/app.md, "How apps start"): its first app comes
+    // after the SuperNodes, which OneFlow deploys once this VM is READY. A SuperNode's first
+    // app comes right after its READY: its preload keeps running beside Flower's start.
+    if node.role() == Role::SuperLink {
+        s.env.push(("FLOWER_INIT_PRELOAD_AFTER".into(), health_addr(node.role()).to_string()));
+    }
     s
 }
 

@@ -189,7 +189,7 @@ ONE_CPU = ["taskset", "-c", "0"]
 def test_on_one_cpu_the_preload_waits_until_flower_serves(layout):
     flower, addr = _not_yet_listening()
     with flower:
-        seen, path = _zygote_with_probe(layout, "waitprobe", {"FLOWER_INIT_HEALTH_ADDR": addr}, prefix=ONE_CPU)
+        seen, path = _zygote_with_probe(layout, "waitprobe", {"FLOWER_INIT_PRELOAD_AFTER": addr}, prefix=ONE_CPU)
         wait_for(layout.socket.exists, 60, "the zygote's socket")
         time.sleep(1.5)  # several of its connect attempts
         assert not seen.exists(), "no preload while Flower does not serve yet"
@@ -206,7 +206,7 @@ def test_on_one_cpu_the_preload_waits_until_flower_serves(layout):
 def test_on_one_cpu_an_app_that_comes_first_ends_the_wait(layout):
     flower, addr = _not_yet_listening()
     with flower:
-        seen, path = _zygote_with_probe(layout, "earlyprobe", {"FLOWER_INIT_HEALTH_ADDR": addr}, prefix=ONE_CPU)
+        seen, path = _zygote_with_probe(layout, "earlyprobe", {"FLOWER_INIT_PRELOAD_AFTER": addr}, prefix=ONE_CPU)
         wait_for(layout.socket.exists, 60, "the zygote's socket")
         r = layout.shim("probe", input="", PYTHONPATH=path)
     text = layout.log.read_text()
@@ -221,7 +221,7 @@ def test_with_two_cpus_the_preload_does_not_wait(layout):
         pytest.skip("this machine gives the tests one CPU: the two-CPU case cannot be run here")
     flower, addr = _not_yet_listening()
     with flower:
-        seen, _ = _zygote_with_probe(layout, "parprobe", {"FLOWER_INIT_HEALTH_ADDR": addr})
+        seen, _ = _zygote_with_probe(layout, "parprobe", {"FLOWER_INIT_PRELOAD_AFTER": addr})
         wait_for(lambda: "ready in" in layout.log.read_text(), 60, "the preload, Flower not serving")
     text = layout.log.read_text()
     assert "one CPU" not in text and seen.read_text() == "19", text

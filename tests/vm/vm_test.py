@@ -187,7 +187,7 @@ def test_superlink():
               "superlink: first boot: Flower's database on the state disk starts from the image's migrated one")
         # The zygote's preload yields to Flower's start (nice 19) and comes back to nice 0
         # before it forks apps: that needs the container's RLIMIT_NICE 20, which PID 1 can give.
-        # On this one-CPU VM it starts only once Flower serves (FLOWER_INIT_HEALTH_ADDR).
+        # On this one-CPU VM it starts only once Flower serves (FLOWER_INIT_PRELOAD_AFTER).
         try:
             _, zline, _ = vm.wait_for(r"flower-init zygote: ready in", 300)
             check("preloaded at nice 19, apps at 0" in zline, f"superlink: the app fork server preloaded at nice 19, apps at 0 ({zline.strip()[-110:]})")
