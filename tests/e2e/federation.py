@@ -18,16 +18,19 @@ completes; the SuperLink restarted mid-run (with --database) and the SuperNodes 
 OneGate unreachable for the first 20 s of a SuperNode's boot; a SuperNode given a wrong CA
 fails closed and says so on /health; a SuperLink whose run submission fails stays up; and a
 SuperNode with REPORT_READY=YES and TOKEN=YES but no token runs Flower and says READY was not
-reported (issue #13: OneGate is best-effort); last, a stand-alone SuperLink and SuperNode whose
+reported (issue #13: OneGate is best-effort); and a stand-alone SuperLink and SuperNode whose
 containers get a CPU quota sized so that a cold app start would take 100 s complete a run with
-apps started warm (issue #13: slow app starts; --only-slow-apps runs this one alone).
+apps started warm (issue #13: slow app starts; --only-slow-apps runs this one alone). That one
+waits on the throttle for 7 minutes, idle but for 2 % of a CPU per node: --drills runs it beside
+the others, as a second process with its own namespaces, /24, stand-in and build directory
+(FI_E2E_SIDE_PREFIX, FI_E2E_SIDE_SUBNET; default fi-e2s and the next /24), VM ids from 200.
 
 --variant (issue #18, `make variant-test FRAMEWORK=… USE_CASE=…`): the same service on the
 FRAMEWORK image (--framework: build/image/FRAMEWORK/rootfs), 1 SuperLink and 2 SuperNodes, the
 use case trained for --rounds rounds, every round's loss and accuracy reported; no drills.
 
-Runs as root (network namespaces). Everything it creates is named fi-e2e-* and removed at the
-end, also on failure or Ctrl-C.
+Runs as root (network namespaces). Everything it creates is named fi-e2e-* (the side
+process's fi-e2s-*) and removed at the end, also on failure or Ctrl-C.
 """
 import argparse
 import base64
@@ -54,10 +57,15 @@ import report  # noqa: E402
 PREFIX = os.environ.get("FI_E2E_PREFIX") or "fi-e2e"
 SUBNET = os.environ.get("FI_E2E_SUBNET") or "10.91.0"
 HEALTH = 8081
-BUILD = os.path.join(ROOT, "build", "e2e")
+BUILD = os.environ.get("FI_E2E_BUILD") or os.path.join(ROOT, "build", "e2e")
+# The slow-app drill's process beside the main one (--drills): a prefix that does not start
+# with PREFIX + "-" (netns.Topology.destroy removes every namespace that does) and the next /24.
+SIDE_PREFIX = os.environ.get("FI_E2E_SIDE_PREFIX") or "fi-e2s"
+SIDE_SUBNET = os.environ.get("FI_E2E_SIDE_SUBNET") or (
+    lambda a, b, c: f"{a}.{b}.{(int(c) + 1) % 256}")(*SUBNET.split("."))
+SIDE_VMID_BASE = 200  # its VMs' ids: veth names in the host's namespace are made of them
 
-
-TAG = "e2e"  # the demo says "demo"
+TAG = os.environ.get("FI_E2E_TAG") or "e2e"  # the demo says "demo"
 
 
 def log(msg):
@@ -195,6 +203,7 @@ class Federation:
         self.t_train = None
         self.last_state = None
         self.prometheus = None
+        self.side = None  # the slow-app drill's process (start_side_drill)
 
     def setup(self):
         for path in (self.binary, os.path.join(self.rootfs, "etc/flower-init/image.json")):
@@ -665,7 +674,33 @@ class Federation:
         assert rc not in (0, None), f"{n.name}: exit {rc} after SIGTERM while failing"
         n.expected_exit = rc
 
-    def drill_slow_app_start(self):
+    def start_side_drill(self):
+        """The slow-app drill as a second federation.py process (--only-slow-apps) with its own
+        namespaces, /24, stand-in, build directory and VM ids, started now and waited for by
+        finish_side_drill: its throttled nodes need ~2 % of a CPU each, so it shares nothing but
+        the host with the main federation and overlaps the main run's waits. Its lines say
+        "e2e-slow"."""
+        env = dict(os.environ, FI_E2E_PREFIX=SIDE_PREFIX, FI_E2E_SUBNET=SIDE_SUBNET, FI_E2E_TAG=f"{TAG}-slow",
+                   FI_E2E_BUILD=os.path.join(BUILD, "slow-apps"))
+        for k in ("FI_E2E_SIDE_PREFIX", "FI_E2E_SIDE_SUBNET"):
+            env.pop(k, None)
+        argv = [sys.executable, os.path.abspath(__file__), "--only-slow-apps", "--use-case", self.args.use_case,
+                "--framework", self.framework] + (["--keep"] if self.args.keep else [])
+        log(f"drill: the throttled-CPU drill runs beside the others ({SIDE_PREFIX}-*, {SIDE_SUBNET}.0/24)")
+        self.side = subprocess.Popen(argv, env=env, start_new_session=True)
+
+    def finish_side_drill(self, timeout=1800):
+        """Wait for the side process; its failure fails this run."""
+        try:
+            rc = self.side.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the throttled-CPU drill did not end within {timeout}s")
+        if rc != 0:
+            raise AssertionError(f"the throttled-CPU drill failed (exit {rc}; its lines say {TAG}-slow, "
+                                 f"its logs are in {os.path.join(BUILD, 'slow-apps')})")
+        log("drill ok: the throttled-CPU drill beside the others passed")
+
+    def drill_slow_app_start(self, base=None):
         """Issue #13: a SuperLink and a SuperNode whose containers get a small CPU quota sized
         to this machine (drill_quota_us; a cgroup CPU quota, set on the containers' cgroups
         before runc creates them), so a cold Flower app start takes well over a minute, longer than Flower's 30 s task-start window.
@@ -676,7 +711,7 @@ class Federation:
         log(f"drill: CPU throttled to {pct_of(quota)} of a CPU on both nodes ({why}): "
             f"apps start slowly, the run still completes")
         t0 = time.monotonic()
-        base = max([n.vm.vmid for n in self.nodes] or [99]) + 1
+        base = base or max([n.vm.vmid for n in self.nodes] or [99]) + 1
         sl_vm = one.Vm(base, "superlink", 1, f"{SUBNET}.{10 + len(self.nodes)}", 7)
         sl_vm.name = f"superlink_{base}_(slow)"
         sl_vm.context = {"FL_ROLE": "superlink", "FL_USE_CASE": self.args.use_case, "FL_TLS_ENABLED": "NO",
@@ -789,6 +824,15 @@ class Federation:
     # ---- teardown ----------------------------------------------------------------------------
     def shutdown(self, check=True):
         problems = []
+        if self.side and self.side.poll() is None:
+            # Interrupted or failed before its end: it tears its own nodes down on SIGTERM.
+            os.killpg(self.side.pid, signal.SIGTERM)
+            try:
+                self.side.wait(120)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.side.pid, signal.SIGKILL)
+                self.side.wait()
+                problems.append("the throttled-CPU drill's process did not stop within 120 s of SIGTERM")
         if self.prometheus:
             self.prometheus.stop()
         for n in reversed(self.nodes):
@@ -1027,6 +1071,8 @@ def make_other_ca(path):
 
 def whole(fed, args):
     """The federation, its run and (--drills) the fault drills."""
+    if args.drills:
+        fed.start_side_drill()  # first: it is the longer of the two
     fed.boot()
     fed.check_published()
     fed.check_no_private_key()  # the state disks are on this host here (not in the demo's VMs)
@@ -1047,7 +1093,7 @@ def whole(fed, args):
         fed.drill_wrong_ca()
         fed.drill_submit_fails()
         fed.drill_no_token()
-        fed.drill_slow_app_start()
+        fed.finish_side_drill()
     fed.summary(final)
     if len(accs) >= 2:
         assert accs[-1] >= accs[0], f"accuracy did not improve: {accs}"
@@ -1101,7 +1147,7 @@ def main():
     try:
         fed.setup()
         if args.only_slow_apps:
-            fed.drill_slow_app_start()
+            fed.drill_slow_app_start(base=SIDE_VMID_BASE)
         elif args.variant:
             variant(fed, args)
         else:
