@@ -13,7 +13,7 @@ tls-flower-test: setup $(if $(filter $(TLS_DEFAULT_VENV),$(abspath $(FLOWER_VENV
 TEST_TARGETS += tls-flower-test
 
 .PHONY: renewal-test
-## renewal-test     root: a SuperLink whose certificate lives 240 s renews it while running (gateway reloads, Flower restarts, same CA), SuperNode reconnects (~5 min)
+## renewal-test     root: a SuperLink whose certificate lives 150 s renews it while running (gateway reloads, Flower restarts, same CA), SuperNode reconnects (~2 min)
 renewal-test: build image
 	$(PYTHON) tests/e2e/renewal.py
 TEST_TARGETS += renewal-test
