@@ -232,6 +232,11 @@ class Demo(federation.Federation):
         for (rid, rnd), r in sorted(self.rounds_seen.items()):
             print(f"  run {rid} round {rnd}: loss={r.get('loss'):.4f} accuracy={r.get('accuracy'):.4f}"
                   f" (+{self.round_times.get((rid, rnd), 0):.0f}s)")
+        first = first_round_after_start(self.superlink().t_start, self.t_train, self.round_times)
+        if first is not None:
+            # Issue #17's measure of the first round: from the SuperLink's qemu start (the
+            # SuperNodes are started once it is READY, as OneFlow's straight deployment does).
+            print(f"round 1 aggregated {first:.0f}s after the SuperLink's qemu start")
         print(f"final: {final['status']} after round {final['round']}")
         print("phases: " + phases(self.phase_times))
         print(f"consoles: {LOGS}/<vm>.log  contexts: {BUILD}/<vm>/context/  stand-in: {BUILD}/standin.log")
@@ -253,6 +258,15 @@ class Demo(federation.Federation):
         if m.get("mem_total_kib"):
             out += f"; {m.get('arch')} machine: {m['mem_total_kib'] // 1024} MiB, {m.get('mem_available_kib', 0) // 1024} MiB available"
         return out
+
+
+def first_round_after_start(t_start, t_train, round_times):
+    """Seconds from `t_start` (monotonic) to the first round seen aggregated, or None: the round
+    times count from `t_train`, when following the run began."""
+    firsts = [t for (_, rnd), t in round_times.items() if rnd == 1]
+    if t_start is None or t_train is None or not firsts:
+        return None
+    return t_train + min(firsts) - t_start
 
 
 def phases(t):
